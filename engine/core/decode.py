@@ -1,0 +1,32 @@
+"""Model outputs -> character spans. One path for evaluation and the engine."""
+from __future__ import annotations
+
+import numpy as np
+
+from nere.engine.core.featurize import token_to_char_spans
+from nere.engine.core.tags import TagSet
+from nere.engine.core.viterbi import argmax_decode, viterbi_decode
+
+
+def decode_tags(
+    emissions: np.ndarray,
+    lengths: np.ndarray,
+    crf: dict[str, np.ndarray] | None = None,
+) -> np.ndarray:
+    """Tag ids per position: Viterbi when CRF parameters are given, else argmax."""
+    if crf is None:
+        return argmax_decode(emissions, lengths)
+    return viterbi_decode(emissions, lengths, crf["transitions"], crf["start"], crf["end"])
+
+
+def row_char_spans(
+    tagset: TagSet, tag_ids: np.ndarray, offsets: np.ndarray, lead: int, n_content: int
+) -> list[tuple[int, int, str]]:
+    """Character spans of one row: tags of its content positions, mapped via offsets.
+
+    Special positions ([CLS]/[SEP]/padding) are ignored whatever the model put there.
+    ``offsets`` are the row's (T, 2) batch offsets.
+    """
+    content = slice(lead, lead + n_content)
+    token_spans = tagset.ids_to_spans(tag_ids[content])
+    return token_to_char_spans(offsets[content], token_spans)

@@ -1,0 +1,157 @@
+"""Text -> model inputs, with character offsets kept. Shared by training and the engine.
+
+Every model (BERT or BiLSTM) reads a Hugging Face ``tokenizers`` JSON file: a WordPiece
+tokenizer for BERT, a WordLevel word or character vocabulary for the BiLSTM models. We
+tokenize *without* special tokens and add [CLS]/[SEP] ourselves, so that a long text can
+be cut into windows of token ids without tokenizing it twice.
+
+Labelling policy (documented in README): every sub-word carries a tag (all-subword
+labelling). An entity's first sub-word gets B (or S), the rest I/E. Predicted spans map
+back to characters through the first and last sub-word's offsets, so no compaction of
+emissions is needed before the CRF and the CRF mask stays a left-aligned prefix.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from nere.engine.core.tags import TokenSpan
+
+
+@dataclass
+class Encoded:
+    """One tokenized text: content token ids and their character offsets (no specials)."""
+
+    ids: np.ndarray  # (n,) int64
+    offsets: np.ndarray  # (n, 2) int64, end exclusive
+
+
+@dataclass
+class Batch:
+    """Padded model inputs. ``offsets`` is -1 at special and padding positions."""
+
+    input_ids: np.ndarray  # (B, T) int64
+    attention_mask: np.ndarray  # (B, T) int64, a left-aligned prefix
+    offsets: np.ndarray  # (B, T, 2) int64
+    lengths: np.ndarray  # (B,) int64, tokens incl. specials
+
+
+class Featurizer:
+    """Tokenizes texts and assembles padded batches for one model."""
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        max_length: int,
+        cls_token: str | None = None,
+        sep_token: str | None = None,
+        pad_token: str = "[PAD]",
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = int(max_length)
+        self.cls_id = self._token_id(cls_token) if cls_token else None
+        self.sep_id = self._token_id(sep_token) if sep_token else None
+        self.pad_id = self._token_id(pad_token)
+        self.lead = int(self.cls_id is not None)  # position of the first content token
+        self.n_special = self.lead + int(self.sep_id is not None)
+        if self.max_length <= self.n_special:
+            raise ValueError(f"max_length {max_length} leaves no room for text")
+
+    @classmethod
+    def from_file(cls, path: str | Path, **kwargs) -> "Featurizer":
+        return cls(Tokenizer.from_file(str(path)), **kwargs)
+
+    def _token_id(self, token: str) -> int:
+        tid = self.tokenizer.token_to_id(token)
+        if tid is None:
+            raise ValueError(f"tokenizer has no token {token!r}")
+        return tid
+
+    @property
+    def max_content(self) -> int:
+        """Content tokens that fit in one window next to the special tokens."""
+        return self.max_length - self.n_special
+
+    def tokenize(self, texts: Sequence[str]) -> list[Encoded]:
+        """Batch-tokenize (in parallel, in Rust) without special tokens."""
+        encs = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        out = []
+        for e in encs:
+            ids = np.asarray(e.ids, dtype=np.int64)
+            offs = np.asarray(e.offsets, dtype=np.int64).reshape(-1, 2)
+            keep = offs[:, 1] > offs[:, 0]  # drop zero-width pieces, they carry no text
+            out.append(Encoded(ids[keep], offs[keep]) if not keep.all() else Encoded(ids, offs))
+        return out
+
+    def collate(self, items: Sequence[Encoded]) -> Batch:
+        """Add specials and pad. Items longer than ``max_content`` must be windowed first."""
+        n = len(items)
+        lengths = np.array([len(it.ids) + self.n_special for it in items], dtype=np.int64)
+        if n and lengths.max() > self.max_length:
+            raise ValueError(f"an item has {lengths.max()} tokens > max_length {self.max_length}")
+        width = int(lengths.max()) if n else 0
+        ids = np.full((n, width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((n, width), dtype=np.int64)
+        offs = np.full((n, width, 2), -1, dtype=np.int64)
+        lead = self.lead
+        for i, it in enumerate(items):
+            k = len(it.ids)
+            if lead:
+                ids[i, 0] = self.cls_id
+            ids[i, lead : lead + k] = it.ids
+            offs[i, lead : lead + k] = it.offsets
+            if self.sep_id is not None:
+                ids[i, lead + k] = self.sep_id
+            mask[i, : lengths[i]] = 1
+        return Batch(ids, mask, offs, lengths)
+
+    def truncate(self, item: Encoded) -> tuple[Encoded, bool]:
+        """Cut an item to ``max_content`` tokens; says whether anything was cut."""
+        if len(item.ids) <= self.max_content:
+            return item, False
+        m = self.max_content
+        return Encoded(item.ids[:m], item.offsets[:m]), True
+
+
+def window_starts(n_tokens: int, size: int, stride: int) -> list[int]:
+    """Token start positions of overlapping windows that cover ``n_tokens`` tokens."""
+    if size <= 0 or not (0 < stride <= size):
+        raise ValueError("need 0 < stride <= size")
+    if n_tokens <= size:
+        return [0]
+    starts = list(range(0, n_tokens - size, stride))
+    starts.append(n_tokens - size)
+    return starts
+
+
+def char_to_token_spans(
+    offsets: np.ndarray, spans: Iterable[tuple[int, int, str]]
+) -> tuple[list[TokenSpan], int]:
+    """Map character spans onto the tokens they cover.
+
+    ``offsets`` are content-token offsets (n, 2). A span covers every token that overlaps
+    it; when a span's edge cuts a token (or it covers no token) it is counted as
+    misaligned and, in the no-token case, dropped. Returns (token spans, misaligned).
+    """
+    starts, ends = offsets[:, 0], offsets[:, 1]
+    out: list[TokenSpan] = []
+    bad = 0
+    for s, e, label in spans:
+        hit = np.nonzero((starts < e) & (ends > s))[0]
+        if len(hit) == 0:
+            bad += 1
+            continue
+        first, last = int(hit[0]), int(hit[-1])
+        if starts[first] != s or ends[last] != e:
+            bad += 1
+        out.append((first, last + 1, label))
+    return out, bad
+
+
+def token_to_char_spans(offsets: np.ndarray, spans: Iterable[TokenSpan]) -> list[tuple[int, int, str]]:
+    """Token spans (over rows of ``offsets``) back to character spans."""
+    return [(int(offsets[s, 0]), int(offsets[e - 1, 1]), lab) for s, e, lab in spans]

@@ -1,0 +1,1 @@
+"""Export: PyTorch checkpoint -> self-contained ONNX bundle the engine runs without torch."""
