@@ -48,7 +48,7 @@ def split_tag(tag: str) -> tuple[str, str | None]:
     if tag == "O":
         return OUTSIDE, None
     letter, sep, label = tag.partition("-")
-    if not sep or not label or len(letter) != 1:
+    if not sep or not label or len(letter) != 1 or letter == OUTSIDE:
         raise ValueError(f"malformed tag {tag!r}: expected 'O' or '<letter>-<label>'")
     return letter, label
 
