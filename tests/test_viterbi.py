@@ -1,0 +1,172 @@
+"""Numpy Viterbi == pytorch-crf's decode; argmax decoding; the decode helpers."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nere.engine.core.decode import decode_tags, row_char_spans
+from nere.engine.core.tags import TagSet
+from nere.engine.core.viterbi import argmax_decode, viterbi_decode
+
+try:  # the [train] extra, installed in the dev environment; only the parity tests need it
+    import torch
+    import torchcrf
+except ImportError:  # pragma: no cover
+    torch = torchcrf = None
+needs_torchcrf = pytest.mark.skipif(torchcrf is None, reason="pytorch-crf not installed")
+
+
+def _random_crf(rng: np.random.Generator, ntags: int, scale: float) -> "torchcrf.CRF":
+    crf = torchcrf.CRF(ntags, batch_first=True)
+    with torch.no_grad():
+        crf.transitions.copy_(torch.from_numpy(rng.normal(0, scale, (ntags, ntags)).astype(np.float32)))
+        crf.start_transitions.copy_(torch.from_numpy(rng.normal(0, scale, ntags).astype(np.float32)))
+        crf.end_transitions.copy_(torch.from_numpy(rng.normal(0, scale, ntags).astype(np.float32)))
+    return crf
+
+
+def _params(crf) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return (
+        crf.transitions.detach().numpy(),
+        crf.start_transitions.detach().numpy(),
+        crf.end_transitions.detach().numpy(),
+    )
+
+
+def _torch_decode(crf, emissions: np.ndarray, lengths: np.ndarray) -> list[list[int]]:
+    time = emissions.shape[1]
+    mask = torch.from_numpy(np.arange(time)[None, :] < lengths[:, None])  # bool, left-aligned
+    with torch.no_grad():
+        return crf.decode(torch.from_numpy(emissions), mask=mask)
+
+
+@needs_torchcrf
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    batch=st.integers(1, 12),
+    time=st.integers(1, 20),
+    ntags=st.integers(1, 9),
+    scale=st.sampled_from([0.1, 1.0, 5.0]),
+    full=st.booleans(),
+)
+def test_viterbi_equals_pytorch_crf(seed, batch, time, ntags, scale, full):
+    rng = np.random.default_rng(seed)
+    crf = _random_crf(rng, ntags, scale)
+    emissions = rng.normal(0, 2.0, (batch, time, ntags)).astype(np.float32)
+    lengths = np.full(batch, time) if full else rng.integers(1, time + 1, batch)
+    lengths[rng.integers(0, batch)] = time  # the batch is as wide as its longest row, as collate makes it
+    expected = _torch_decode(crf, emissions, lengths)
+    got = viterbi_decode(emissions, lengths, *_params(crf))
+    assert got.shape == (batch, time) and got.dtype == np.int64
+    for b in range(batch):
+        assert got[b, : lengths[b]].tolist() == expected[b]
+        assert not got[b, lengths[b] :].any()
+
+
+@needs_torchcrf
+@pytest.mark.parametrize("seed", range(4))
+def test_viterbi_ragged_batch_with_length_one_rows(seed):
+    rng = np.random.default_rng(100 + seed)
+    crf = _random_crf(rng, 9, 1.0)
+    lengths = np.array([1, 17, 1, 5, 17, 2, 1])
+    emissions = rng.normal(0, 2.0, (len(lengths), 17, 9)).astype(np.float32)
+    got = viterbi_decode(emissions, lengths, *_params(crf))
+    for b, path in enumerate(_torch_decode(crf, emissions, lengths)):
+        assert got[b, : lengths[b]].tolist() == path
+        assert not got[b, lengths[b] :].any()
+
+
+@needs_torchcrf
+def test_viterbi_batch_of_one_length_one():
+    rng = np.random.default_rng(7)
+    crf = _random_crf(rng, 5, 1.0)
+    emissions = rng.normal(size=(1, 1, 5)).astype(np.float32)
+    got = viterbi_decode(emissions, np.array([1]), *_params(crf))
+    assert got.tolist() == _torch_decode(crf, emissions, np.array([1]))
+
+
+def test_viterbi_equals_brute_force():
+    """An oracle independent of pytorch-crf: score every path of small problems."""
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        ntags, time = int(rng.integers(1, 4)), int(rng.integers(1, 6))
+        trans, start, end = rng.normal(size=(ntags, ntags)), rng.normal(size=ntags), rng.normal(size=ntags)
+        em = rng.normal(size=(1, time, ntags))
+        best = max(
+            itertools.product(range(ntags), repeat=time),
+            key=lambda p: start[p[0]] + end[p[-1]] + sum(em[0, t, p[t]] for t in range(time))
+            + sum(trans[p[t - 1], p[t]] for t in range(1, time)),
+        )
+        assert viterbi_decode(em, [time], trans, start, end)[0].tolist() == list(best)
+
+
+def test_viterbi_transitions_are_from_to():
+    # emissions are flat; the only reward is moving 0 -> 1: the path must be 0, 1
+    trans = np.array([[0.0, 5.0], [-5.0, 0.0]], dtype=np.float32)
+    got = viterbi_decode(np.zeros((1, 2, 2), np.float32), [2], trans, np.zeros(2), np.zeros(2))
+    assert got.tolist() == [[0, 1]]
+
+
+@pytest.mark.parametrize("lengths", [[0, 3], [4, 3], [-1, 1]])
+def test_viterbi_rejects_bad_lengths(lengths):
+    with pytest.raises(ValueError, match="length"):
+        viterbi_decode(np.zeros((2, 3, 4)), lengths, np.zeros((4, 4)), np.zeros(4), np.zeros(4))
+
+
+def test_empty_batch():
+    k = 5
+    trans, start, end = np.zeros((k, k)), np.zeros(k), np.zeros(k)
+    for time in (0, 6):
+        out = viterbi_decode(np.zeros((0, time, k), np.float32), np.zeros(0, np.int64), trans, start, end)
+        assert out.shape == (0, time) and out.dtype == np.int64
+        out = argmax_decode(np.zeros((0, time, k), np.float32), np.zeros(0, np.int64))
+        assert out.shape == (0, time) and out.dtype == np.int64
+    assert decode_tags(np.zeros((0, 4, k)), np.zeros(0, np.int64)).shape == (0, 4)
+    crf = {"transitions": trans, "start": start, "end": end}
+    assert decode_tags(np.zeros((0, 4, k)), np.zeros(0, np.int64), crf).shape == (0, 4)
+
+
+def test_argmax_decode_zeroes_beyond_length():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4, 6, 5))
+    logits[..., 0] -= 100  # tag 0 never wins inside a sequence
+    lengths = np.array([6, 1, 3, 0])
+    out = argmax_decode(logits, lengths)
+    assert out.dtype == np.int64
+    full = logits.argmax(-1)
+    for b, n in enumerate(lengths):
+        assert out[b, :n].tolist() == full[b, :n].tolist()
+        assert (out[b, n:] == 0).all()
+        assert (out[b, :n] != 0).all()
+
+
+def test_decode_tags_dispatch():
+    rng = np.random.default_rng(1)
+    em = rng.normal(size=(3, 5, 4)).astype(np.float32)
+    lengths = np.array([5, 2, 4])
+    assert np.array_equal(decode_tags(em, lengths), argmax_decode(em, lengths))
+    # a strong transition prior makes Viterbi differ from argmax
+    trans = np.full((4, 4), -50.0, np.float32)
+    np.fill_diagonal(trans, 0.0)
+    crf = {"transitions": trans, "start": np.zeros(4, np.float32), "end": np.zeros(4, np.float32)}
+    out = decode_tags(em, lengths, crf)
+    assert np.array_equal(out, viterbi_decode(em, lengths, trans, crf["start"], crf["end"]))
+    for b, n in enumerate(lengths):
+        assert len(set(out[b, :n].tolist())) == 1  # never leaves its first tag
+
+
+def test_row_char_spans_ignores_special_positions():
+    ts = TagSet("BIO", ("PER", "LOC"))
+    b_per, i_per, b_loc = ts.tag_to_id["B-PER"], ts.tag_to_id["I-PER"], ts.tag_to_id["B-LOC"]
+    # [CLS] Ann Lee in Rome [SEP] [PAD]; the model tagged [CLS], [SEP] and [PAD] too
+    text = "Ann Lee in Rome"
+    offsets = np.array([[-1, -1], [0, 3], [4, 7], [8, 10], [11, 15], [-1, -1], [-1, -1]])
+    tag_ids = np.array([b_loc, b_per, i_per, 0, b_loc, i_per, b_per])
+    spans = row_char_spans(ts, tag_ids, offsets, lead=1, n_content=4)
+    assert spans == [(0, 7, "PER"), (11, 15, "LOC")]
+    assert [text[s:e] for s, e, _ in spans] == ["Ann Lee", "Rome"]
