@@ -13,7 +13,9 @@ from nere.train.datasets import (
     load_dataset,
     load_stats,
 )
-from nere.train.datasets import conll04
+from nere.engine.core import Entity
+from nere.engine.core.sentences import sentence_spans
+from nere.train.datasets import flat_entities
 
 # ---------------------------------------------------------------- CoNLL04
 
@@ -82,6 +84,119 @@ def test_msra_sentence_starting_inside_entity_is_decoded_leniently():
     surfaces = [(ex.text[e.start:e.end], e.label) for e in ex.entities[:3]]
     assert surfaces == [("万年", "PER"), ("迟浩田", "PER"), ("任建新", "PER")]
     assert len(load_dataset("msra", "test", limit=3)) == 3
+
+
+# ---------------------------------------------------------------- SanWen
+
+SANWEN_COUNTS = {  # sentences, entities, relations kept, relations crossing sentences (measured)
+    "train": (30795, 120141, 11020, 1588),
+    "dev": (2830, 11635, 1092, 197),
+    "test": (3972, 16419, 1374, 215),
+}
+
+
+@pytest.mark.parametrize("split", ["train", "dev", "test"])
+def test_sanwen_counts(split):
+    examples = load_dataset("sanwen", split)
+    stats = load_stats("sanwen", split)
+    n_sent, n_ent, n_rel, n_cross = SANWEN_COUNTS[split]
+    assert len(examples) == n_sent == stats["sentences"]
+    assert sum(len(e.entities) for e in examples) == n_ent
+    assert sum(len(e.relations) for e in examples) == n_rel
+    assert stats["relations_crossing_sentences"] == n_cross
+    # every mention is accounted for: kept, or skipped for a counted reason
+    assert stats["mentions"] == n_ent + sum(
+        stats[k]
+        for k in ("mentions_discontinuous", "mentions_mismatch", "mentions_merged_duplicate",
+                  "mentions_crossing_sentences")
+    )
+    assert stats["malformed_records"] == 0
+    if split == "dev":
+        for ex in examples:
+            ex.validate()
+            assert ex.entities == sorted(ex.entities)
+            assert ex.text == ex.text.strip()
+
+
+def test_sanwen_known_sentence():
+    """Validation/988.txt: '最终我没有到达他的墓地。' holds 他 nested in 他的墓地 (Ownership)."""
+    examples = load_dataset("chinese_literature", "dev")
+    ex = next(x for x in examples if x.id.startswith("sanwen/Validation/988#") and "到达他的墓地" in x.text)
+    spans = {(ex.text[e.start:e.end], e.label) for e in ex.entities}
+    assert {("他", "Person"), ("他的墓地", "Location")} <= spans
+    heads = {(ex.text[ex.entities[r.head].start:ex.entities[r.head].end],
+              ex.text[ex.entities[r.tail].start:ex.entities[r.tail].end], r.label) for r in ex.relations}
+    assert ("他", "他的墓地", "Ownership") in heads
+
+
+def _write_brat(root: Path) -> None:
+    folder = root / "chinese_literature_ner_re" / "relation_extraction" / "Validation"
+    folder.mkdir(parents=True)
+    text = "张三住在北京。他的朋\n友来了！” 她笑了\n"
+    assert text[7:12] == "他的朋\n友" and text[17] == "她"
+    ann = "\n".join([
+        "T1\tPerson-Name 0 2\t张三",
+        "T2\tLocation-Name 4 6\t北京",
+        "T3\tPerson-Pronoun 7 8\t他",
+        "T4\tPerson-Nominal 7 12\t他的朋",      # continuation line follows
+        "友",
+        "T5\tPerson-Pronoun 17 18\t她",
+        "T6\tThing-Nominal 0 1;4 5\t张 北",     # discontinuous
+        "T7\tLocation-Nominal 2 4\t北京",       # mismatch: text[2:4] is 住在
+        "T8\tPerson-Name 0 2\t张三",            # same span + coarse label as T1: merged
+        "R1\tLocated Arg1:T1 Arg2:T2\t",
+        "R2\tSocial Arg1:T4 Arg2:T5\t",         # crosses a sentence boundary
+        "R3\tFamily Arg1:T3 Arg2:T4\t",         # nested entities, kept
+        "R4\tLocated Arg1:T7 Arg2:T2\t",        # its mention was skipped
+        "R5\tLocated Arg1:T8 Arg2:T2\t",        # duplicate of R1 after merging
+        "R6\tCoreference Arg1:T3 Arg2:T5\t",
+        "*\tCoreference T3 T5",
+        "#1\tAnnotatorNotes T1\tnote",
+    ]) + "\n"
+    (folder / "1.txt").write_text(text, encoding="utf-8", newline="")
+    (folder / "1.ann").write_text(ann, encoding="utf-8", newline="")
+
+
+def test_sanwen_handmade_brat(tmp_path):
+    _write_brat(tmp_path)
+    examples = load_dataset("sanwen", "dev", data_dir=str(tmp_path))
+    stats = load_stats("sanwen", "dev", data_dir=str(tmp_path))
+    assert [e.text for e in examples] == ["张三住在北京。", "他的朋\n友来了！”", "她笑了"]
+    s0, s1, s2 = examples
+    assert s0.entities == [Entity(0, 2, "Person"), Entity(4, 6, "Location")]
+    assert [(r.head, r.tail, r.label) for r in s0.relations] == [(0, 1, "Located")]
+    assert s1.entities == [Entity(0, 1, "Person"), Entity(0, 5, "Person")]  # nested, kept
+    assert [(r.head, r.tail, r.label) for r in s1.relations] == [(0, 1, "Family")]
+    assert s2.entities == [Entity(0, 1, "Person")] and s2.relations == []
+    for ex in examples:
+        ex.validate()
+    assert stats.counts == {
+        "documents": 1, "characters": 21, "malformed_records": 0, "coreference_groups": 1,
+        "mentions": 8, "mentions_discontinuous": 1, "mentions_mismatch": 1,
+        "mentions_merged_duplicate": 1, "relations": 6, "relations_coreference_skipped": 1,
+        "relations_crossing_sentences": 1, "relations_mention_skipped": 1,
+        "relations_duplicate": 1, "relations_kept": 2, "sentences": 3, "entities": 5,
+        "sentences_with_overlapping_entities": 1,
+    }
+
+
+def test_sentence_spans_keep_closers_and_newlines():
+    text = "他说：“走吧！”然后\n离开了。\n\n第二句?  "
+    spans = sentence_spans(text)
+    assert [text[s:e] for s, e in spans] == ["他说：“走吧！”", "然后\n离开了。", "第二句?"]
+    semi = "甲；乙。"
+    assert [semi[s:e] for s, e in sentence_spans(semi, semicolons=True)] == ["甲；", "乙。"]
+    assert sentence_spans("甲；乙。") == [(0, 4)]
+
+
+def test_flat_entities_longest_then_earliest():
+    ents = [Entity(0, 1, "P"), Entity(0, 4, "L"), Entity(3, 6, "T"), Entity(5, 8, "X"), Entity(9, 10, "Y")]
+    kept, dropped = flat_entities(ents)
+    # 0-4 (len 4) beats 0-1 and 3-6; 3-6 and 5-8 tie on length: 5-8 survives since 3-6 overlaps 0-4
+    assert kept == [Entity(0, 4, "L"), Entity(5, 8, "X"), Entity(9, 10, "Y")]
+    assert dropped == 2
+    kept, dropped = flat_entities([Entity(2, 4, "B"), Entity(0, 2, "A"), Entity(1, 3, "C")])
+    assert kept == [Entity(0, 2, "A"), Entity(2, 4, "B")] and dropped == 1
 
 
 # ---------------------------------------------------------------- errors

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from nere.engine.core import Example
-from nere.train.datasets import conll04, msra
+from nere.train.datasets import conll04, msra, sanwen
 from nere.train.datasets.base import (
     ENV_VAR,
     SPLITS,
@@ -22,6 +22,7 @@ from nere.train.datasets.base import (
     check_split,
     dataset_root,
 )
+from nere.train.datasets.policy import flat_entities
 
 Loader = Callable[..., list[Example]]  # (split, limit=None, data_dir=None) -> examples
 
@@ -29,6 +30,8 @@ Loader = Callable[..., list[Example]]  # (split, limit=None, data_dir=None) -> e
 _MODULES = {
     "conll04": conll04,
     "msra": msra,
+    "sanwen": sanwen,
+    "chinese_literature": sanwen,  # alias: the dataset's own name
 }
 DATASETS: dict[str, Loader] = {name: mod.load for name, mod in _MODULES.items()}
 
@@ -70,6 +73,7 @@ __all__ = [
     "DatasetNotFoundError",
     "LoadStats",
     "dataset_root",
+    "flat_entities",
     "load_dataset",
     "load_stats",
 ]
