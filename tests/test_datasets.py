@@ -9,9 +9,12 @@ import pytest
 from nere.train.datasets import (
     DATASETS,
     DatasetNotFoundError,
+    DatasetFormatError,
     dataset_root,
     load_dataset,
     load_stats,
+    read_jsonl,
+    write_jsonl,
 )
 from nere.engine.core import Entity
 from nere.engine.core.sentences import sentence_spans
@@ -199,6 +202,47 @@ def test_flat_entities_longest_then_earliest():
     assert kept == [Entity(0, 2, "A"), Entity(2, 4, "B")] and dropped == 1
 
 
+# ---------------------------------------------------------------- JSONL
+
+
+def test_jsonl_round_trip_file_and_folder(tmp_path):
+    examples = load_dataset("conll04", "dev", limit=20) + load_dataset("sanwen", "dev", limit=20)
+    examples[0].id = None  # ids are optional
+    assert write_jsonl(examples, tmp_path / "data" / "dev.jsonl") == 40
+    back = load_dataset(str(tmp_path / "data" / "dev.jsonl"), "train")  # a file is used as given
+    assert back == examples
+    assert load_dataset(str(tmp_path / "data"), "dev", limit=3) == examples[:3]
+    with pytest.raises(DatasetNotFoundError, match="test.jsonl"):
+        load_dataset(str(tmp_path / "data"), "test")
+    with pytest.raises(DatasetNotFoundError, match="missing.jsonl"):
+        load_dataset(str(tmp_path / "missing.jsonl"), "dev")
+
+
+@pytest.mark.parametrize(
+    "line, problem",
+    [
+        ('{"text": "abc", ', "bad JSON"),
+        ('["abc"]', "must be a JSON object"),
+        ('{"txt": "abc"}', "unknown key 'txt'"),
+        ('{"entities": []}', "lacks 'text'"),
+        ('{"text": "abc", "entities": [{"start": 1, "end": 5, "label": "X"}]}', r"span \[1, 5\) outside"),
+        ('{"text": "abc", "entities": [{"start": 2, "end": 2, "label": "X"}]}', "or empty"),
+        ('{"text": "abc", "entities": [{"start": "0", "end": 1, "label": "X"}]}', "must be integers"),
+        ('{"text": "abc", "entities": [{"start": 0, "end": 1, "label": "X", "text": "b"}]}', "!= text"),
+        ('{"text": "abc", "entities": [{"start": 0, "end": 1, "label": "X"}], '
+         '"relations": [{"head": 0, "tail": 1, "label": "R"}]}', "tail 1 out of range"),
+        ('{"text": "abc", "relations": [{"head": 0, "label": "R"}]}', "lacks 'tail'"),
+    ],
+)
+def test_jsonl_errors_name_file_and_line(tmp_path, line, problem):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"text": "ok"}\n\n' + line + "\n", encoding="utf-8")
+    with pytest.raises(DatasetFormatError, match=f"bad.jsonl:3: .*{problem}") as info:
+        read_jsonl(path)
+    assert "\n" not in str(info.value)
+    assert len(read_jsonl(path, limit=1)) == 1  # stops before the bad line
+
+
 # ---------------------------------------------------------------- errors
 
 
@@ -207,6 +251,8 @@ def test_unknown_name_lists_known_names():
         load_dataset("nope", "train")
     with pytest.raises(ValueError, match="unknown split"):
         load_dataset("conll04", "validation")
+    with pytest.raises(ValueError, match="limit"):
+        load_dataset("conll04", "dev", limit=-1)
 
 
 def test_missing_folder_names_folder_and_env_var(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from nere.engine.core import Example
-from nere.train.datasets import conll04, msra, sanwen
+from nere.train.datasets import conll04, jsonl, msra, sanwen
 from nere.train.datasets.base import (
     ENV_VAR,
     SPLITS,
@@ -22,6 +22,7 @@ from nere.train.datasets.base import (
     check_split,
     dataset_root,
 )
+from nere.train.datasets.jsonl import read_jsonl, write_jsonl
 from nere.train.datasets.policy import flat_entities
 
 Loader = Callable[..., list[Example]]  # (split, limit=None, data_dir=None) -> examples
@@ -51,10 +52,18 @@ def load_dataset(
 ) -> list[Example]:
     """Examples of ``split`` ("train", "dev" or "test"); ``limit`` keeps the first N."""
     check_split(split)
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
     key = str(name_or_path)
     if key in DATASETS:
         return DATASETS[key](split, limit=limit, data_dir=data_dir)
+    if _looks_like_path(key):
+        return jsonl.load(key, split, limit)
     raise _unknown(key)
+
+
+def _looks_like_path(key: str) -> bool:
+    return key.endswith(".jsonl") or os.sep in key or "/" in key or Path(key).exists()
 
 
 def load_stats(name: str, split: str, data_dir: str | None = None) -> LoadStats:
@@ -76,4 +85,6 @@ __all__ = [
     "flat_entities",
     "load_dataset",
     "load_stats",
+    "read_jsonl",
+    "write_jsonl",
 ]
