@@ -31,6 +31,8 @@ class LazyGroup(click.Group):
             return getattr(importlib.import_module(module), attr)
         except ImportError as err:  # e.g. `nere train` without the [train] extra
             missing = err.name or str(err)
+            if missing.split(".")[0] == "nere":
+                raise  # our own bug, not a missing extra: show it
             raise click.ClickException(
                 f"`nere {name}` needs a package that is not installed ({missing}); "
                 f"install it with: pip install 'nere[train,export]'"

@@ -1,1 +1,1 @@
-"""train/models"""
+"""Model kinds, registered by (task, name) in :mod:`nere.train.registry`."""
