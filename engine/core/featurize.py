@@ -51,6 +51,10 @@ class Featurizer:
         sep_token: str | None = None,
         pad_token: str = "[PAD]",
     ) -> None:
+        # A tokenizer.json may carry truncation/padding settings (the MiniLM one truncates
+        # and pads to 128): that would silently cut long texts before we window them.
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
         self.tokenizer = tokenizer
         self.max_length = int(max_length)
         self.cls_id = self._token_id(cls_token) if cls_token else None
