@@ -92,7 +92,7 @@ def test_msra_sentence_starting_inside_entity_is_decoded_leniently():
 # ---------------------------------------------------------------- SanWen
 
 SANWEN_COUNTS = {  # sentences, entities, relations kept, relations crossing sentences (measured)
-    "train": (30795, 120141, 11020, 1588),
+    "train": (30087, 119000, 10941, 1582),
     "dev": (2830, 11635, 1092, 197),
     "test": (3972, 16419, 1374, 215),
 }
@@ -114,6 +114,10 @@ def test_sanwen_counts(split):
                   "mentions_crossing_sentences")
     )
     assert stats["malformed_records"] == 0
+    # 8 Training documents have shifted offsets (PROVENANCE.md): dropped whole, nothing else
+    assert stats["documents_dropped_misaligned"] == (8 if split == "train" else 0)
+    assert stats["mentions"] + stats["mentions_in_dropped_documents"] == {
+        "train": 124992, "dev": 11924, "test": 16811}[split]
     if split == "dev":
         for ex in examples:
             ex.validate()
@@ -158,6 +162,10 @@ def _write_brat(root: Path) -> None:
     ]) + "\n"
     (folder / "1.txt").write_text(text, encoding="utf-8", newline="")
     (folder / "1.ann").write_text(ann, encoding="utf-8", newline="")
+    # a document whose offsets are all shifted by one: dropped whole
+    (folder / "2.txt").write_text("甲乙丙丁戊己庚辛。", encoding="utf-8", newline="")
+    shifted = [f"T{k + 1}\tThing-Nominal {k + 1} {k + 2}\t{ch}" for k, ch in enumerate("甲乙丙丁戊")]
+    (folder / "2.ann").write_text("\n".join(shifted + ["R1\tNear Arg1:T1 Arg2:T2\t"]) + "\n", encoding="utf-8")
 
 
 def test_sanwen_handmade_brat(tmp_path):
@@ -174,7 +182,9 @@ def test_sanwen_handmade_brat(tmp_path):
     for ex in examples:
         ex.validate()
     assert stats.counts == {
-        "documents": 1, "characters": 21, "malformed_records": 0, "coreference_groups": 1,
+        "documents": 2, "characters": 30, "malformed_records": 0, "coreference_groups": 1,
+        "documents_dropped_misaligned": 1, "mentions_in_dropped_documents": 5,
+        "relations_in_dropped_documents": 1,
         "mentions": 8, "mentions_discontinuous": 1, "mentions_mismatch": 1,
         "mentions_merged_duplicate": 1, "relations": 6, "relations_coreference_skipped": 1,
         "relations_crossing_sentences": 1, "relations_mention_skipped": 1,
@@ -243,6 +253,13 @@ def test_jsonl_errors_name_file_and_line(tmp_path, line, problem):
     assert len(read_jsonl(path, limit=1)) == 1  # stops before the bad line
 
 
+def test_jsonl_not_utf8(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes('{"text": "ok"}\n{"text": "caf\u00e9"}\n'.encode("latin-1"))
+    with pytest.raises(DatasetFormatError, match="latin1.jsonl:2: not UTF-8"):
+        read_jsonl(path)
+
+
 # ---------------------------------------------------------------- errors
 
 
@@ -265,6 +282,11 @@ def test_missing_folder_names_folder_and_env_var(tmp_path, monkeypatch):
 
 def test_env_var_and_data_dir_resolution(tmp_path, monkeypatch):
     (tmp_path / "conll04").mkdir()
+    (tmp_path / "chinese_literature_ner_re").mkdir()
+    with pytest.raises(DatasetNotFoundError, match="conll04_dev.json"):
+        load_dataset("conll04", "dev", data_dir=str(tmp_path))
+    with pytest.raises(DatasetNotFoundError, match="Testing"):
+        load_dataset("sanwen", "test", data_dir=str(tmp_path))
     monkeypatch.setenv("NERE_DATASETS", str(tmp_path))
     assert dataset_root("conll04") == tmp_path / "conll04"
     assert dataset_root("conll04", str(tmp_path / "conll04")) == tmp_path / "conll04"

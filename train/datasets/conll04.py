@@ -18,6 +18,7 @@ from nere.engine.core.featurize import token_to_char_spans
 from nere.engine.core.tags import spans_to_tags, tags_to_spans
 from nere.train.datasets.base import (
     DatasetFormatError,
+    DatasetNotFoundError,
     LoadStats,
     check_split,
     copy_examples,
@@ -71,7 +72,10 @@ def _parse(path: str, split: str) -> tuple[tuple[Example, ...], LoadStats]:
 
 
 def _path(split: str, data_dir: str | None) -> Path:
-    return dataset_root(NAME, data_dir) / f"conll04_{check_split(split)}.json"
+    path = dataset_root(NAME, data_dir) / f"conll04_{check_split(split)}.json"
+    if not path.is_file():
+        raise DatasetNotFoundError(f"dataset {NAME!r}: file {path} not found")
+    return path
 
 
 def load(split: str, limit: int | None = None, data_dir: str | None = None) -> list[Example]:

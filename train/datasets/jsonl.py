@@ -93,14 +93,16 @@ def read_jsonl(path: str | os.PathLike, limit: int | None = None) -> list[Exampl
     if not path.is_file():
         raise DatasetNotFoundError(f"{path}: no such file")
     out: list[Example] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
             if limit is not None and len(out) >= limit:
                 break
-            if not line.strip():
-                continue
             try:
-                out.append(parse_line(line))
+                line = raw.decode("utf-8")
+                if line.strip():
+                    out.append(parse_line(line))
+            except UnicodeDecodeError:
+                raise DatasetFormatError(f"{path}:{lineno}: not UTF-8 text") from None
             except ValueError as err:
                 raise DatasetFormatError(f"{path}:{lineno}: {err}") from None
     return out
