@@ -1,11 +1,12 @@
 """Candidate entity pairs for relation extraction."""
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nere.engine.core.pairs import candidate_pairs
-from nere.engine.core.types import NO_RELATION, Entity, Relation
+from nere.engine.core.types import NO_RELATION, Entity, Example, Relation
 
 TYPES = ["PER", "ORG", "LOC"]
 
@@ -79,10 +80,6 @@ def test_small_inputs():
 
 def test_example_validate_and_triples():
     """The data model the pairs come from (engine/core/types.py)."""
-    import pytest
-
-    from nere.engine.core.types import Example
-
     ex = Example("Ann works at Acme", [Entity(0, 3, "PER"), Entity(13, 17, "ORG")], [Relation(0, 1, "Work_For")])
     ex.validate()
     assert ex.triples() == {((0, 3, "PER"), (13, 17, "ORG"), "Work_For")}
