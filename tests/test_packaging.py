@@ -1,0 +1,128 @@
+"""Packaging: the engine imports without torch, every sub-package ships, the CLI lists its commands."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import tomllib
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from nere.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+SETUPTOOLS = PYPROJECT["tool"]["setuptools"]
+PACKAGE_DIR: dict[str, str] = SETUPTOOLS["package-dir"]
+SOURCE_FOLDERS = ("cli", "engine", "train", "export")
+BLOCKED = ("torch", "transformers", "torchcrf")
+
+
+def _package_name(folder: Path) -> str:
+    """Import name of a source folder, through pyproject's package-dir mapping."""
+    rel = folder.relative_to(ROOT).as_posix()
+    for name, base in sorted(PACKAGE_DIR.items(), key=lambda kv: -len(kv[1])):
+        if rel == base or rel.startswith(base + "/"):
+            return ".".join([name, *Path(rel).relative_to(base).parts])
+    raise AssertionError(f"{rel}/ is not under any package-dir of pyproject.toml")
+
+
+def _engine_modules() -> list[str]:
+    mods = []
+    for py in sorted((ROOT / "engine").rglob("*.py")):
+        if "__pycache__" in py.parts or py.stem == "__main__":
+            continue
+        pkg = _package_name(py.parent)
+        mods.append(pkg if py.stem == "__init__" else f"{pkg}.{py.stem}")
+    return mods
+
+
+def test_engine_imports_without_torch():
+    modules = _engine_modules()
+    assert "nere.engine" in modules and "nere.engine.core.viterbi" in modules
+    code = textwrap.dedent(
+        f"""
+        import importlib, json, sys
+        BLOCKED = {BLOCKED!r}
+
+        class Blocker:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in BLOCKED:
+                    raise ImportError(f"{{name}} is blocked: the engine must not import it", name=name)
+                return None
+
+        sys.meta_path.insert(0, Blocker())
+        for mod in {modules!r}:
+            importlib.import_module(mod)
+        from nere.cli import main  # `nere --help` is torch-free too
+        try:
+            main(["--help"], prog_name="nere")
+        except SystemExit as e:
+            assert e.code == 0, e.code
+        print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] == "nere" or m.split(".")[0] in BLOCKED)))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not [m for m in loaded if m.split(".")[0] in BLOCKED]
+    # layers: the engine never pulls in training or export code
+    assert not [m for m in loaded if m.startswith(("nere.train", "nere.export"))]
+    assert set(modules) <= set(loaded)
+
+
+def test_blocker_really_blocks():
+    """The import test above would pass vacuously if the blocker did nothing."""
+    code = textwrap.dedent(
+        """
+        import sys
+        class Blocker:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "torchcrf":
+                    raise ImportError("blocked", name=name)
+        sys.meta_path.insert(0, Blocker())
+        import torchcrf
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "blocked" in proc.stderr
+
+
+def test_every_subpackage_is_listed():
+    listed = set(SETUPTOOLS["packages"])
+    found, loose = set(), []
+    for top in SOURCE_FOLDERS:
+        for folder in [ROOT / top, *(p for p in (ROOT / top).rglob("*") if p.is_dir())]:
+            if "__pycache__" in folder.parts or any(part.endswith(".egg-info") for part in folder.parts):
+                continue
+            if (folder / "__init__.py").is_file():
+                found.add(_package_name(folder))
+            elif any(folder.glob("*.py")):
+                loose.append(folder.relative_to(ROOT).as_posix())
+    missing = sorted(found - listed)
+    assert not missing, f"add to [tool.setuptools] packages in pyproject.toml: {missing}"
+    assert not loose, f"folders with Python files but no __init__.py (would not ship): {loose}"
+    # and nothing listed that does not exist
+    for name in listed:
+        base = max((n for n in PACKAGE_DIR if name == n or name.startswith(n + ".")), key=len)
+        folder = ROOT / PACKAGE_DIR[base] / Path(*name[len(base):].split(".")[1:])
+        assert (folder / "__init__.py").is_file(), f"{name} is listed but {folder} has no __init__.py"
+
+
+def test_cli_help_lists_commands():
+    result = CliRunner().invoke(main, ["--help"], prog_name="nere")
+    assert result.exit_code == 0, result.output
+    commands = result.output.split("Commands:")[1]
+    for name in ("train", "evaluate", "export", "extract", "bench"):
+        assert f"\n  {name} " in commands, name
+    (script,) = entry_points(group="console_scripts", name="nere")
+    assert script.load() is main
+
+
+def test_cli_unknown_command_is_a_clean_error():
+    result = CliRunner().invoke(main, ["no-such-command"], prog_name="nere")
+    assert result.exit_code == 2 and "No such command" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
