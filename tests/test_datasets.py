@@ -5,6 +5,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nere.train.datasets import (
     DATASETS,
@@ -200,6 +202,19 @@ def test_sentence_spans_keep_closers_and_newlines():
     semi = "甲；乙。"
     assert [semi[s:e] for s, e in sentence_spans(semi, semicolons=True)] == ["甲；", "乙。"]
     assert sentence_spans("甲；乙。") == [(0, 4)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="甲乙 \n。！？!?；”）a", max_size=40), st.booleans())
+def test_sentence_spans_partition_the_text(text, semicolons):
+    """Ordered, disjoint, trimmed, and every non-space character lies in some sentence."""
+    spans = sentence_spans(text, semicolons=semicolons)
+    covered = set()
+    for (s, e), nxt in zip(spans, spans[1:] + [(len(text), len(text))]):
+        assert 0 <= s < e <= nxt[0]
+        assert not text[s].isspace() and not text[e - 1].isspace()
+        covered.update(range(s, e))
+    assert all(ch.isspace() for i, ch in enumerate(text) if i not in covered)
 
 
 def test_flat_entities_longest_then_earliest():
