@@ -33,6 +33,8 @@ def viterbi_decode(
     if lengths.min() < 1 or lengths.max() > time:
         raise ValueError("every sequence length must be between 1 and the time dimension")
     trans = np.asarray(transitions, dtype=np.float32)
+    start = np.asarray(start, dtype=np.float32)  # float32 throughout, as pytorch-crf computes
+    end = np.asarray(end, dtype=np.float32)
     score = start[None, :] + emissions[:, 0]  # (B, K)
     history = np.empty((max(time - 1, 0), batch, ntags), dtype=np.int32)
     for t in range(1, time):
