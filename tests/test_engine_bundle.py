@@ -1,0 +1,143 @@
+"""Bundle loading: a bundle that does not match its manifest refuses to load, naming why."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fixtures_bundles import ENTITY_LABELS, RELATIONS, TAGSET, make_bundle, write_manifest
+from nere.engine.bundle import CPU, load_bundle, read_manifest
+from nere.engine.errors import BundleError, EngineError
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("bundles")
+    return {
+        "ner": make_bundle(root / "ner"),
+        "joint": make_bundle(root / "joint", task="joint", decoding="crf", typed=True),
+        "re": make_bundle(root / "re", task="re"),
+    }
+
+
+@pytest.fixture
+def joint(pristine, tmp_path) -> Path:
+    return Path(shutil.copytree(pristine["joint"], tmp_path / "b"))
+
+
+def _edit(folder: Path, fn, rehash: bool = False) -> None:
+    m = json.loads((folder / "manifest.json").read_text())
+    fn(m)
+    if rehash:
+        write_manifest(folder, m)
+    else:
+        (folder / "manifest.json").write_text(json.dumps(m))
+
+
+def test_loads_every_task(pristine):
+    for task, path in pristine.items():
+        b = load_bundle(path, device="cpu", threads=1)
+        assert b.task == task and b.provider == CPU
+        assert b.stage1.session.get_providers()[0] == CPU
+        assert len(b.sha256) == 64 and set(b.files) >= {"ner.onnx", "tokenizer.json"}
+        assert (b.ner is None) == (task == "re") and (b.stage2 is None) == (task == "ner")
+    j = load_bundle(pristine["joint"], device="cpu")
+    assert j.ner.decoding == "crf" and j.ner.crf["transitions"].shape == (7, 7)
+    assert set(j.stage2.inputs) == {"hidden", "pair_index", "head_mask", "tail_mask", "head_type", "tail_type"}
+    assert j.re.type_ids == {lab: i for i, lab in enumerate(ENTITY_LABELS)}
+
+
+def test_changed_byte_is_refused(joint):
+    path = joint / "ner.onnx"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"ner\.onnx: sha256 mismatch"):
+        load_bundle(joint, device="cpu")
+
+
+def test_missing_file_is_refused(joint):
+    (joint / "crf.npz").unlink()
+    with pytest.raises(BundleError, match=r"crf\.npz: listed in manifest but missing"):
+        load_bundle(joint, device="cpu")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda m: m.update(format_version=2), "format_version is 2"),
+        (lambda m: m.update(format="other"), "format is 'other'"),
+        (lambda m: m.update(task="ocr"), "task is 'ocr'"),
+        (lambda m: m["ner"].update(tags=TAGSET.tags[:-1]), "ner.tags do not match"),
+        (lambda m: m["ner"].update(tag_scheme="BIOES"), "ner.tags do not match"),
+        (lambda m: m["ner"].update(decoding="beam"), "ner.decoding"),
+        (lambda m: m["re"].update(relation_labels=RELATIONS[::-1]), "relation_labels\\[0\\] must be the negative"),
+        (lambda m: m["re"].update(type_pairs=[["Per", "Animal"]]), "type_pairs"),
+        (lambda m: m["re"].update(entity_labels=["Per", "Org"], type_pairs=None), "not in re.entity_labels"),
+        (lambda m: m["files"].pop("tokenizer.json"), "tokenizer file is not listed"),
+        (lambda m: m["files"].update({"../x": "0" * 64}), "bad file name"),
+        (lambda m: m["graphs"]["stage1"]["inputs"].pop(), "differ from the manifest"),
+        (lambda m: m["graphs"]["stage2"]["inputs"][1].update(dtype="int32"), "pair_index is tensor\\(int64\\)"),
+        (lambda m: m.update(ner=None), "task joint needs an 'ner' section"),
+        (lambda m: m["tokenizer"].update(cls_token="<s>"), "no token '<s>'"),
+    ],
+)
+def test_manifest_mismatches_are_refused(joint, change, message):
+    _edit(joint, change)
+    with pytest.raises(BundleError, match=message):
+        load_bundle(joint, device="cpu")
+
+
+def test_label_count_must_match_graph_widths(joint):
+    # consistent manifest, but one label more than the graphs were built for
+    _edit(joint, lambda m: m["ner"].update(entity_labels=ENTITY_LABELS + ["Misc"],
+                                           tags=TAGSET.tags + ["B-Misc", "I-Misc"]))
+    k = 9
+    np.savez(joint / "crf.npz", transitions=np.zeros((k, k)), start=np.zeros(k), end=np.zeros(k))
+    _edit(joint, lambda m: None, rehash=True)
+    with pytest.raises(BundleError, match="emissions width 7 != 9 tags"):
+        load_bundle(joint, device="cpu")
+    _edit(joint, lambda m: (m["ner"].update(entity_labels=ENTITY_LABELS, tags=TAGSET.tags),
+                            m["re"].update(relation_labels=RELATIONS + ["Kill"])))
+    np.savez(joint / "crf.npz", transitions=np.zeros((7, 7)), start=np.zeros(7), end=np.zeros(7))
+    _edit(joint, lambda m: None, rehash=True)
+    with pytest.raises(BundleError, match="logits width 3 != 4 relation labels"):
+        load_bundle(joint, device="cpu")
+
+
+def test_crf_shape_and_bad_graph_are_refused(joint):
+    np.savez(joint / "crf.npz", transitions=np.zeros((5, 5)), start=np.zeros(5), end=np.zeros(5))
+    _edit(joint, lambda m: None, rehash=True)
+    with pytest.raises(BundleError, match="crf.npz: CRF shapes"):
+        load_bundle(joint, device="cpu")
+    np.savez(joint / "crf.npz", transitions=np.zeros((7, 7)), start=np.zeros(7), end=np.zeros(7))
+    (joint / "re.onnx").write_bytes(b"not a model")
+    _edit(joint, lambda m: None, rehash=True)
+    with pytest.raises(BundleError, match="re.onnx: onnxruntime cannot load it"):
+        load_bundle(joint, device="cpu")
+
+
+def test_not_a_bundle(tmp_path):
+    with pytest.raises(BundleError, match="not a folder"):
+        load_bundle(tmp_path / "nothing")
+    with pytest.raises(BundleError, match="manifest.json: missing"):
+        read_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text("{oops")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        read_manifest(tmp_path)
+
+
+def test_cuda_without_gpu_is_a_clear_error(pristine):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA; the no-GPU error cannot be provoked here")
+    with pytest.raises(EngineError, match="device cuda: .*no CUDAExecutionProvider"):
+        load_bundle(pristine["ner"], device="cuda")
+    b = load_bundle(pristine["ner"], device="auto")  # auto falls back to the CPU, and says so
+    assert b.provider == CPU
+    with pytest.raises(EngineError, match="device 'tpu'"):
+        load_bundle(pristine["ner"], device="tpu")
