@@ -1,0 +1,104 @@
+"""`nere export CHECKPOINT --out BUNDLE`: checkpoint -> verified ONNX bundle."""
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from nere.export.variants import DEFAULT_INT8_POLICY, INT8_POLICIES, PRECISIONS
+
+
+def _command_line() -> str:
+    """The command as typed (``nere export ...``), or rebuilt from the parsed options."""
+    if len(sys.argv) > 1 and sys.argv[1] == "export":
+        return "nere " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    ctx = click.get_current_context()
+    opts = " ".join(f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in ctx.params.items()
+                    if v not in (None, False) and k != "checkpoint")
+    return f"nere export {shlex.quote(str(ctx.params.get('checkpoint')))} {opts}"
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+@click.command()
+@click.argument("checkpoint", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(), help="Bundle folder to write.")
+@click.option("--precision", default="fp32", show_default=True, type=click.Choice(PRECISIONS),
+              help="fp32; int8 (CPU, dynamic quantization); fp16 (GPU).")
+@click.option("--int8-policy", default=DEFAULT_INT8_POLICY, show_default=True, type=click.Choice(list(INT8_POLICIES)),
+              help="Which weight MatMuls stay fp32 in int8: " + "; ".join(f"{k}: {v}" for k, v in INT8_POLICIES.items()))
+@click.option("--verify", "dataset", default=None, help="Check the bundle against PyTorch on this dataset (conll04, msra, sanwen, or JSONL path).")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "dev", "test"]))
+@click.option("--limit", default=None, type=click.IntRange(1), help="Verify on the first N sentences only.")
+@click.option("--data-dir", default=None, help="Folder holding the datasets (default: $NERE_DATASETS or ../shared/datasets).")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1), help="Sentences per verification batch.")
+@click.option("--threads", default=None, type=click.IntRange(1), help="onnxruntime threads for verification (default: all cores).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing bundle folder.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def export(checkpoint: str, out_dir: str, precision: str, int8_policy: str, dataset: str | None, split: str,
+           limit: int | None, data_dir: str | None, batch_size: int, threads: int | None, overwrite: bool,
+           quiet: bool) -> None:
+    """Export CHECKPOINT to an ONNX bundle (docs/bundle-format.md); with --verify, measure its
+    parity with PyTorch and record it in the manifest (exit 1 when parity fails)."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    from nere.export.bundle import set_metrics, write_bundle
+    from nere.train.checkpoint import TOKENIZER, load_checkpoint
+
+    examples = _load_examples(dataset, split, limit, data_dir) if dataset else None
+    try:
+        model, featurizer, config = load_checkpoint(checkpoint)
+    except (ValueError, OSError, KeyError) as err:
+        raise click.ClickException(f"cannot load checkpoint {checkpoint}: {err}") from err
+    say = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    try:
+        out, manifest = write_bundle(model, config, Path(checkpoint) / TOKENIZER, out_dir, precision, int8_policy,
+                                     command=_command_line(), overwrite=overwrite, progress=say)
+    except (ValueError, FileExistsError) as err:
+        raise click.ClickException(str(err)) from err
+    made = manifest["made_by"]
+    click.echo(f"{out}: {manifest['task']} {manifest['model']} {precision}, {_mb(made['bundle_bytes'])}, "
+               f"exported in {made['export_seconds']:.1f}s")
+    for name in manifest["files"]:
+        click.echo(f"  {name:<16} {_mb((out / name).stat().st_size)}")
+    if examples is None:
+        return
+    from nere.export.verify import summary, verify_bundle
+
+    started = time.perf_counter()
+    result = verify_bundle(str(out), model, featurizer, examples, batch_size, progress=not quiet, threads=threads)
+    metrics = summary(result, precision)
+    metrics.update(dataset=dataset, split=split, limit=limit, verify_seconds=round(time.perf_counter() - started, 2))
+    set_metrics(out, split, metrics)
+    _report(result, metrics)
+    if not metrics["passed"]:
+        raise click.ClickException(f"parity check failed for {out}: {'; '.join(metrics['problems'])} "
+                                   "(the bundle was written; its manifest records the failure)")
+
+
+def _load_examples(dataset: str, split: str, limit: int | None, data_dir: str | None):
+    from nere.train.datasets import load_dataset
+
+    try:
+        return load_dataset(dataset, split, limit=limit, data_dir=data_dir)
+    except (ValueError, OSError) as err:
+        raise click.ClickException(str(err)) from err
+
+
+def _report(result: dict[str, Any], metrics: dict[str, Any]) -> None:
+    for part in ("ner", "re"):
+        r = result.get(part)
+        if r is None:
+            continue
+        click.echo(f"{part}: {r['sentences']} sentences, agreement {r['agreement']:.4f}, F1 bundle {r['f1']:.4f} "
+                   f"vs PyTorch {r['torch_f1']:.4f}, max abs logit diff {r['max_abs_logit_diff']:.2e}")
+        for d in r.get("differing_sentences", []):
+            click.echo("  differs: " + json.dumps(d, ensure_ascii=False)[:300])
+    click.echo("parity: " + ("passed" if metrics["passed"] else "FAILED: " + "; ".join(metrics["problems"])))

@@ -1,0 +1,121 @@
+"""Precision variants of an exported fp32 graph: int8 (CPU) and fp16 (GPU).
+
+int8 is onnxruntime's dynamic quantization, per channel, of MatMuls whose second input
+is a weight (attention-score MatMuls multiply two activations and stay fp32). Some
+weights are left in fp32 because quantizing them costs the most accuracy (see
+``INT8_POLICIES``); every variant's F1 is measured by ``nere export --verify``, so the
+policy is a measured choice, not a guess. Quantization pre-processing runs inside a
+temporary directory: onnxruntime's shape inference drops temp files in the working
+directory when it fails.
+
+fp16 is onnxruntime.transformers' float16 converter with float32 inputs/outputs kept, so
+the engine feeds and reads the same dtypes as in fp32.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import onnx
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+# which weight MatMuls stay fp32 in int8 bundles
+INT8_POLICIES = {
+    "none": "quantize every weight MatMul",
+    "head": "keep the task heads fp32 (nodes outside /encoder/: classifier, RE head)",
+    "head+ffn-out": "also keep each transformer layer's FFN output dense fp32",
+}
+DEFAULT_INT8_POLICY = "head"
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def _in_dir(path: str) -> Iterator[None]:
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def _is_head(name: str) -> bool:
+    return not name.startswith("/encoder/")
+
+
+def _is_ffn_out(name: str) -> bool:
+    return "/output/dense/" in name and "/attention/" not in name
+
+
+def int8_plan(model: onnx.ModelProto, policy: str = DEFAULT_INT8_POLICY, lstm: bool = True) -> dict[str, list[str]]:
+    """Names of the nodes to quantize and of the weight nodes kept fp32 under ``policy``."""
+    if policy not in INT8_POLICIES:
+        raise ValueError(f"unknown int8 policy {policy!r}; choose one of {', '.join(INT8_POLICIES)}")
+    weights = {i.name for i in model.graph.initializer}
+    quantize, keep = [], []
+    for node in model.graph.node:
+        if node.op_type == "MatMul" and len(node.input) == 2 and node.input[1] in weights:
+            skip = (policy != "none" and _is_head(node.name)) or (policy == "head+ffn-out" and _is_ffn_out(node.name))
+            (keep if skip else quantize).append(node.name)
+        elif node.op_type == "LSTM" and lstm:
+            quantize.append(node.name)
+    return {"quantize": quantize, "keep_fp32": keep}
+
+
+def quantize_int8(src: str | Path, dst: str | Path, policy: str = DEFAULT_INT8_POLICY, lstm: bool = True) -> dict[str, Any]:
+    """Dynamic int8 quantization of ``src`` into ``dst``; returns what was quantized."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    src, dst = Path(src).resolve(), Path(dst).resolve()
+    with tempfile.TemporaryDirectory(prefix="nere-int8-") as tmp, _in_dir(tmp):
+        pre = Path(tmp) / "pre.onnx"
+        try:
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            source, note = pre, "quant_pre_process"
+        except Exception as err:  # pre-processing is an optimisation; quantize the raw graph instead
+            log.warning("quant_pre_process failed (%s); quantizing the graph as exported", str(err).splitlines()[0])
+            source, note = src, f"quant_pre_process failed: {str(err).splitlines()[0]}"
+        plan = int8_plan(onnx.load(str(source)), policy, lstm)
+        if plan["quantize"]:
+            quantize_dynamic(
+                str(source), str(Path(tmp) / "q.onnx"), per_channel=True, weight_type=QuantType.QInt8,
+                op_types_to_quantize=["MatMul", "LSTM"] if lstm else ["MatMul"],
+                nodes_to_quantize=plan["quantize"],
+            )
+            out = onnx.load(str(Path(tmp) / "q.onnx"))
+        else:
+            out = onnx.load(str(source))
+        onnx.save(out, str(dst))
+    onnx.checker.check_model(str(dst))
+    return {"method": "onnxruntime quantize_dynamic, QInt8 weights, per_channel", "policy": policy,
+            "quantized_nodes": len(plan["quantize"]), "fp32_weight_nodes": plan["keep_fp32"], "preprocess": note}
+
+
+def convert_fp16(src: str | Path, dst: str | Path) -> dict[str, Any]:
+    """fp16 weights and compute with fp32 graph inputs/outputs (keep_io_types)."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    onnx.save(model, str(dst))
+    onnx.checker.check_model(str(dst))
+    return {"method": "onnxruntime.transformers.float16.convert_float_to_float16, keep_io_types, default op_block_list"}
+
+
+def make_variant(src: str | Path, dst: str | Path, precision: str, int8_policy: str = DEFAULT_INT8_POLICY) -> dict[str, Any]:
+    """Write ``precision``'s version of the fp32 graph ``src`` to ``dst``."""
+    if precision == "int8":
+        return quantize_int8(src, dst, int8_policy)
+    if precision == "fp16":
+        return convert_fp16(src, dst)
+    if precision == "fp32":
+        if Path(src).resolve() != Path(dst).resolve():
+            Path(dst).write_bytes(Path(src).read_bytes())
+        return {}
+    raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")

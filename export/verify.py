@@ -1,0 +1,143 @@
+"""Parity of a bundle with its PyTorch model on a dataset split.
+
+The bundle is opened with the engine's own loader (:func:`nere.engine.bundle.load_bundle`:
+manifest, hashes, tokenizer, CRF arrays, onnxruntime CPU sessions) and featurized with
+the bundle's featurizer; the PyTorch side uses the checkpoint's. Both sides go through the
+same core decoding (Viterbi with the CRF arrays / argmax, ``row_char_spans``), so any
+difference comes from the graph, the arrays or the tokenizer that was shipped.
+
+Reported per split: sentence agreement (share of sentences whose decoded entities are
+identical), strict entity F1 of both sides against gold, and the max abs difference of
+emissions over real (unpadded) positions. Relation parity is added by
+:mod:`nere.export.verify_re` for bundles with a stage 2.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from nere.engine.bundle import Bundle, load_bundle
+from nere.engine.core.decode import decode_tags, row_char_spans
+from nere.engine.core.featurize import Batch, Featurizer
+from nere.engine.core.metrics import entity_scores
+from nere.engine.core.types import Example
+from nere.export.onnx_export import torch_outputs
+from nere.train.features import ner_items
+from nere.train.features import length_batches
+
+# what a bundle must reach against PyTorch on the verification split
+THRESHOLDS = {
+    "fp32": {"min_agreement": 0.999, "max_f1_diff": 0.001},
+    "fp16": {"min_agreement": 0.0, "max_f1_diff": 0.005},
+    "int8": {"min_agreement": 0.0, "max_f1_diff": 0.005},
+}
+
+
+def stage1_spec(model: Any):
+    """The stage-1 GraphSpec of a model: its module and output names drive the PyTorch side."""
+    specs = {s.name: s for s in model.export_graphs()}
+    return specs["ner"]
+
+
+def run_stage1(bundle: Bundle, batch: Batch, outputs: Sequence[str]) -> dict[str, np.ndarray]:
+    """onnxruntime stage 1 on a featurized batch, feeding only the inputs the graph declares."""
+    arrays = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
+              "token_type_ids": np.zeros_like(batch.input_ids)}
+    feeds = {name: arrays[name].astype(dtype) for name, dtype in bundle.stage1.inputs.items()}
+    got = bundle.stage1.session.run(list(outputs), feeds)
+    return {n: np.asarray(a, dtype=np.float32) for n, a in zip(outputs, got)}
+
+
+def _masked_max_diff(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    valid = mask.astype(bool)
+    return float(np.abs(a - b)[valid].max()) if valid.any() else 0.0
+
+
+def ner_parity(bundle: Bundle, model: Any, featurizer: Featurizer, examples: Sequence[Example],
+               batch_size: int = 32, progress: bool = True) -> dict[str, Any]:
+    """Decoded entities and emissions of bundle vs PyTorch over ``examples``."""
+    if bundle.ner is None:
+        raise ValueError(f"bundle {bundle.path} has no NER stage")
+    spec = stage1_spec(model)
+    items_t, stats = ner_items(examples, featurizer, model.tagset)
+    items_b, _ = ner_items(examples, bundle.featurizer, bundle.ner.tagset)
+    feat_mismatch = sum(not np.array_equal(a.encoded.ids, b.encoded.ids) for a, b in zip(items_t, items_b))
+    crf_t = model.crf_arrays() if hasattr(model, "crf_arrays") else None
+    lead_t, lead_b = featurizer.lead, bundle.featurizer.lead
+    pred_t: list[list] = [[] for _ in examples]
+    pred_b: list[list] = [[] for _ in examples]
+    max_diff = 0.0
+    lengths = [len(it.tags) for it in items_t]
+    batches = list(length_batches(lengths, batch_size, rng=None))
+    for idx in tqdm(batches, desc="verify ner", unit="batch", disable=not progress, leave=False):
+        bt = featurizer.collate([items_t[i].encoded for i in idx])
+        bb = bundle.featurizer.collate([items_b[i].encoded for i in idx])
+        feeds = {"input_ids": bt.input_ids, "attention_mask": bt.attention_mask}
+        em_t = torch_outputs(spec, feeds)[spec.outputs.index("emissions")]
+        em_b = run_stage1(bundle, bb, ["emissions"])["emissions"]
+        if em_t.shape == em_b.shape:
+            max_diff = max(max_diff, _masked_max_diff(em_t, em_b, bt.attention_mask))
+        else:
+            max_diff = float("inf")
+        tags_t = decode_tags(em_t, bt.lengths, crf_t)
+        tags_b = decode_tags(em_b, bb.lengths, bundle.ner.crf)
+        for row, i in enumerate(idx):
+            pred_t[i] = row_char_spans(model.tagset, tags_t[row], bt.offsets[row], lead_t, len(items_t[i].tags))
+            pred_b[i] = row_char_spans(bundle.ner.tagset, tags_b[row], bb.offsets[row], lead_b, len(items_b[i].tags))
+    gold = [it.gold for it in items_t]
+    s_t, s_b = entity_scores(gold, pred_t), entity_scores(gold, pred_b)
+    same = [sorted(a) == sorted(b) for a, b in zip(pred_t, pred_b)]
+    differing = [i for i, ok in enumerate(same) if not ok]
+    return {
+        "sentences": len(examples),
+        "agreement": sum(same) / len(same) if same else 1.0,
+        "f1": s_b["f1"], "precision": s_b["precision"], "recall": s_b["recall"],
+        "torch_f1": s_t["f1"], "torch_precision": s_t["precision"], "torch_recall": s_t["recall"],
+        "f1_diff": abs(s_b["f1"] - s_t["f1"]),
+        "max_abs_logit_diff": max_diff,
+        "featurization_mismatch": feat_mismatch,
+        "truncated": stats.truncated,
+        "differing_sentences": [
+            {"index": i, "text": examples[i].text, "torch": sorted(pred_t[i]), "bundle": sorted(pred_b[i])}
+            for i in differing[:5]
+        ],
+    }
+
+
+def verify_bundle(folder: str, model: Any, featurizer: Featurizer, examples: Sequence[Example],
+                  batch_size: int = 32, progress: bool = True, threads: int | None = None) -> dict[str, Any]:
+    """All parity metrics of a bundle (NER stage, and relations when the bundle has stage 2)."""
+    bundle = load_bundle(folder, device="cpu", threads=threads)
+    out: dict[str, Any] = {"provider": bundle.provider}
+    if bundle.ner is not None:
+        out["ner"] = ner_parity(bundle, model, featurizer, examples, batch_size, progress)
+    if bundle.re is not None:
+        from nere.export.verify_re import re_parity
+
+        out["re"] = re_parity(bundle, model, featurizer, examples, batch_size, progress)
+    return out
+
+
+def summary(result: dict[str, Any], precision: str) -> dict[str, Any]:
+    """The flat metrics stored in the manifest, with a pass/fail against THRESHOLDS."""
+    th = THRESHOLDS[precision]
+    flat: dict[str, Any] = {}
+    problems = []
+    for part in ("ner", "re"):
+        r = result.get(part)
+        if r is None:
+            continue
+        prefix = "" if part == "ner" or "ner" not in result else "re_"
+        for k, v in r.items():
+            if k != "differing_sentences":
+                flat[prefix + k] = v
+        if r["agreement"] < th["min_agreement"]:
+            problems.append(f"{part} agreement {r['agreement']:.4f} < {th['min_agreement']}")
+        if r["f1_diff"] > th["max_f1_diff"]:
+            problems.append(f"{part} F1 differs from PyTorch by {r['f1_diff']:.4f} > {th['max_f1_diff']}")
+    flat["thresholds"] = th
+    flat["passed"] = not problems
+    flat["problems"] = problems
+    return flat
