@@ -4,3 +4,15 @@ Importing this package never imports torch: ETL jobs install only numpy, pyarrow
 tokenizers and onnxruntime. Shared concepts (spans, tag schemes, Viterbi, metrics,
 featurization) live in :mod:`nere.engine.core` so training uses the very same code.
 """
+
+__all__ = ["Engine"]
+
+
+def __getattr__(name: str):
+    """``from nere.engine import Engine`` without making ``nere.engine.core`` users (training)
+    import onnxruntime and pyarrow."""
+    if name == "Engine":
+        from nere.engine.api import Engine
+
+        return Engine
+    raise AttributeError(f"module 'nere.engine' has no attribute {name!r}")

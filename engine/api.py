@@ -1,0 +1,265 @@
+"""The engine's Python API; the CLI (``nere extract``) is a thin layer over it.
+
+    from nere.engine import Engine
+    engine = Engine.load("artifacts/bundles/conll04-joint", device="cpu", threads=2)
+    entities, relations = engine.extract(table)                # in memory
+    summary = engine.run(["corpus/"], "out/", resume=True)     # streaming, resumable
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import pyarrow as pa
+
+from nere.engine.bundle import CUDA, Bundle, load_bundle
+from nere.engine.errors import EngineError
+from nere.engine.parquet_io import (
+    OUTPUTS,
+    RunState,
+    background,
+    iter_units,
+    open_inputs,
+    resolve_inputs,
+    units_of_batch,
+)
+from nere.engine.pipeline import Pipeline, Unit, UnitResult
+from nere.engine.segment import DEFAULT_MAX_DOC_CHARS
+from nere.engine.tables import entity_schema, failure_schema, relation_schema
+
+BATCH_TOKENS = {"cpu": 4096, "cuda": 65536}  # padded tokens per stage-1 batch
+UNIT_DOCS = 256  # documents per unit: the window within which rows are sorted by length
+UNIT_CHARS = 2_000_000  # ... and at most about this many characters
+PART_DOCS = 50_000  # documents per part file: a killed run redoes at most one part
+FAILURE_SAMPLE = 100  # failures listed in the summary (all are in failures/)
+
+
+@dataclass
+class Extraction:
+    """Everything :meth:`Engine.extract_all` produces for an in-memory input."""
+
+    entities: pa.Table
+    relations: pa.Table
+    failures: pa.Table
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+class Engine:
+    """An NER or joint bundle, optionally with a separate RE bundle, ready to run."""
+
+    def __init__(
+        self,
+        bundle: Bundle | str | Path,
+        re_bundle: Bundle | str | Path | None = None,
+        device: str = "auto",
+        threads: int | None = None,
+        batch_tokens: int | None = None,
+        max_doc_chars: int = DEFAULT_MAX_DOC_CHARS,
+    ) -> None:
+        if not isinstance(bundle, Bundle):
+            bundle = load_bundle(bundle, device, threads)
+        if re_bundle is not None and not isinstance(re_bundle, Bundle):
+            re_bundle = load_bundle(re_bundle, device, threads)
+        self.bundle, self.re_bundle = bundle, re_bundle
+        self.device, self.threads = device, threads
+        if batch_tokens is None:
+            batch_tokens = BATCH_TOKENS["cuda" if bundle.provider == CUDA else "cpu"]
+        self.pipeline = Pipeline(bundle, re_bundle, batch_tokens, max_doc_chars)
+
+    @classmethod
+    def load(
+        cls,
+        bundle: str | Path,
+        re_bundle: str | Path | None = None,
+        device: str = "auto",
+        threads: int | None = None,
+        batch_tokens: int | None = None,
+        max_doc_chars: int = DEFAULT_MAX_DOC_CHARS,
+    ) -> "Engine":
+        """Load and verify the bundle(s); raises BundleError/EngineError with one line."""
+        return cls(bundle, re_bundle, device, threads, batch_tokens, max_doc_chars)
+
+    @property
+    def provider(self) -> str:
+        """The execution provider onnxruntime actually uses (read back from the session)."""
+        return self.bundle.provider
+
+    @property
+    def batch_tokens(self) -> int:
+        return self.pipeline.batch_tokens
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "device": self.device,
+            "threads": self.threads,
+            "batch_tokens": self.batch_tokens,
+            "provider_notes": self.bundle.notes + (self.re_bundle.notes if self.re_bundle else []),
+            "bundle": self.bundle.describe(),
+            "re_bundle": self.re_bundle.describe() if self.re_bundle else None,
+        }
+
+    # ------------------------------------------------------------------ in memory
+    def extract(self, data: Any, id_col: str = "id", text_col: str = "text") -> tuple[pa.Table, pa.Table]:
+        """(entities, relations) for a table, record batches, a list of texts, a dict of
+        columns or a Parquet path. Bad rows are skipped; see :meth:`extract_all`."""
+        out = self.extract_all(data, id_col, text_col)
+        return out.entities, out.relations
+
+    def extract_all(self, data: Any, id_col: str = "id", text_col: str = "text") -> Extraction:
+        """Like :meth:`extract`, plus the failed rows (doc_id, source, row, reason) and counts."""
+        units = self._units(data, id_col, text_col)
+        results: list[UnitResult] = []
+        id_type = None
+        for unit, prepared in background((u, self.pipeline.prepare(u)) for u in units):
+            id_type = unit.ids.type
+            results.append(self.pipeline.infer(prepared))
+        id_type = id_type or pa.int64()
+        schemas = {"entities": entity_schema(id_type), "relations": relation_schema(id_type),
+                   "failures": failure_schema(id_type)}
+        tables = {t: pa.concat_tables([getattr(r, t) for r in results]) if results else schemas[t].empty_table()
+                  for t in OUTPUTS}
+        stats = {k: sum(getattr(r, k) for r in results) for k in ("documents", "failed", "cleaned", "tokens")}
+        return Extraction(tables["entities"], tables["relations"], tables["failures"], stats)
+
+    def _units(self, data: Any, id_col: str, text_col: str) -> Iterator[Unit]:
+        if isinstance(data, (str, Path)):
+            inputs = open_inputs(resolve_inputs([data]), id_col, text_col)
+            return (u for _, u in iter_units(inputs, id_col, text_col, UNIT_DOCS, UNIT_CHARS))
+        if isinstance(data, (list, tuple)) and all(not isinstance(x, (pa.RecordBatch, pa.Table)) for x in data):
+            data = {id_col: list(range(len(data))), text_col: list(data)}
+        if isinstance(data, dict):
+            missing = [c for c in (id_col, text_col) if c not in data]
+            if missing:
+                raise EngineError(f"input dict has no column {missing[0]!r} (it has {', '.join(map(str, data))})")
+            ids, texts = pa.array(data[id_col]), list(data[text_col])
+            if len(ids) != len(texts):
+                raise EngineError(f"columns {id_col!r} and {text_col!r} differ in length")
+            return (Unit(ids.slice(a, UNIT_DOCS), texts[a : a + UNIT_DOCS], "<table>", a)
+                    for a in range(0, len(texts), UNIT_DOCS))
+        batches = [data] if isinstance(data, (pa.Table, pa.RecordBatch)) else data
+        return self._units_of_batches(batches, id_col, text_col)
+
+    def _units_of_batches(self, batches: Iterable[Any], id_col: str, text_col: str) -> Iterator[Unit]:
+        row = 0
+        for batch in batches:
+            if not isinstance(batch, (pa.Table, pa.RecordBatch)):
+                raise EngineError(f"cannot read input of type {type(batch).__name__}: give a pyarrow Table, "
+                                  "RecordBatches, a list of texts, a dict of columns or a Parquet path")
+            for col in (id_col, text_col):
+                if col not in batch.schema.names:
+                    raise EngineError(f"input table has no column {col!r} (it has {', '.join(batch.schema.names)})")
+            yield from units_of_batch(batch, id_col, text_col, UNIT_DOCS, UNIT_CHARS, "<table>", row)
+            row += batch.num_rows
+
+    # ------------------------------------------------------------------ streaming
+    def run(
+        self,
+        inputs: str | Path | Sequence[str | Path],
+        out_dir: str | Path,
+        id_col: str = "id",
+        text_col: str = "text",
+        resume: bool = False,
+        overwrite: bool = False,
+        limit: int | None = None,
+        progress: bool = True,
+        part_docs: int = PART_DOCS,
+        unit_docs: int = UNIT_DOCS,
+        unit_chars: int = UNIT_CHARS,
+    ) -> dict[str, Any]:
+        """Stream Parquet inputs into ``out_dir``/{entities,relations,failures}/part-*.parquet.
+
+        Memory stays bounded (one unit being read, one being run, one part's rows
+        buffered up to a row group). Returns the summary, also written to summary.json.
+        """
+        started = time.perf_counter()
+        if isinstance(inputs, (str, Path)):
+            inputs = [inputs]
+        if limit is not None and limit < 1:
+            raise EngineError(f"limit must be positive, got {limit}")
+        files = open_inputs(resolve_inputs(inputs), id_col, text_col)
+        config = {
+            "inputs": [{"path": str(f.path), "rows": f.rows, "bytes": f.size} for f in files],
+            "id_col": id_col, "text_col": text_col, "limit": limit,
+            "bundle_sha256": self.bundle.sha256,
+            "re_bundle_sha256": self.re_bundle.sha256 if self.re_bundle else None,
+            "batch_tokens": self.batch_tokens, "max_doc_chars": self.pipeline.max_doc_chars,
+            "part_docs": part_docs, "unit_docs": unit_docs, "unit_chars": unit_chars,
+        }
+        state = RunState(Path(out_dir), config, resume, overwrite)
+        id_type = files[0].id_type
+        schemas = {"entities": entity_schema(id_type), "relations": relation_schema(id_type),
+                   "failures": failure_schema(id_type)}
+        total = sum(f.rows for f in files)
+        total = min(total, limit) if limit is not None else total
+        done_before = state.documents_done
+        docs = tokens = 0
+        part = None
+        bar = _progress_bar(total, done_before, progress)
+        try:
+            if not state.complete:
+                units = iter_units(files, id_col, text_col, unit_docs, unit_chars, limit, state.done)
+                for fi, unit, prepared in background((fi, u, self.pipeline.prepare(u)) for fi, u in units):
+                    result = self.pipeline.infer(prepared)
+                    part = part or state.new_part(schemas)
+                    part.add(fi, unit, result)
+                    if part.stats["documents"] >= part_docs:
+                        state.commit(part)
+                        part = None
+                    docs += result.documents
+                    tokens += result.tokens
+                    if bar is not None:
+                        elapsed = max(time.perf_counter() - started, 1e-9)
+                        bar.update(result.documents)
+                        bar.set_postfix_str(f"{docs / elapsed:,.0f} docs/s, {tokens / elapsed:,.0f} tok/s", refresh=False)
+                if part is not None:
+                    state.commit(part)
+                    part = None
+                state.finish()
+        except BaseException:
+            if part is not None:
+                part.abort()
+            state.discard_if_empty()
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        seconds = time.perf_counter() - started
+        summary = self._summary(state, seconds, docs, tokens, done_before)
+        state.write_summary(summary)
+        return summary
+
+    def _summary(self, state: RunState, seconds: float, docs: int, tokens: int, done_before: int) -> dict[str, Any]:
+        t = state.totals()
+        return {
+            "documents_read": t["documents"],
+            "documents_written": t["documents"] - t["failed"],
+            "documents_failed": t["failed"],
+            "failure_reasons": t["failure_reasons"],
+            "failures": state.failure_sample(FAILURE_SAMPLE),
+            "failures_table": str(state.folder / "failures"),
+            "documents_with_control_chars_replaced": t["cleaned"],
+            "entities": t["entities"],
+            "relations": t["relations"],
+            "tokens": t["tokens"],
+            "seconds": round(seconds, 3),
+            "documents_this_run": docs,
+            "documents_before_resume": done_before,
+            "documents_per_second": round(docs / seconds, 1) if seconds > 0 else None,
+            "tokens_per_second": round(tokens / seconds, 1) if seconds > 0 else None,
+            "resumed": state.resumed,
+            "parts": len(state.parts),
+            "out_dir": str(state.folder),
+            "inputs": [i["path"] for i in state.config["inputs"]],
+            **self.describe(),
+        }
+
+
+def _progress_bar(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="doc", desc="extract", dynamic_ncols=True, mininterval=0.5)

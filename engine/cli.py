@@ -1,0 +1,64 @@
+"""``nere extract``: Parquet corpora in, entity and relation tables out (see docs/engine.md)."""
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from nere.engine.errors import EngineError
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    failed = f"{s['documents_failed']:,} failed"
+    if s["failure_reasons"]:
+        failed += " (" + ", ".join(f"{k}: {v:,}" for k, v in s["failure_reasons"].items()) + ")"
+    lines = [
+        f"documents: {s['documents_read']:,} read, {s['documents_written']:,} written, {failed}",
+        f"entities: {s['entities']:,}   relations: {s['relations']:,}   tokens: {s['tokens']:,}",
+        f"time: {s['seconds']:.1f} s for {s['documents_this_run']:,} documents this run"
+        + (f" ({s['documents_per_second']:,.0f} docs/s, {s['tokens_per_second']:,.0f} tokens/s)"
+           if s["documents_this_run"] else "")
+        + (f"; {s['documents_before_resume']:,} done before resuming" if s["resumed"] else ""),
+        f"provider: {s['provider']} (device {s['device']}, batch_tokens {s['batch_tokens']})",
+        f"bundle: {s['bundle']['path']} sha256 {s['bundle']['sha256']}",
+    ]
+    if s["re_bundle"]:
+        lines.append(f"re bundle: {s['re_bundle']['path']} sha256 {s['re_bundle']['sha256']}")
+    lines += [f"note: {n}" for n in s["provider_notes"]]
+    lines.append(f"summary: {s['out_dir']}/summary.json")
+    click.echo("\n".join(lines))
+
+
+@click.command("extract")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--model", "-m", "model", required=True, help="NER or joint bundle folder.")
+@click.option("--re-model", default=None, help="Separate RE bundle run on the NER bundle's entities.")
+@click.option("--out", "-o", "out", required=True, help="Output folder (entities/, relations/, failures/, summary.json).")
+@click.option("--id-col", default="id", show_default=True, help="Document id column.")
+@click.option("--text-col", default="text", show_default=True, help="Document text column.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="auto: CUDA when onnxruntime can use it, else CPU. cuda: fail rather than fall back.")
+@click.option("--batch-tokens", type=click.IntRange(1), default=None,
+              help="Padded tokens per model batch [default: 4096 on CPU, 65536 on CUDA].")
+@click.option("--threads", type=click.IntRange(1), default=None, help="onnxruntime CPU threads [default: all cores].")
+@click.option("--resume", is_flag=True, help="Continue a killed run in --out; finished parts are kept.")
+@click.option("--overwrite", is_flag=True, help="Replace the results already in --out.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N input rows.")
+@click.option("--max-doc-chars", type=click.IntRange(1), default=1_000_000, show_default=True,
+              help="Longer documents are reported as failed rows, not processed.")
+@click.option("--part-docs", type=click.IntRange(1), default=50_000, show_default=True,
+              help="Documents per part file (a killed run redoes at most one part).")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+def extract(inputs, model, re_model, out, id_col, text_col, device, batch_tokens, threads, resume, overwrite,
+            limit, max_doc_chars, part_docs, progress) -> None:
+    """Extract entities (and relations) from the Parquet files or folders INPUT..."""
+    from nere.engine.api import Engine
+
+    try:
+        engine = Engine.load(model, re_model, device=device, threads=threads, batch_tokens=batch_tokens,
+                             max_doc_chars=max_doc_chars)
+        summary = engine.run(list(inputs), out, id_col=id_col, text_col=text_col, resume=resume,
+                             overwrite=overwrite, limit=limit, progress=progress, part_docs=part_docs)
+    except EngineError as err:
+        raise click.ClickException(str(err)) from None
+    _print_summary(summary)

@@ -1,0 +1,91 @@
+"""Documents -> checked text -> sentences -> token windows, character offsets kept.
+
+Sentence boundaries come from :func:`nere.engine.core.sentences.sentence_spans` (the same
+rule training data is cut with), with English full stops on. A sentence longer than the
+model's window is cut into overlapping token windows; entities found in several windows
+are merged by :func:`merge_windows`, so nothing is silently truncated.
+"""
+from __future__ import annotations
+
+import bisect
+import re
+from typing import Any, Sequence
+
+from nere.engine.core.featurize import window_starts
+from nere.engine.core.sentences import sentence_spans
+
+DEFAULT_MAX_DOC_CHARS = 1_000_000
+# C0/C1 controls except tab/newline/carriage return, lone surrogates, non-characters.
+# Replaced one-for-one by a space so that every offset still points into the input text.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
+def check_text(value: Any, max_chars: int = DEFAULT_MAX_DOC_CHARS) -> tuple[str | None, str | None, bool]:
+    """A row's text made safe to process: (text, failure reason, control chars replaced).
+
+    Bad rows never raise: the reason is reported and the run goes on.
+    """
+    if value is None:
+        return None, "null text", False
+    if not isinstance(value, str):
+        return None, f"text is not a string ({type(value).__name__})", False
+    if not value:
+        return None, "empty text", False
+    if len(value) > max_chars:
+        return None, f"text too long ({len(value)} chars > max_doc_chars {max_chars})", False
+    cleaned = False
+    if _CONTROL.search(value):
+        value, cleaned = _CONTROL.sub(" ", value), True
+    if value.isspace():
+        return None, ("only control characters" if cleaned else "blank text"), cleaned
+    return value, None, cleaned
+
+
+def split_sentences(text: str) -> list[tuple[int, int]]:
+    """Sentence spans of a document (Chinese and English ends, trimmed, offsets exact)."""
+    return sentence_spans(text, periods=True)
+
+
+def overlap_for(max_content: int) -> int:
+    """Tokens shared by neighbouring windows: a quarter of a window (entities rarely
+    exceed it, so each entity lies whole and away from the edge in some window)."""
+    return max_content // 4
+
+
+def window_plan(n_tokens: int, max_content: int) -> list[int]:
+    """Token starts of the windows covering a sentence of ``n_tokens`` tokens."""
+    stride = max(1, max_content - overlap_for(max_content))
+    return window_starts(n_tokens, max_content, stride)
+
+
+# A candidate found in one window: (start, end, label, score, edge distance), token
+# positions in sentence coordinates. Edge distance = tokens between the span and the
+# nearer window edge that cuts the sentence; a span cut by an edge has distance 0.
+Candidate = tuple[int, int, str, float, int]
+
+
+def edge_distance(start: int, end: int, win_start: int, win_end: int, n_tokens: int) -> int:
+    """Tokens of context between a span and the nearest window edge inside the sentence
+    (the sentence's own start and end are not cuts: ``n_tokens`` there)."""
+    left = start - win_start if win_start > 0 else n_tokens
+    right = win_end - end if win_end < n_tokens else n_tokens
+    return min(left, right)
+
+
+def merge_windows(candidates: Sequence[Candidate]) -> list[Candidate]:
+    """Non-overlapping spans from overlapping windows, in sentence order.
+
+    Identical spans collapse into one; when windows disagree, the span that lies
+    farther from its window's edge wins (the model saw more context around it), then
+    the longer one (an edge cuts entities short), then the earlier one.
+    """
+    ranked = sorted(candidates, key=lambda c: (-c[4], -(c[1] - c[0]), c[0], c[2]))
+    starts: list[int] = []  # taken spans, kept sorted and disjoint: check neighbours only
+    taken: list[Candidate] = []
+    for c in ranked:
+        i = bisect.bisect_left(starts, c[0])
+        if (i > 0 and taken[i - 1][1] > c[0]) or (i < len(taken) and taken[i][0] < c[1]):
+            continue
+        starts.insert(i, c[0])
+        taken.insert(i, c)
+    return taken

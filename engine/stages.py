@@ -1,0 +1,143 @@
+"""Batching and the two onnxruntime stages.
+
+- Rows (sentences or windows) are sorted by length and packed to a token budget
+  (padded width x rows), so a batch of short sentences is large and a batch of long
+  ones is small: no padding waste, no out-of-memory on long inputs.
+- Padded widths are rounded up to a multiple of 8: fewer distinct shapes keeps
+  onnxruntime's memory arena from growing with every new sequence length.
+- On CUDA, stage 1 runs with IO binding and its ``hidden`` output stays on the GPU for
+  stage 2 (only the emissions come back to the host).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from nere.engine.bundle import CUDA, Graph
+from nere.engine.core.featurize import Batch, Encoded, Featurizer
+
+WIDTH_STEP = 8
+
+
+def bucket_width(n_tokens: np.ndarray | int, max_length: int) -> np.ndarray | int:
+    """Padded width of a row of ``n_tokens`` tokens (specials included)."""
+    return np.minimum(-(-np.asarray(n_tokens) // WIDTH_STEP) * WIDTH_STEP, max_length)
+
+
+def plan_batches(lengths: np.ndarray, featurizer: Featurizer, budget: int) -> list[np.ndarray]:
+    """Row indices per batch: sorted by length, each batch's rows x padded width <= budget
+    (a single row wider than the budget still gets a batch of its own)."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    order = np.argsort(lengths, kind="stable")
+    widths = bucket_width(lengths[order] + featurizer.n_special, featurizer.max_length)
+    batches: list[np.ndarray] = []
+    start = 0
+    for k in range(len(order)):  # widths ascend, so the newest row sets the batch width
+        if k > start and (k - start + 1) * int(widths[k]) > budget:
+            batches.append(order[start:k])
+            start = k
+    if start < len(order):
+        batches.append(order[start:])
+    return batches
+
+
+def collate(featurizer: Featurizer, items: Sequence[Encoded]) -> Batch:
+    """The featurizer's padded batch, widened to the bucket width."""
+    b = featurizer.collate(items)
+    width = int(bucket_width(b.input_ids.shape[1], featurizer.max_length))
+    extra = width - b.input_ids.shape[1]
+    if extra > 0:
+        b = Batch(
+            np.pad(b.input_ids, ((0, 0), (0, extra)), constant_values=featurizer.pad_id),
+            np.pad(b.attention_mask, ((0, 0), (0, extra))),
+            np.pad(b.offsets, ((0, 0), (0, extra), (0, 0)), constant_values=-1),
+            b.lengths,
+        )
+    return b
+
+
+def run_stage1(graph: Graph, batch: Batch, outputs: Sequence[str]) -> dict[str, Any]:
+    """Stage-1 outputs by name: numpy arrays, except ``hidden`` under IO binding, which
+    stays an OrtValue on the device for stage 2."""
+    feeds = {}
+    for name, dtype in graph.inputs.items():
+        if name == "input_ids":
+            a = batch.input_ids
+        elif name == "attention_mask":
+            a = batch.attention_mask
+        else:  # token_type_ids: a single segment
+            a = np.zeros_like(batch.input_ids)
+        feeds[name] = np.ascontiguousarray(a, dtype=dtype)
+    if not graph.io_binding:
+        return dict(zip(outputs, graph.session.run(list(outputs), feeds)))
+    device = "cuda" if graph.provider == CUDA else "cpu"
+    io = graph.session.io_binding()
+    for name, a in feeds.items():
+        io.bind_cpu_input(name, a)
+    for name in outputs:
+        io.bind_output(name, device if name == "hidden" else "cpu")
+    graph.session.run_with_iobinding(io)
+    values = io.get_outputs()
+    return {n: (v if n == "hidden" else v.numpy()) for n, v in zip(outputs, values)}
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def chosen_probs(emissions: np.ndarray, tags: np.ndarray) -> np.ndarray:
+    """Softmax probability of each position's decoded tag, (B, T)."""
+    return np.take_along_axis(softmax(emissions), tags[..., None], axis=-1)[..., 0]
+
+
+def span_masks(starts: np.ndarray, ends: np.ndarray, width: int) -> np.ndarray:
+    """(P, width) float32 masks, 1.0 on positions [start, end) of each pair."""
+    pos = np.arange(width)[None, :]
+    return ((pos >= starts[:, None]) & (pos < ends[:, None])).astype(np.float32)
+
+
+def run_stage2(
+    graph: Graph,
+    hidden: Any,
+    width: int,
+    rows: np.ndarray,
+    head: tuple[np.ndarray, np.ndarray, np.ndarray],
+    tail: tuple[np.ndarray, np.ndarray, np.ndarray],
+    budget: int,
+) -> np.ndarray:
+    """Relation probabilities (P, relations) for pairs over one stage-1 batch.
+
+    ``head``/``tail`` are (start positions, end positions, type ids) in stage-1
+    positions. Pairs go in chunks of at most ``budget`` pair-positions, because a
+    stage-2 graph typically gathers a (pairs, seq, hidden) tensor.
+    """
+    chunk = max(1, budget // max(width, 1))
+    out_name = "logits" if "logits" in graph.outputs else next(iter(graph.outputs))
+    out = []
+    for lo in range(0, len(rows), chunk):
+        sl = slice(lo, lo + chunk)
+        values = {
+            "pair_index": rows[sl],
+            "head_mask": span_masks(head[0][sl], head[1][sl], width),
+            "tail_mask": span_masks(tail[0][sl], tail[1][sl], width),
+            "head_type": head[2][sl],
+            "tail_type": tail[2][sl],
+        }
+        feeds = {n: np.ascontiguousarray(values[n], dtype=t) for n, t in graph.inputs.items() if n != "hidden"}
+        if isinstance(hidden, ort.OrtValue):
+            io = graph.session.io_binding()
+            io.bind_ortvalue_input("hidden", hidden)
+            for name, a in feeds.items():
+                io.bind_cpu_input(name, a)
+            io.bind_output(out_name, "cpu")
+            graph.session.run_with_iobinding(io)
+            logits = io.get_outputs()[0].numpy()
+        else:
+            feeds["hidden"] = np.ascontiguousarray(hidden, dtype=graph.inputs["hidden"])
+            logits = graph.session.run([out_name], feeds)[0]
+        out.append(softmax(logits))
+    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
