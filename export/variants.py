@@ -27,7 +27,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 # which weight MatMuls stay fp32 in int8 bundles
 INT8_POLICIES = {
     "none": "quantize every weight MatMul",
-    "head": "keep the task heads fp32 (nodes outside /encoder/: classifier, RE head)",
+    "head": "keep the task heads fp32 (weights outside /encoder/: classifier, RE stage 2)",
     "head+ffn-out": "also keep each transformer layer's FFN output dense fp32",
 }
 DEFAULT_INT8_POLICY = "head"
@@ -46,7 +46,7 @@ def _in_dir(path: str) -> Iterator[None]:
 
 
 def _is_head(name: str) -> bool:
-    return not name.startswith("/encoder/")
+    return "/encoder/" not in name
 
 
 def _is_ffn_out(name: str) -> bool:
@@ -98,11 +98,42 @@ def quantize_int8(src: str | Path, dst: str | Path, policy: str = DEFAULT_INT8_P
             "quantized_nodes": len(plan["quantize"]), "fp32_weight_nodes": plan["keep_fp32"], "preprocess": note}
 
 
+def topological_sort(graph: onnx.GraphProto) -> None:
+    """Reorder nodes so every input is produced before use (the onnx checker requires it;
+    the float16 converter appends its input Casts after the nodes that read them)."""
+    produced_by = {out: i for i, n in enumerate(graph.node) for out in n.output}
+    nodes = list(graph.node)
+    done: set[int] = set()
+    order: list[int] = []
+
+    def visit(i: int) -> None:
+        stack = [(i, False)]
+        while stack:
+            k, expanded = stack.pop()
+            if k in done:
+                continue
+            if expanded:
+                done.add(k)
+                order.append(k)
+                continue
+            stack.append((k, True))
+            for name in nodes[k].input:
+                j = produced_by.get(name)
+                if j is not None and j not in done:
+                    stack.append((j, False))
+
+    for i in range(len(nodes)):
+        visit(i)
+    graph.ClearField("node")
+    graph.node.extend(nodes[i] for i in order)
+
+
 def convert_fp16(src: str | Path, dst: str | Path) -> dict[str, Any]:
     """fp16 weights and compute with fp32 graph inputs/outputs (keep_io_types)."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    topological_sort(model.graph)
     onnx.save(model, str(dst))
     onnx.checker.check_model(str(dst))
     return {"method": "onnxruntime.transformers.float16.convert_float_to_float16, keep_io_types, default op_block_list"}
