@@ -1,0 +1,341 @@
+"""Export of NER checkpoints: graphs, manifest, parity, dynamic axes, variants, tampering,
+and a bundle that runs where torch cannot be imported.
+
+Models are tiny and untrained (random weights): parity is about the export, not accuracy.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from click.testing import CliRunner
+
+from nere.engine.bundle import load_bundle
+from nere.engine.core.types import Entity, Example, Relation
+from nere.engine.errors import BundleError
+from nere.export.bundle import read_manifest_json, validate_manifest, write_bundle, write_manifest
+from nere.export.cli import export
+from nere.export.verify import ner_parity, summary, verify_bundle
+from nere.train.checkpoint import TOKENIZER, save_checkpoint
+from nere.train.ner_task import build_ner, predict_ner
+
+TINY_BERT = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+TINY_LSTM = {"embedding_dim": 16, "hidden_size": 16}
+NER_KINDS = ["bert-crf", "bert-softmax", "bilstm-crf", "bilstm"]
+
+_SENTS = [
+    ("Alice Smith works for Acme Corp in Paris .", [("Alice Smith", "Per"), ("Acme Corp", "Org"), ("Paris", "Loc")],
+     [(0, 1, "Work_For"), (1, 2, "Located_In")]),
+    ("Bob Jones lives in London .", [("Bob Jones", "Per"), ("London", "Loc")], [(0, 1, "Live_In")]),
+    ("Globex Inc hired Carol .", [("Globex Inc", "Org"), ("Carol", "Per")], [(1, 0, "Work_For")]),
+    ("The weather in Paris was fine and Alice stayed home .", [("Paris", "Loc"), ("Alice", "Per")], [(1, 0, "Live_In")]),
+    ("Nothing happened .", [], []),
+    ("Acme Corp , based in London , sued Globex Inc over a contract signed by Bob .",
+     [("Acme Corp", "Org"), ("London", "Loc"), ("Globex Inc", "Org"), ("Bob", "Per")], [(0, 1, "Located_In")]),
+]
+
+
+def make_examples() -> list[Example]:
+    """Six hand-written sentences with entities and relations (char offsets found in text)."""
+    out = []
+    for text, ents, rels in _SENTS:
+        entities, pos = [], 0
+        for surface, label in ents:  # listed in text order
+            start = text.index(surface, pos)
+            entities.append(Entity(start, start + len(surface), label))
+            pos = start + len(surface)
+        out.append(Example(text, entities, [Relation(h, t, r) for h, t, r in rels]))
+    return out
+
+
+def tiny_ner(kind: str, max_length: int = 64):
+    torch.manual_seed(0)
+    model, tok, feat, _ = build_ner(kind, make_examples(), encoder="random", max_length=max_length,
+                                    bert_size=TINY_BERT, lstm=TINY_LSTM)
+    model.eval()
+    if model.crf is not None:  # untrained CRFs are ~0: give Viterbi something to decide
+        with torch.no_grad():
+            model.crf.transitions.normal_(0, 1.0)
+    return model, tok, feat
+
+
+def export_tiny(model, tok, tmp: Path, precision: str = "fp32", name: str = "bundle") -> Path:
+    tok_file = tmp / f"{name}-tokenizer.json"
+    tok.save(str(tok_file))
+    out, _ = write_bundle(model, model.config | {"task": model.task, "model": model.kind}, tok_file, tmp / name,
+                          precision=precision, command="pytest")
+    return out
+
+
+@pytest.fixture(scope="module")
+def ner_bundles(tmp_path_factory):
+    """kind -> (model, featurizer, fp32 bundle folder)."""
+    root = tmp_path_factory.mktemp("ner")
+    out = {}
+    for kind in NER_KINDS:
+        model, tok, feat = tiny_ner(kind)
+        out[kind] = (model, feat, export_tiny(model, tok, root, name=kind))
+    return out
+
+
+@pytest.mark.parametrize("kind", NER_KINDS)
+def test_ner_bundle_contents_and_parity(kind, ner_bundles):
+    model, feat, folder = ner_bundles[kind]
+    m = read_manifest_json(folder)
+    validate_manifest(m)
+    crf = kind.endswith("crf")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["manifest.json", "ner.onnx", "tokenizer.json"] + (["crf.npz"] if crf else []))
+    assert set(m["files"]) == {p.name for p in folder.iterdir()} - {"manifest.json"}
+    assert (m["task"], m["model"], m["precision"], m["re"]) == ("ner", kind, "fp32", None)
+    assert m["ner"]["decoding"] == ("crf" if crf else "softmax")
+    assert m["ner"]["tags"] == model.tagset.tags and m["ner"]["entity_labels"] == ["Loc", "Org", "Per"]
+    assert m["tokenizer"]["max_length"] == model.config["featurizer"]["max_length"]
+    assert m["tokenizer"]["cls_token"] == ("[CLS]" if kind.startswith("bert") else None)
+    io = m["graphs"]["stage1"]
+    assert [i["name"] for i in io["inputs"]] == ["input_ids", "attention_mask"]
+    assert io["outputs"] == [{"name": "emissions", "dtype": "float32", "shape": ["batch", "seq", len(model.tagset.tags)]}]
+    assert m["made_by"]["export_seconds"] > 0 and m["made_by"]["bundle_bytes"] > 0
+    if crf:
+        with np.load(folder / "crf.npz") as z:
+            np.testing.assert_array_equal(z["transitions"], model.crf.transitions.detach().numpy())
+
+    bundle = load_bundle(folder, device="cpu", threads=1)
+    result = ner_parity(bundle, model, feat, make_examples(), batch_size=4, progress=False)
+    assert result["agreement"] == 1.0 and result["differing_sentences"] == []
+    assert result["max_abs_logit_diff"] <= 1e-4
+    assert result["f1"] == result["torch_f1"] and result["featurization_mismatch"] == 0
+    # the PyTorch side of the check is the training code's own prediction
+    assert result["torch_f1"] == pytest.approx(_torch_f1(model, feat))
+
+
+def _torch_f1(model, feat) -> float:
+    from nere.engine.core.metrics import entity_scores
+
+    out = predict_ner(model, feat, make_examples(), batch_size=4)
+    return entity_scores(out["gold_spans"], out["spans"])["f1"]
+
+
+@pytest.mark.parametrize("kind", ["bert-crf", "bilstm"])
+def test_dynamic_batch_and_sequence_axes(kind, ner_bundles):
+    model, _, folder = ner_bundles[kind]
+    sess = ort.InferenceSession(str(folder / "ner.onnx"), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    vocab = model.config["encoder"].get("vocab_size") or model.config["encoder"]["hf_config"]["vocab_size"]
+    for batch, width in [(1, 4), (3, 13), (3, 29), (1, 40)]:
+        ids = rng.integers(5, vocab, size=(batch, width))
+        mask = np.ones_like(ids)
+        if batch > 1:  # ragged rows: a left-aligned prefix mask, padding id 0
+            mask[1, width // 2:] = 0
+            ids[mask == 0] = 0
+        got = sess.run(["emissions"], {"input_ids": ids, "attention_mask": mask})[0]
+        with torch.no_grad():
+            want = model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+        assert got.shape == (batch, width, len(model.tagset.tags))
+        valid = mask.astype(bool)
+        np.testing.assert_allclose(got[valid], want[valid], atol=1e-4)
+
+
+def test_validator_names_the_bad_field(ner_bundles):
+    good = read_manifest_json(ner_bundles["bert-crf"][2])
+    cases = {
+        "precision": lambda m: m.update(precision="fp8"),
+        "format_version": lambda m: m.update(format_version=2),
+        "ner section": lambda m: m.update(ner=None),
+        "re section": lambda m: m.update(re={"relation_labels": ["no_relation", "X"]}),
+        "tokenizer file": lambda m: m["files"].pop("tokenizer.json"),
+        "sha256": lambda m: m["files"].update({"ner.onnx": "abc"}),
+        "emissions": lambda m: m["graphs"]["stage1"]["outputs"][0].update(name="logits"),
+        "dtype": lambda m: m["graphs"]["stage1"]["inputs"][0].update(dtype="int7"),
+        "ner.crf": lambda m: m["ner"].update(crf="other.npz"),
+        "made_by": lambda m: m.pop("made_by"),
+    }
+    for what, change in cases.items():
+        m = json.loads(json.dumps(good))
+        change(m)
+        with pytest.raises(BundleError, match="manifest: "):
+            validate_manifest(m)
+    validate_manifest(good)
+
+
+def test_tampered_bundle_refused(ner_bundles, tmp_path):
+    import shutil
+
+    folder = Path(shutil.copytree(ner_bundles["bert-crf"][2], tmp_path / "b"))
+    load_bundle(folder, device="cpu", threads=1)  # pristine copy loads
+    data = bytearray((folder / "crf.npz").read_bytes())
+    data[-20] ^= 0xFF
+    (folder / "crf.npz").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"crf\.npz.*sha256 mismatch"):
+        load_bundle(folder, device="cpu")
+    # labels edited and files re-hashed: tags no longer match scheme x labels
+    folder2 = Path(shutil.copytree(ner_bundles["bert-crf"][2], tmp_path / "c"))
+    m = read_manifest_json(folder2)
+    m["ner"]["entity_labels"] = ["Loc", "Per", "Org"]
+    (folder2 / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="ner.tags"):
+        load_bundle(folder2, device="cpu")
+
+
+def test_int8_quantizes_encoder_only_and_leaves_no_files(ner_bundles, tmp_path, monkeypatch):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    for kind in ("bert-crf", "bilstm"):
+        model, feat, _ = ner_bundles[kind]
+        tok_file = ner_bundles[kind][2] / TOKENIZER
+        out, m = write_bundle(model, model.config, tok_file, tmp_path / f"{kind}-int8", precision="int8")
+        ops = {n.op_type for n in onnx.load(str(out / "ner.onnx")).graph.node}
+        matmuls = [n.name for n in onnx.load(str(out / "ner.onnx")).graph.node if n.op_type == "MatMul"]
+        assert ("MatMulInteger" in ops) if kind.startswith("bert") else ("DynamicQuantizeLSTM" in ops)
+        assert any("classifier" in n for n in matmuls)  # the head stays fp32
+        assert m["made_by"]["variant"]["ner"]["fp32_weight_nodes"] == ["/classifier/MatMul"]
+        res = verify_bundle(str(out), model, feat, make_examples(), batch_size=4, progress=False, threads=1)
+        assert res["ner"]["max_abs_logit_diff"] < 0.1  # quantized, but still the same model
+        assert summary(res, "int8")["thresholds"]["max_f1_diff"] == 0.005
+    assert list(cwd.iterdir()) == []
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp bundle folders left
+
+
+def test_fp16_graph_is_valid_and_runs_on_cpu(ner_bundles, tmp_path):
+    model, feat, folder = ner_bundles["bert-softmax"]
+    out, m = write_bundle(model, model.config, folder / TOKENIZER, tmp_path / "fp16", precision="fp16")
+    onnx.checker.check_model(str(out / "ner.onnx"))
+    g = onnx.load(str(out / "ner.onnx"))
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in g.graph.initializer)
+    io = m["graphs"]["stage1"]
+    assert io["outputs"][0]["dtype"] == "float32" and io["inputs"][0]["dtype"] == "int64"  # keep_io_types
+    res = verify_bundle(str(out), model, feat, make_examples(), batch_size=4, progress=False, threads=1)
+    assert res["ner"]["max_abs_logit_diff"] < 0.05
+
+
+def test_existing_output_refused_unless_overwrite(ner_bundles, tmp_path):
+    model, _, folder = ner_bundles["bilstm"]
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("x")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        write_bundle(model, model.config, folder / TOKENIZER, tmp_path / "out")
+    out, _ = write_bundle(model, model.config, folder / TOKENIZER, tmp_path / "out", overwrite=True)
+    assert not (out / "keep.txt").exists() and (out / "manifest.json").is_file()
+
+
+_NO_TORCH = textwrap.dedent("""
+    import importlib.abc, json, sys
+
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "torch" or name.startswith("torch."):
+                raise ImportError("torch is blocked in this process")
+            return None
+
+    sys.meta_path.insert(0, Block())
+    from nere.engine.bundle import load_bundle
+    from nere.engine.core.decode import decode_tags, row_char_spans
+
+    bundle = load_bundle(sys.argv[1], device="cpu", threads=1)
+    texts = json.loads(sys.argv[2])
+    f = bundle.featurizer
+    encs = [f.truncate(e)[0] for e in f.tokenize(texts)]
+    batch = f.collate(encs)
+    em = bundle.stage1.session.run(["emissions"], {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})[0]
+    tags = decode_tags(em, batch.lengths, bundle.ner.crf)
+    spans = [row_char_spans(bundle.ner.tagset, tags[i], batch.offsets[i], f.lead, len(e.ids)) for i, e in enumerate(encs)]
+    assert "torch" not in sys.modules
+    print(json.dumps(spans))
+""")
+
+
+@pytest.mark.parametrize("kind", ["bert-crf", "bilstm"])
+def test_bundle_runs_without_torch(kind, ner_bundles):
+    model, feat, folder = ner_bundles[kind]
+    texts = [ex.text for ex in make_examples()]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", _NO_TORCH, str(folder), json.dumps(texts)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = [[tuple(s) for s in row] for row in json.loads(proc.stdout)]
+    want = predict_ner(model, feat, make_examples(), batch_size=8)["spans"]
+    assert got == [list(map(tuple, row)) for row in want]
+
+
+def test_torch_blocker_really_blocks():
+    code = _NO_TORCH.split("from nere.engine")[0] + "import torch\n"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "torch is blocked" in proc.stderr
+
+
+def _write_jsonl_dataset(folder: Path) -> Path:
+    from nere.train.datasets import write_jsonl
+
+    folder.mkdir()
+    write_jsonl(make_examples(), folder / "test.jsonl")
+    return folder
+
+
+def test_cli_export_verify_records_metrics(ner_bundles, tmp_path):
+    model, _, folder = ner_bundles["bilstm-crf"]
+    tok = __import__("tokenizers").Tokenizer.from_file(str(folder / TOKENIZER))
+    ckpt = save_checkpoint(model, tok, tmp_path / "ckpt", {})
+    data = _write_jsonl_dataset(tmp_path / "data")
+    out = tmp_path / "bundle"
+    res = CliRunner().invoke(export, [str(ckpt), "--out", str(out), "--verify", str(data), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "parity: passed" in res.output
+    m = read_manifest_json(out)
+    t = m["metrics"]["test"]
+    assert t["agreement"] == 1.0 and t["passed"] and t["sentences"] == len(_SENTS)
+    assert t["f1"] == t["torch_f1"] and t["max_abs_logit_diff"] <= 1e-4
+    assert m["made_by"]["command"].startswith("nere export ")
+    load_bundle(out, device="cpu", threads=1)  # metrics written after hashing: still loads
+
+    again = CliRunner().invoke(export, [str(ckpt), "--out", str(out)])
+    assert again.exit_code == 1 and "--overwrite" in again.output and "Traceback" not in again.output
+    bad = CliRunner().invoke(export, [str(ckpt), "--out", str(tmp_path / "b2"), "--verify", "nosuchdata"])
+    assert bad.exit_code == 1 and "unknown dataset" in bad.output
+    assert not (tmp_path / "b2").exists()
+
+
+def test_cli_failed_parity_exits_nonzero(ner_bundles, tmp_path, monkeypatch):
+    """A bundle that disagrees with PyTorch (its emissions shifted by one tag) fails the command."""
+    import nere.export.verify as verify
+
+    model, _, folder = ner_bundles["bilstm"]
+    tok = __import__("tokenizers").Tokenizer.from_file(str(folder / TOKENIZER))
+    ckpt = save_checkpoint(model, tok, tmp_path / "ckpt", {})
+    data = _write_jsonl_dataset(tmp_path / "data")
+    real = verify.run_stage1
+
+    def shifted(bundle, batch, outputs):  # a broken graph: emissions rolled by one tag
+        out = real(bundle, batch, outputs)
+        out["emissions"] = np.roll(out["emissions"], 1, axis=-1)
+        return out
+
+    monkeypatch.setattr(verify, "run_stage1", shifted)
+    res = CliRunner().invoke(export, [str(ckpt), "--out", str(tmp_path / "b"), "--verify", str(data), "--quiet"])
+    assert res.exit_code == 1 and "parity check failed" in res.output
+    assert read_manifest_json(tmp_path / "b")["metrics"]["test"]["passed"] is False
+
+
+def test_set_metrics_keeps_bundle_loadable(ner_bundles, tmp_path):
+    import shutil
+
+    from nere.export.bundle import set_metrics
+
+    folder = Path(shutil.copytree(ner_bundles["bilstm"][2], tmp_path / "b"))
+    set_metrics(folder, "dev", {"f1": 0.5})
+    assert read_manifest_json(folder)["metrics"]["dev"] == {"f1": 0.5}
+    load_bundle(folder, device="cpu", threads=1)
+    m = read_manifest_json(folder)
+    m["precision"] = "bf16"
+    write_manifest(folder, m)
+    with pytest.raises(BundleError, match="precision"):  # never records metrics into a bad manifest
+        set_metrics(folder, "test", {"f1": 0.1})
