@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from nere.engine import stages as engine_stages
 from nere.engine.bundle import Bundle, load_bundle
 from nere.engine.core.decode import decode_tags, row_char_spans
 from nere.engine.core.featurize import Batch, Featurizer
@@ -42,12 +43,9 @@ def stage1_spec(model: Any):
 
 
 def run_stage1(bundle: Bundle, batch: Batch, outputs: Sequence[str]) -> dict[str, np.ndarray]:
-    """onnxruntime stage 1 on a featurized batch, feeding only the inputs the graph declares."""
-    arrays = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
-              "token_type_ids": np.zeros_like(batch.input_ids)}
-    feeds = {name: arrays[name].astype(dtype) for name, dtype in bundle.stage1.inputs.items()}
-    got = bundle.stage1.session.run(list(outputs), feeds)
-    return {n: np.asarray(a, dtype=np.float32) for n, a in zip(outputs, got)}
+    """The engine's stage-1 runner on a featurized batch, outputs as float32 numpy arrays."""
+    got = engine_stages.run_stage1(bundle.stage1, batch, outputs)
+    return {n: np.asarray(got[n], dtype=np.float32) for n in outputs}
 
 
 def _masked_max_diff(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
@@ -55,9 +53,26 @@ def _masked_max_diff(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     return float(np.abs(a - b)[valid].max()) if valid.any() else 0.0
 
 
+def engine_entities(bundle: Bundle, examples: Sequence[Example]) -> list[list[tuple[int, int, str]]]:
+    """Entities the full engine (segmenter, windows, token-budget batches) finds in each text."""
+    from nere.engine import Engine
+
+    entities, _ = Engine(bundle).extract([ex.text for ex in examples])
+    out: list[list[tuple[int, int, str]]] = [[] for _ in examples]
+    cols = entities.select(["doc_id", "start", "end", "label"]).to_pydict()
+    for d, s, e, lab in zip(cols["doc_id"], cols["start"], cols["end"], cols["label"]):
+        out[int(d)].append((int(s), int(e), lab))
+    return out
+
+
 def ner_parity(bundle: Bundle, model: Any, featurizer: Featurizer, examples: Sequence[Example],
-               batch_size: int = 32, progress: bool = True) -> dict[str, Any]:
-    """Decoded entities and emissions of bundle vs PyTorch over ``examples``."""
+               batch_size: int = 32, progress: bool = True, with_engine: bool = True) -> dict[str, Any]:
+    """Decoded entities and emissions of bundle vs PyTorch over ``examples``.
+
+    With ``with_engine``, also runs the texts through the engine's whole pipeline
+    (``engine_agreement``): that figure also reflects sentence splitting and windowing,
+    which PyTorch evaluation does not do, so it is reported, not thresholded.
+    """
     if bundle.ner is None:
         raise ValueError(f"bundle {bundle.path} has no NER stage")
     spec = stage1_spec(model)
@@ -88,6 +103,7 @@ def ner_parity(bundle: Bundle, model: Any, featurizer: Featurizer, examples: Seq
             pred_b[i] = row_char_spans(bundle.ner.tagset, tags_b[row], bb.offsets[row], lead_b, len(items_b[i].tags))
     gold = [it.gold for it in items_t]
     s_t, s_b = entity_scores(gold, pred_t), entity_scores(gold, pred_b)
+    engine = engine_entities(bundle, examples) if with_engine else None
     same = [sorted(a) == sorted(b) for a, b in zip(pred_t, pred_b)]
     differing = [i for i, ok in enumerate(same) if not ok]
     return {
@@ -99,6 +115,9 @@ def ner_parity(bundle: Bundle, model: Any, featurizer: Featurizer, examples: Seq
         "max_abs_logit_diff": max_diff,
         "featurization_mismatch": feat_mismatch,
         "truncated": stats.truncated,
+        **({} if engine is None else {
+            "engine_agreement": sum(sorted(a) == sorted(b) for a, b in zip(pred_t, engine)) / max(1, len(engine)),
+            "engine_f1": entity_scores(gold, engine)["f1"]}),
         "differing_sentences": [
             {"index": i, "text": examples[i].text, "torch": sorted(pred_t[i]), "bundle": sorted(pred_b[i])}
             for i in differing[:5]
