@@ -10,20 +10,8 @@ import torch
 
 from nere.engine.core.featurize import Encoded, Featurizer, char_to_token_spans
 from nere.engine.core.tags import TagSet
-from nere.engine.core.types import Entity, Example
-
-
-def flat_spans(entities: Sequence[Entity]) -> tuple[list[Entity], int]:
-    """Non-overlapping entities for flat tagging: longest first, then earliest.
-
-    Nested and overlapping mentions cannot be tagged with BIO-style schemes; the dropped
-    count is reported so no data goes missing silently.
-    """
-    kept: list[Entity] = []
-    for e in sorted(entities, key=lambda e: (-(e.end - e.start), e.start)):
-        if all(e.end <= k.start or e.start >= k.end for k in kept):
-            kept.append(e)
-    return sorted(kept), len(entities) - len(kept)
+from nere.engine.core.types import Example
+from nere.train.datasets.policy import flat_entities
 
 
 @dataclass
@@ -55,7 +43,7 @@ def ner_items(examples: Sequence[Example], featurizer: Featurizer, tagset: TagSe
     for ex, enc in zip(examples, encoded):
         enc, cut = featurizer.truncate(enc)
         stats.truncated += int(cut)
-        flat, dropped = flat_spans(ex.entities)
+        flat, dropped = flat_entities(ex.entities)
         stats.nested_dropped += dropped
         spans = [(e.start, e.end, e.label) for e in flat]
         token_spans, bad = char_to_token_spans(enc.offsets, spans) if len(enc.ids) else ([], len(spans))

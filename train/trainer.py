@@ -31,7 +31,8 @@ class TrainConfig:
     seed: int = 13
     device: str = "cpu"
     weight_decay: float = 0.01
-    progress: bool = True
+    progress: bool = True  # progress bars
+    log_epochs: bool = True  # one line per epoch, also without bars
 
 
 def set_seed(seed: int) -> None:
@@ -114,7 +115,7 @@ def fit(
         history.append({"epoch": epoch, "loss": total_loss / max(1, len(batches)), "dev": metrics.get(score_key)})
         improved = score > best_score
         log.info("epoch %d loss %.4f dev %s %.4f%s", epoch, history[-1]["loss"], score_key, score, " *" if improved else "")
-        if cfg.progress:
+        if cfg.progress or cfg.log_epochs:
             tqdm.write(f"epoch {epoch}: loss {history[-1]['loss']:.4f}  dev {score_key} {score:.4f}{'  (best)' if improved else ''}")
         if improved:
             best_score, best_metrics, bad_epochs = score, metrics, 0

@@ -32,6 +32,9 @@ class BertEncoder(nn.Module):
         super().__init__()
         from transformers import AutoConfig, AutoModel
 
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()  # the unused pooler of sentence encoders is expected
         if pretrained_path:
             self.bert = AutoModel.from_pretrained(
                 pretrained_path, attn_implementation="eager", add_pooling_layer=False
