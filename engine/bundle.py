@@ -41,6 +41,7 @@ _ORT_TO_NUMPY = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,
     "tensor(double)": np.float64,
+    "tensor(bool)": np.bool_,
 }
 _MANIFEST_TO_ORT = {
     "int64": "tensor(int64)",
@@ -48,6 +49,7 @@ _MANIFEST_TO_ORT = {
     "float32": "tensor(float)",
     "float16": "tensor(float16)",
     "float64": "tensor(double)",
+    "bool": "tensor(bool)",
 }
 
 

@@ -1,0 +1,251 @@
+"""The in-memory API over the lookup-table bundles: offsets, windows, decoding, relations."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fixtures_bundles import make_bundle, tag_of
+from nere.engine.api import Engine
+from nere.engine.core.tags import tags_to_spans
+
+# entity "units": a B word then up to two I words of the same label (<= the window overlap)
+ENTITY_WORDS = {
+    "word": {"Per": (["alice", "bob", "carol"], ["smith", "jones"]), "Org": (["acme", "globex"], ["corp", "inc"]),
+             "Loc": (["paris", "london"], ["city"])},
+    "char": {"Per": (["张", "王", "李"], ["三", "四"]), "Org": (["华"], ["为"]), "Loc": (["北"], ["京"])},
+}
+PLAIN = {
+    "word": ["the", "works", "for", "in", "lives", "a", "and", "of", "café", "İstanbul", "straße", "ǅemal", "x_1",
+             "Ωmega", "42", "naïve"],
+    "char": ["是", "在", "的", "人", "天", "地", "日", "月", "a", "Z", "9", "ё"],
+}
+PUNCT = {"word": [",", ".", "!", "?", "...", ";", "\"", "—", "🙂", "(", ")"],
+         "char": ["，", "。", "！", "？", "；", "“", "”", "、", "!", "."]}
+SEPS = [" ", "  ", "\n", "\t", " \u3000", "\x00", " \x07 ", "\r\n"]
+
+
+@st.composite
+def documents(draw, kind: str) -> tuple[str, list[tuple[int, int, str]]]:
+    """A random document and its entities, computed from how it was built."""
+    items: list[tuple[str, str]] = []  # (token text, tag)
+    for _ in range(draw(st.integers(0, 60))):
+        what = draw(st.sampled_from(["entity", "plain", "plain", "punct"]))
+        if what == "entity":
+            label = draw(st.sampled_from(sorted(ENTITY_WORDS[kind])))
+            first, rest = ENTITY_WORDS[kind][label]
+            words = [draw(st.sampled_from(first))] + draw(st.lists(st.sampled_from(rest), max_size=2))
+            if kind == "word":
+                words = [draw(st.sampled_from([w, w.upper(), w.title()])) for w in words]
+            items += [(w, tag_of(w)) for w in words]
+        elif what == "plain":
+            items.append((draw(st.sampled_from(PLAIN[kind])), "O"))
+        else:
+            items.append((draw(st.sampled_from(PUNCT[kind])), "O"))
+    text, spans = draw(st.sampled_from(["", " ", "\n"])), []
+    for k, (tok, _) in enumerate(items):
+        if k:
+            glue_ok = kind == "char" or tok in PUNCT[kind] or items[k - 1][0] in PUNCT[kind]  # words never touch
+            text += draw(st.sampled_from(SEPS + ([""] if glue_ok else [])))
+        spans.append((len(text), len(text) + len(tok)))
+        text += tok
+    text += draw(st.sampled_from(["", " ", "  \n"]))
+    entities = [(spans[s][0], spans[e - 1][1], lab) for s, e, lab in tags_to_spans([t for _, t in items], "BIO")]
+    return text, entities
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("b")
+    return {
+        "word": make_bundle(root / "word", kind="word", max_length=16),
+        "word_long": make_bundle(root / "word_long", kind="word", max_length=512),
+        "char": make_bundle(root / "char", kind="char", max_length=12),
+        "joint": make_bundle(root / "joint", task="joint", typed=True, max_length=16),
+        "re": make_bundle(root / "re", task="re", max_length=16),
+        "re_short": make_bundle(root / "re_short", task="re", max_length=8),
+        "crf": make_bundle(root / "crf", decoding="crf", crf_forbid_o_to_i=True),
+    }
+
+
+@pytest.fixture(scope="module")
+def engines(bundles) -> dict[str, Engine]:
+    return {k: Engine.load(p, device="cpu", threads=1, batch_tokens=256)
+            for k, p in bundles.items() if k not in ("re", "re_short")}
+
+
+def _by_doc(entities: pa.Table) -> dict:
+    out: dict = {}
+    for r in entities.to_pylist():
+        out.setdefault(r["doc_id"], []).append(r)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["word", "char"])
+def test_offsets_match_the_original_text(engines, kind):
+    """Property: every entity is exactly the one the document was built with, and its
+    text is the document's slice, whatever the whitespace, scripts, control characters
+    and sentence/window cuts."""
+
+    @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(documents(kind), min_size=1, max_size=4))
+    def check(docs):
+        texts = [t for t, _ in docs]
+        out = engines[kind].extract_all({"id": list(range(len(docs))), "text": texts})
+        found = _by_doc(out.entities)
+        failed = {r["doc_id"] for r in out.failures.to_pylist()}
+        for i, (text, expected) in enumerate(docs):
+            rows = found.get(i, [])
+            if i in failed:
+                assert not expected and not rows
+                continue
+            assert [(r["start"], r["end"], r["label"]) for r in rows] == expected
+            assert all(r["text"] == text[r["start"] : r["end"]] for r in rows)
+            assert [r["entity_id"] for r in rows] == list(range(len(rows)))
+            assert [r["sentence_index"] for r in rows] == sorted(r["sentence_index"] for r in rows)
+
+    check()
+
+
+def test_long_sentences_are_windowed_not_truncated(engines):
+    """A 300-token sentence through a 16-token model finds what a 512-token model finds."""
+    words = []
+    for k in range(100):
+        words += [["alice", "smith", "jones"], ["acme", "corp"], ["the", "paris"], ["x"]][k % 4]
+    text = " ".join(words)
+    short = engines["word"].extract([text])[0]
+    long = engines["word_long"].extract([text])[0]
+    assert short.num_rows == 75 and short.equals(long)
+    assert {r["text"] for r in short.to_pylist()} == {"alice smith jones", "acme corp", "paris"}
+
+
+def test_window_edge_cut_entity_is_merged_whole(engines):
+    # 14 content tokens per window, overlap 3: "alice smith" straddles the first edge
+    text = " ".join(["the"] * 12 + ["alice", "smith", "jones"] + ["the"] * 12)
+    rows = engines["word"].extract([text])[0].to_pylist()
+    assert [(r["text"], r["label"]) for r in rows] == [("alice smith jones", "Per")]
+
+
+def test_crf_decoding_is_used(engines):
+    text = "the smith met alice smith"
+    soft = [r["text"] for r in engines["word"].extract([text])[0].to_pylist()]
+    crf = [r["text"] for r in engines["crf"].extract([text])[0].to_pylist()]
+    assert soft == ["smith", "alice smith"]  # argmax: a stray I- tag starts an entity
+    assert crf == ["alice smith"]  # Viterbi with the bundle's transitions forbids O -> I
+
+
+def test_entity_score_is_mean_tag_probability(engines):
+    import numpy as np
+
+    row = engines["word"].extract(["alice smith"])[0].to_pylist()[0]
+    p = np.exp(5.0) / (np.exp(5.0) + 6)  # the lookup table puts 5.0 on the tag, 0 on 6 others
+    assert row["score"] == pytest.approx(p, rel=1e-6)
+
+
+RE_TEXTS = [
+    "Alice Smith works for Acme Corp in Paris. Globex is in London City!",
+    "Bob and Carol Jones, of Globex Inc.",
+    "the acme",
+]
+RE_EXPECTED = {
+    (0, "Alice Smith", "Acme Corp", "Work_For"), (0, "Alice Smith", "Paris", "Located_In"),
+    (0, "Acme Corp", "Paris", "Located_In"), (0, "Globex", "London City", "Located_In"),
+    (1, "Bob", "Globex Inc", "Work_For"), (1, "Carol Jones", "Globex Inc", "Work_For"),
+}
+
+
+def _triples(relations: pa.Table) -> set:
+    return {(r["doc_id"], r["head_text"], r["tail_text"], r["label"]) for r in relations.to_pylist()}
+
+
+def test_joint_bundle_relations(engines):
+    entities, relations = engines["joint"].extract(RE_TEXTS)
+    assert _triples(relations) == RE_EXPECTED
+    ents = {(r["doc_id"], r["entity_id"]): r["text"] for r in entities.to_pylist()}
+    for r in relations.to_pylist():  # ids point at the right entities of the same document
+        assert ents[(r["doc_id"], r["head_id"])] == r["head_text"]
+        assert ents[(r["doc_id"], r["tail_id"])] == r["tail_text"]
+        assert 0.0 < r["score"] <= 1.0
+
+
+def test_separate_re_bundle(engines, bundles):
+    engine = Engine.load(bundles["word"], re_bundle=bundles["re"], device="cpu", threads=1)
+    assert _triples(engine.extract(RE_TEXTS)[1]) == RE_EXPECTED
+    # an RE model with a shorter window than the sentence: windowed, near pairs still found
+    short = Engine.load(bundles["word"], re_bundle=bundles["re_short"], device="cpu", threads=1)
+    text = "alice smith works for acme corp " + "the " * 20 + "paris"
+    got = _triples(short.extract([text])[1])
+    assert (0, "alice smith", "acme corp", "Work_For") in got
+    assert not any(t[2] == "paris" for t in got)  # 20 tokens apart: no 6-token window holds both
+
+
+def test_io_binding_path_gives_the_same_results(bundles):
+    plain = Engine.load(bundles["joint"], device="cpu", threads=1)
+    bound = Engine.load(bundles["joint"], device="cpu", threads=1)
+    bound.bundle.stage1.io_binding = True  # the CUDA code path, on CPU memory
+    for a, b in zip(plain.extract(RE_TEXTS), bound.extract(RE_TEXTS)):
+        assert a.equals(b)
+
+
+def test_bad_rows_are_reported_and_the_rest_processed(engines):
+    texts = [None, 5, "", "  \n", "a" * 1_000_001, "\x00\x01", "ok \x07 alice smith", "混合 mixed bob 文字", 3.5]
+    ids = ["n", "int", "empty", "blank", "huge", "ctrl", "cleaned", "mixed", "float"]
+    out = engines["word"].extract_all({"id": ids, "text": texts})
+    reasons = {r["doc_id"]: r["reason"] for r in out.failures.to_pylist()}
+    assert reasons == {
+        "n": "null text", "int": "text is not a string (int)", "empty": "empty text", "blank": "blank text",
+        "huge": "text too long (1000001 chars > max_doc_chars 1000000)", "ctrl": "only control characters",
+        "float": "text is not a string (float)",
+    }
+    assert [(r["doc_id"], r["text"]) for r in out.entities.to_pylist()] == [("cleaned", "alice smith"), ("mixed", "bob")]
+    assert out.stats == {"documents": 9, "failed": 7, "cleaned": 2, "tokens": 7}
+    assert [r["row"] for r in out.failures.to_pylist()] == [0, 1, 2, 3, 4, 5, 8]
+
+
+def test_null_ids_and_input_forms(engines):
+    table = pa.table({"doc": pa.array([7, None, 9], pa.int16()), "body": ["alice", "bob", "carol"]})
+    out = engines["word"].extract_all(table, id_col="doc", text_col="body")
+    assert out.entities.schema.field("doc_id").type == pa.int16()
+    assert out.entities.column("doc_id").to_pylist() == [7, 9]
+    assert out.failures.to_pylist() == [{"doc_id": None, "source": "<table>", "row": 1, "reason": "null doc_id"}]
+    batches = table.to_batches(max_chunksize=1)
+    assert engines["word"].extract(batches, id_col="doc", text_col="body")[0].equals(out.entities)
+    with pytest.raises(ValueError, match="no column 'id'"):
+        engines["word"].extract(table)
+    empty = engines["word"].extract([])
+    assert empty[0].num_rows == 0 and empty[0].schema.names[:2] == ["doc_id", "entity_id"]
+
+
+def test_results_do_not_depend_on_batch_budget(bundles):
+    texts = [" ".join(["alice smith"] * k + ["the acme corp"] * (k % 3)) for k in range(1, 40)]
+    a = Engine.load(bundles["joint"], device="cpu", batch_tokens=16).extract(texts)
+    b = Engine.load(bundles["joint"], device="cpu", batch_tokens=100_000).extract(texts)
+    assert a[0].equals(b[0]) and a[1].equals(b[1])
+
+
+def test_engine_imports_without_torch(bundles):
+    """`nere.engine` (API, CLI, pipeline) imports and runs where torch cannot be imported."""
+    code = f"""
+import sys
+sys.modules["torch"] = None  # any `import torch` now raises ImportError
+from nere.engine import Engine
+import nere.engine.cli, nere.engine.api, nere.engine.pipeline, nere.engine.parquet_io
+from nere.cli import main
+engine = Engine.load({str(bundles["joint"])!r}, device="cpu", threads=1)
+ents, rels = engine.extract(["Alice Smith works for Acme Corp."])
+assert ents.num_rows == 2 and rels.num_rows == 1
+bad = [m for m in sys.modules if m.split(".")[0] in ("transformers", "torch") or m.startswith(("nere.train", "nere.export"))]
+assert not [m for m in bad if sys.modules[m] is not None], bad
+try:
+    main(["extract", "--help"])
+except SystemExit as e:
+    assert e.code == 0
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "--re-model" in res.stdout

@@ -1,0 +1,83 @@
+"""Row checks, sentence splitting, windows and the window merge."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fixtures_bundles import make_bundle
+from nere.engine.bundle import load_bundle
+from nere.engine.segment import check_text, edge_distance, merge_windows, overlap_for, split_sentences, window_plan
+from nere.engine.stages import bucket_width, plan_batches
+
+
+@pytest.mark.parametrize(
+    "value, reason",
+    [
+        (None, "null text"),
+        (5, "text is not a string (int)"),
+        (b"bytes", "text is not a string (bytes)"),
+        ("", "empty text"),
+        (" \n\t\u3000", "blank text"),
+        ("\x00\x01\x7f", "only control characters"),
+        ("x" * 11, "text too long (11 chars > max_doc_chars 10)"),
+    ],
+)
+def test_bad_rows_get_a_reason(value, reason):
+    text, why, _ = check_text(value, max_chars=10)
+    assert text is None and why == reason
+
+
+def test_control_characters_are_replaced_in_place():
+    raw = "a\x00b\x1bc\td\ne\u0085\ud800"
+    text, why, cleaned = check_text(raw)
+    assert why is None and cleaned and len(text) == len(raw)
+    assert text == "a b c\td\ne  "  # tab and newline stay; offsets unchanged
+    assert check_text("mixed 文字 scripts ok") == ("mixed 文字 scripts ok", None, False)
+
+
+def test_sentences_chinese_and_english():
+    text = "  张三在北京。他说：“好！”Then Mr. Smith left. It was 3.5 p.m. today?  Yes  "
+    got = [text[s:e] for s, e in split_sentences(text)]
+    assert got == ["张三在北京。", "他说：“好！”", "Then Mr. Smith left.", "It was 3.5 p.m. today?", "Yes"]
+    assert split_sentences(" \n ") == []
+
+
+def test_window_plan_covers_with_overlap():
+    assert window_plan(10, 14) == [0]
+    starts = window_plan(40, 14)
+    assert starts[0] == 0 and starts[-1] == 40 - 14
+    assert all(b - a == 14 - overlap_for(14) for a, b in zip(starts, starts[1:-1]))
+    assert all(a + 14 > b for a, b in zip(starts, starts[1:]))  # neighbours overlap
+
+
+def test_edge_distance_ignores_sentence_ends():
+    assert edge_distance(0, 2, 0, 14, 40) == 12  # the sentence's start is no cut
+    assert edge_distance(11, 13, 11, 25, 40) == 0
+    assert edge_distance(30, 33, 26, 40, 40) == 4
+
+
+def test_merge_prefers_central_then_longer_and_dedupes():
+    cands = [
+        (12, 14, "Per", 0.9, 0),  # cut by window 1's right edge
+        (12, 15, "Per", 0.8, 3),  # same entity whole, in window 2
+        (12, 15, "Per", 0.8, 3),  # identical duplicate
+        (20, 21, "Org", 0.7, 0),  # alone: kept even at an edge
+        (14, 15, "Loc", 0.9, 0),  # disagrees with the central one
+        (30, 31, "Per", 0.5, 2),
+        (30, 32, "Per", 0.5, 2),  # equally central, longer wins
+    ]
+    assert merge_windows(cands) == [(12, 15, "Per", 0.8, 3), (20, 21, "Org", 0.7, 0), (30, 32, "Per", 0.5, 2)]
+
+
+def test_batches_respect_token_budget(tmp_path):
+    f = load_bundle(make_bundle(tmp_path / "b", max_length=64), device="cpu").featurizer
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 62, size=500)
+    batches = plan_batches(lengths, f, budget=256)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(500))
+    for b in batches:
+        width = int(bucket_width(lengths[b].max() + f.n_special, f.max_length))
+        assert width % 8 == 0 or width == f.max_length
+        assert len(b) * width <= 256 or len(b) == 1
+    big = plan_batches(np.array([62, 62]), f, budget=10)  # wider than the budget: one row each
+    assert [len(b) for b in big] == [1, 1]
