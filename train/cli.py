@@ -149,3 +149,7 @@ def evaluate(checkpoint: str, dataset: str, split: str, data_dir: str | None, li
         click.echo(json.dumps(metrics, indent=2, ensure_ascii=False))
     else:
         _print_scores(metrics)
+
+
+# `nere train re` and `nere train joint`: the task modules register their commands on import
+from nere.train import joint_task, re_task  # noqa: E402,F401

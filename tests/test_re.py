@@ -1,0 +1,216 @@
+"""Relation extraction: pair data, the five kinds, TransE, checkpoints, the CLI."""
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from nere.engine.core.featurize import Featurizer
+from nere.engine.core.types import NO_RELATION, Entity, Example, Relation
+from nere.train.checkpoint import load_checkpoint, save_checkpoint
+from nere.train.datasets import write_jsonl
+from nere.train.re_features import collate_pairs, pair_sentences, sample_pairs, type_pairs_of
+from nere.train.re_task import build_re, evaluate_re, predict_re, re_batches
+from nere.train.trainer import TrainConfig, fit
+from nere.train.vocab import CLS, PAD, SEP, build_vocab_tokenizer
+
+KINDS = ["bert-multitask", "bert-softmax", "bilstm", "bilstm-att", "acnn"]
+TINY_BERT = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+TINY_LSTM = {"embedding_dim": 24, "hidden_size": 24}
+TINY_HEAD = {"channels": 32, "type_dim": 8, "transe_dim": 16, "pos_dim": 8, "max_distance": 10}
+
+
+def make_example(text: str, ents: list[tuple[str, str]], rels: list[tuple[int, int, str]]) -> Example:
+    """Entities given by surface (first occurrence after the previous entity) and label."""
+    entities, pos = [], 0
+    for surface, label in ents:
+        start = text.index(surface, pos)
+        entities.append(Entity(start, start + len(surface), label))
+        pos = start + len(surface)
+    order = sorted(range(len(entities)), key=lambda i: entities[i])
+    new = {old: k for k, old in enumerate(order)}
+    return Example(text, [entities[i] for i in order], [Relation(new[h], new[t], lab) for h, t, lab in rels])
+
+
+def toy_examples() -> list[Example]:
+    """Eight short sentences; every word occurs at least twice (the BiLSTM word vocabulary)."""
+    P, O, L = "Peop", "Org", "Loc"
+    return [
+        make_example("John Smith works for Acme in Boston .", [("John Smith", P), ("Acme", O), ("Boston", L)],
+                     [(0, 1, "Work_For"), (1, 2, "OrgBased_In")]),
+        make_example("Mary Jones lives in Paris .", [("Mary Jones", P), ("Paris", L)], [(0, 1, "Live_In")]),
+        make_example("Acme is based in Paris .", [("Acme", O), ("Paris", L)], [(0, 1, "OrgBased_In")]),
+        make_example("Mary Jones works for Globex .", [("Mary Jones", P), ("Globex", O)], [(0, 1, "Work_For")]),
+        make_example("Globex is based in Boston .", [("Globex", O), ("Boston", L)], [(0, 1, "OrgBased_In")]),
+        make_example("John Smith killed Mary Jones in Paris .", [("John Smith", P), ("Mary Jones", P), ("Paris", L)],
+                     [(0, 1, "Kill")]),
+        make_example("Mary Jones killed John Smith in Boston .", [("Mary Jones", P), ("John Smith", P), ("Boston", L)],
+                     [(0, 1, "Kill")]),
+        make_example("John Smith lives in Boston .", [("John Smith", P), ("Boston", L)], [(0, 1, "Live_In")]),
+    ]
+
+
+def char_featurizer(texts, max_length: int = 64) -> Featurizer:
+    tok = build_vocab_tokenizer(texts, level="char")
+    return Featurizer(tok, max_length=max_length, cls_token=CLS, sep_token=SEP, pad_token=PAD)
+
+
+def tiny_re(kind: str, examples, dropout: float = 0.0):
+    return build_re(kind, examples, encoder="random", dropout=dropout, head=dict(TINY_HEAD),
+                    bert_size=TINY_BERT, lstm=TINY_LSTM)
+
+
+# ------------------------------------------------------------------------------ pairs
+def test_pairs_counts_directions_labels_and_masks():
+    ex = make_example("Ann met Bob at Acme .", [("Ann", "Peop"), ("Bob", "Peop"), ("Acme", "Org")],
+                      [(0, 2, "Work_For"), (2, 1, "Employs")])
+    feat = char_featurizer([ex.text])
+    labels = [NO_RELATION, "Employs", "Work_For"]
+    (sent,), stats = pair_sentences([ex], feat, labels, ["Org", "Peop"])
+    assert len(sent.pairs) == 6 and stats.pairs == 6 and stats.positive == 2
+    got = {(h, t): lab for h, t, lab in sent.pairs}
+    assert got[(0, 2)] == "Work_For" and got[(2, 1)] == "Employs"
+    assert got[(2, 0)] == NO_RELATION and got[(1, 2)] == NO_RELATION  # direction matters
+    assert [labels[i] for i in sent.label_ids] == [lab for *_, lab in sent.pairs]
+    b = collate_pairs([sent], feat)
+    assert b["pair_index"].tolist() == [0] * 6
+    # masks cover exactly the entity's characters, shifted past [CLS]
+    for p, (h, t, _) in enumerate(sent.pairs):
+        for mask, ent in ((b["head_mask"][p], ex.entities[h]), (b["tail_mask"][p], ex.entities[t])):
+            pos = torch.nonzero(mask).flatten().tolist()
+            offs = b["batch"].offsets[0]
+            assert offs[pos[0], 0] == ent.start and offs[pos[-1], 1] == ent.end
+            assert pos == list(range(pos[0], pos[-1] + 1)) and pos[0] >= feat.lead
+    assert b["head_type"].tolist() == [sent.type_ids[h] for h, _, _ in sent.pairs]
+    assert sorted(b["labels"].tolist()) == sorted(sent.label_ids)
+
+
+def test_pairs_batch_rows_and_truncation_counted():
+    a = make_example("Ann saw Bob .", [("Ann", "Peop"), ("Bob", "Peop")], [(0, 1, "Kill")])
+    long_text = "Cy lives far away from " + "x " * 40 + "Rome ."
+    b = make_example(long_text, [("Cy", "Peop"), ("Rome", "Loc")], [(0, 1, "Live_In")])
+    feat = char_featurizer([a.text, b.text], max_length=30)
+    sents, stats = pair_sentences([a, b], feat, [NO_RELATION, "Kill", "Live_In"], ["Loc", "Peop"])
+    assert stats.truncated == 1 and stats.lost_entities == 1
+    assert stats.lost_pairs == 2 and stats.lost_positive == 1
+    batch = collate_pairs(sents, feat)
+    assert batch["pair_index"].tolist() == [0, 0]  # the lost pairs are not fed to the model
+
+
+def test_negative_sampling_ratio():
+    ents = [("A1", "Peop"), ("B1", "Peop"), ("C1", "Org"), ("D1", "Org"), ("E1", "Loc")]
+    ex = make_example("A1 B1 C1 D1 E1 .", ents, [(0, 2, "Work_For"), (1, 3, "Work_For")])
+    none = make_example("A1 B1 C1 .", ents[:3], [])
+    feat = char_featurizer([ex.text])
+    (s, s0), _ = pair_sentences([ex, none], feat, [NO_RELATION, "Work_For"], ["Loc", "Org", "Peop"])
+    assert len(s.pairs) == 20
+    everything = sample_pairs(s, -1, random.Random(0))
+    assert everything == sorted(s.usable) and sample_pairs(s, 0, random.Random(0)) == everything
+    rng = random.Random(0)
+    for ratio, n_neg in ((1.0, 2), (2.0, 4), (0.5, 1), (100.0, 18)):
+        chosen = sample_pairs(s, ratio, rng)
+        labels = [s.label_ids[i] for i in chosen]
+        assert labels.count(1) == 2 and labels.count(0) == n_neg
+    assert len(sample_pairs(s0, 1.0, rng)) == 1  # no positives: still one negative
+    draws = {tuple(sample_pairs(s, 1.0, rng)) for _ in range(20)}
+    assert len(draws) > 1  # resampled, not a fixed subset
+    assert sample_pairs(s, 1.0, random.Random(5)) == sample_pairs(s, 1.0, random.Random(5))
+
+
+def test_type_pairs_and_labels():
+    exs = toy_examples()
+    assert type_pairs_of(exs) == [("Org", "Loc"), ("Peop", "Loc"), ("Peop", "Org"), ("Peop", "Peop")]
+    model, *_ = tiny_re("bilstm", exs)
+    assert model.relation_labels[0] == NO_RELATION
+    assert model.relation_labels[1:] == ["Kill", "Live_In", "OrgBased_In", "Work_For"]
+
+
+# ------------------------------------------------------------------------------ models
+@pytest.mark.parametrize("kind", KINDS)
+def test_kind_overfits_toy_sentences(kind):
+    torch.manual_seed(0)
+    exs = toy_examples()
+    model, _, feat, _ = tiny_re(kind, exs)
+    make = re_batches(model, feat, exs, batch_size=2)
+    cfg = TrainConfig(epochs=40, batch_size=2, lr=1e-2 if "bert" not in kind else 3e-3, warmup=0.0,
+                      patience=8, progress=False)  # stops soon after reaching 1.0
+    cfg.head_lr = cfg.lr
+    fit(model, make, lambda m: evaluate_re(m, feat, exs), "macro_f1", cfg)
+    scores = evaluate_re(model, feat, exs)
+    assert scores["macro_f1"] >= 0.9, scores
+    assert scores["pairs"] == sum(len(e.entities) * (len(e.entities) - 1) for e in exs)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_batch_invariance_and_checkpoint_round_trip(kind, tmp_path):
+    torch.manual_seed(0)
+    exs = toy_examples()
+    model, tok, feat, _ = tiny_re(kind, exs)
+    model.eval()
+    # a sentence's logits must not depend on its batch neighbours' padding
+    (short, long_), _ = pair_sentences([exs[2], exs[0]], feat, model.relation_labels, model.entity_labels)
+    with torch.no_grad():
+        alone = model.pair_logits(collate_pairs([short], feat))[0]
+        mixed = model.pair_logits(collate_pairs([short, long_], feat))[0][: len(short.usable)]
+    assert torch.allclose(alone, mixed, atol=1e-5)
+    before = predict_re(model, feat, exs)
+    save_checkpoint(model, tok, tmp_path / "ckpt", {"task": "re"})
+    loaded, feat2, config = load_checkpoint(tmp_path / "ckpt")
+    after = predict_re(loaded, feat2, exs)
+    assert config["model"] == kind and config["relation_labels"] == model.relation_labels
+    assert after["labels"] == before["labels"]
+    graphs = loaded.export_graphs()
+    assert [g.name for g in graphs] == ["ner", "re"] and graphs[0].outputs == ["hidden"]
+    with torch.no_grad():
+        hidden = graphs[0].module(*graphs[0].dummy)
+        logits = graphs[1].module(hidden, *graphs[1].dummy[1:])
+    assert logits.shape == (3, len(model.relation_labels))
+
+
+def test_transe_distance_and_margin_loss():
+    from nere.train.models.re import transe_distance, transe_margin_loss
+
+    h, r = torch.randn(4, 8), torch.randn(4, 8)
+    assert torch.allclose(transe_distance(h, r, h + r), torch.zeros(4), atol=1e-6)
+    assert (transe_distance(h, r, h + r + 0.5) > 0).all()
+    r_bad = r + 3.0
+    assert transe_margin_loss(h, r, r_bad, h + r, margin=1.0).item() == 0.0  # gold fits, corrupt is far
+    assert transe_margin_loss(h, r_bad, r, h + r, margin=1.0).item() > 0.0  # corrupt fits better
+    assert transe_margin_loss(h, r, r, h + r, margin=1.0).item() == pytest.approx(1.0)  # margin only
+    assert transe_margin_loss(h[:0], r[:0], r[:0], h[:0], margin=1.0).item() == 0.0
+
+
+def test_multitask_loss_includes_transe():
+    torch.manual_seed(0)
+    exs = toy_examples()
+    model, _, feat, _ = tiny_re("bert-multitask", exs)
+    batch = re_batches(model, feat, exs, batch_size=8)(random.Random(0))[0]
+    model.eval()
+    with_transe = model.loss(batch).item()
+    model.transe_weight = 0.0
+    assert with_transe > model.loss(batch).item()
+
+
+# --------------------------------------------------------------------------------- CLI
+def test_cli_train_re_writes_checkpoint_and_metrics(tmp_path):
+    from nere.train.cli import train
+
+    data = tmp_path / "data"
+    data.mkdir()
+    exs = toy_examples()
+    for split in ("train", "dev", "test"):
+        write_jsonl(exs, data / f"{split}.jsonl")
+    out = tmp_path / "ckpt"
+    res = CliRunner().invoke(train, ["re", "--model", "bilstm", "--dataset", str(data), "--out", str(out),
+                                     "--epochs", "1", "--quiet", "--neg-ratio", "1"])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["task"] == "re" and metrics["model"] == "bilstm" and metrics["neg_ratio"] == 1.0
+    for key in ("accuracy", "macro_f1", "micro_f1", "precision", "recall", "f1"):
+        assert key in metrics["test"]
+    assert {"command", "hardware", "seconds", "dev", "history"} <= set(metrics)
+    res = CliRunner().invoke(train, ["re", "--model", "nope", "--dataset", str(data), "--out", str(out)])
+    assert res.exit_code != 0 and "nope" in res.output and "Traceback" not in res.output

@@ -1,0 +1,149 @@
+"""Joint NER + RE end to end: build, batches, predict, evaluate, `nere train joint`.
+
+Training feeds the RE head the gold entity pairs (negatives sampled as for RE). Evaluation
+reports three things: NER (strict entity P/R/F1, via ner_task.predict_ner and the core
+decoder), RE on gold entities (core relation_scores), and end to end: pairs built from
+the *predicted* entities, filtered by the training type pairs as the engine does, scored
+as strict triples (core triple_scores). Model selection: end-to-end triple F1 on dev.
+"""
+from __future__ import annotations
+
+import random
+import time
+from typing import Any, Sequence
+
+import click
+
+from nere.engine.core.metrics import entity_scores, token_accuracy, triple_scores
+from nere.engine.core.types import Entity, Example
+from nere.train.checkpoint import featurizer_from
+from nere.train.evaluators import register_evaluator
+from nere.train.features import collate_ner, length_batches, ner_items
+from nere.train.ner_task import DEFAULT_SCHEME, predict_ner
+from nere.train.prepare import prepare_text_side
+from nere.train.re_features import collate_pairs, pair_sentences, sample_pairs
+from nere.train.re_task import DEFAULT_NEG_RATIO, head_options, pair_metrics, predict_re, re_config, type_pairs
+from nere.train.registry import get_model_class
+
+KIND = "bert-crf-multitask"
+
+
+def build_joint(train: Sequence[Example], encoder: str = "auto", max_length: int = 256,
+                tag_scheme: str = DEFAULT_SCHEME, dropout: float | None = None, head: dict[str, Any] | None = None,
+                weights: dict[str, float] | None = None, learned_weights: bool = False,
+                bert_size: dict[str, Any] | None = None):
+    """A fresh joint model fitted to ``train``: (model, tokenizer, featurizer, notes)."""
+    cls = get_model_class("joint", KIND)
+    side = prepare_text_side("bert", [ex.text for ex in train], encoder, max_length, bert_size)
+    config = re_config(train, side, 0.1 if dropout is None else dropout, dict(head or {}))
+    config.update(tag_scheme=tag_scheme, weights=dict(weights or {}), learned_weights=learned_weights)
+    model = cls(config, pretrained_path=side.pretrained_path)
+    return model, side.tokenizer, featurizer_from(config, side.tokenizer), side.notes
+
+
+def joint_batches(model, featurizer, train: Sequence[Example], batch_size: int, neg_ratio: float = DEFAULT_NEG_RATIO):
+    """A ``make_batches(rng)``: every sentence (tags for NER) with its sampled gold-entity pairs."""
+    items, ner_stats = ner_items(train, featurizer, model.tagset)
+    sents, pair_stats = pair_sentences(train, featurizer, model.relation_labels, model.entity_labels)
+    lengths = [len(it.tags) for it in items]
+
+    def make(rng: random.Random):
+        chosen = [sample_pairs(s, neg_ratio, rng) for s in sents]
+        out = []
+        for idx in length_batches(lengths, batch_size, rng):
+            batch = collate_ner([items[i] for i in idx], featurizer)
+            pairs = collate_pairs([sents[i] for i in idx], featurizer, [chosen[i] for i in idx])
+            batch.update({k: v for k, v in pairs.items() if k not in batch})
+            out.append(batch)
+        return out
+
+    make.stats = {"ner": ner_stats.as_dict(), "pairs": pair_stats.as_dict()}  # type: ignore[attr-defined]
+    return make
+
+
+def evaluate_joint(model, featurizer, examples: Sequence[Example], batch_size: int = 64) -> dict[str, Any]:
+    """{"ner", "re" (gold entities), "e2e" (predicted entities), "e2e_f1", "weights"}."""
+    ner_out = predict_ner(model, featurizer, examples, batch_size)
+    ner = entity_scores(ner_out["gold_spans"], ner_out["spans"])
+    ner["accuracy"] = token_accuracy(ner_out["gold_tags"], ner_out["pred_tags"])
+    ner["featurization"] = ner_out["stats"]
+    re = pair_metrics(predict_re(model, featurizer, examples, batch_size=batch_size))
+    re.update(precision=re["macro_precision"], recall=re["macro_recall"], f1=re["macro_f1"])
+    predicted = [[Entity(s, e, lab) for s, e, lab in spans] for spans in ner_out["spans"]]
+    e2e_out = predict_re(model, featurizer, examples, entities=predicted, type_pairs=type_pairs(model), batch_size=batch_size)
+    e2e = triple_scores([ex.triples() for ex in examples], e2e_out["triples"])
+    e2e["candidate_pairs"] = e2e_out["stats"]["pairs"]
+    return {"ner": ner, "re": re, "e2e": e2e, "e2e_f1": e2e["f1"], "weights": model.task_weights(),
+            "sentences": len(examples)}
+
+
+@register_evaluator("joint")
+def _evaluate(model, featurizer, examples: Sequence[Example]) -> dict[str, Any]:
+    out = evaluate_joint(model, featurizer, examples)
+    return {"ner": out["ner"], "re": out["re"], "e2e": out["e2e"], "weights": out["weights"]}
+
+
+# The command part imports train/cli.py, whose last line imports this module: importing
+# it only here (after the library part) lets either module be imported first.
+from nere.train.cli import register_subcommand, shared_options  # noqa: E402
+
+
+def weights_label(weights: dict[str, Any]) -> str:
+    """How the NERE tables name a weighting: 'ner + 5*re + 0.5*transe' or 'learned'."""
+    if weights.get("learned"):
+        return "learned"
+    terms = []
+    for k in ("ner", "re", "transe"):
+        w = float(weights.get(k, 0.0))
+        if w:
+            terms.append(f"{k}" if w == 1 else f"{w:g}*{k}")
+    return " + ".join(terms) or "0"
+
+
+@click.command("joint")
+@click.option("--ner-weight", default=1.0, show_default=True, type=click.FloatRange(0), help="a in a*ner + b*re + c*transe.")
+@click.option("--re-weight", default=1.0, show_default=True, type=click.FloatRange(0), help="b in a*ner + b*re + c*transe.")
+@click.option("--learned-weights", is_flag=True, help="Learn the weights (uncertainty weighting, Kendall et al. 2018).")
+@click.option("--tag-scheme", default="BIOES", show_default=True, type=click.Choice(["BIO", "BIOES"], case_sensitive=False))
+@head_options
+@shared_options
+def train_joint(ner_weight: float, re_weight: float, learned_weights: bool, tag_scheme: str, neg_ratio: float,
+                transe_weight: float, margin: float, dropout: float | None, **opts: Any) -> None:
+    """Train BERT-CRF NER + multitask RE jointly; select the epoch on dev end-to-end triple F1."""
+    from nere.train.checkpoint import save_checkpoint
+    from nere.train.cli import command_line, hardware, load_splits, make_train_config
+    from nere.train.trainer import fit
+
+    train_ex, dev_ex = load_splits(opts["dataset"], opts["data_dir"], opts["limit"])
+    (test_ex,) = load_splits(opts["dataset"], opts["data_dir"], None, ("test",))
+    weights = {"ner": ner_weight, "re": re_weight, "transe": transe_weight}
+    head = {"transe_weight": transe_weight, "margin": margin}
+    try:
+        model, tokenizer, featurizer, notes = build_joint(train_ex, opts["encoder"], opts["max_length"], tag_scheme.upper(),
+                                                          dropout, head, weights, learned_weights)
+    except (ValueError, OSError) as err:
+        raise click.ClickException(str(err)) from err
+    cfg = make_train_config("bert", opts)
+    make = joint_batches(model, featurizer, train_ex, cfg.batch_size, neg_ratio)
+    label = "learned" if learned_weights else weights_label(weights)
+    click.echo(f"joint/{KIND} ({label}): {len(train_ex)} train / {len(dev_ex)} dev / {len(test_ex)} test sentences; "
+               f"{sum(p.numel() for p in model.parameters()):,} parameters; device {cfg.device}")
+    started = time.perf_counter()
+    result = fit(model, make, lambda m: evaluate_joint(m, featurizer, dev_ex), "e2e_f1", cfg)
+    test = evaluate_joint(model, featurizer, test_ex)
+    recorded = {"learned": True, "initial": weights, "final": model.task_weights()} if learned_weights else weights
+    metrics = {
+        "task": "joint", "model": KIND, "dataset": opts["dataset"], "weights": recorded, "weights_label": label,
+        "split_sizes": [len(train_ex), len(dev_ex), len(test_ex)],
+        "dev": result["best_dev"], "test": test, "history": result["history"], "best_epoch": result["best_epoch"],
+        "train_featurization": make.stats, "notes": notes, "neg_ratio": neg_ratio, "head": head,
+        "command": command_line(), "hardware": hardware(), "seconds": time.perf_counter() - started,
+        "train_config": cfg.__dict__,
+    }
+    save_checkpoint(model, tokenizer, opts["out_dir"], metrics)
+    click.echo(f"test: NER F1 {test['ner']['f1']:.4f}  RE macro F1 {test['re']['macro_f1']:.4f}  "
+               f"end-to-end F1 {test['e2e_f1']:.4f}  weights {test['weights']}  ({metrics['seconds']:.0f}s) -> {opts['out_dir']}")
+
+
+# `nere train joint`: registered here (not in cli.py) so that importing this module first works too
+register_subcommand(train_joint)

@@ -1,0 +1,231 @@
+"""Relation extraction end to end: build a kind for a dataset, train, predict, evaluate.
+
+Mirrors ner_task.py. Evaluation is on gold entities and every candidate pair (core
+``candidate_pairs``); pairs whose entities fell outside the model length are predicted
+``no_relation`` and counted in the featurization stats.
+"""
+from __future__ import annotations
+
+import random
+import time
+from typing import Any, Collection, Sequence
+
+import click
+import numpy as np
+import torch
+
+from nere.engine.core.metrics import relation_scores
+from nere.engine.core.types import NO_RELATION, Entity, Example
+from nere.train.checkpoint import featurizer_from
+from nere.train.evaluators import register_evaluator
+from nere.train.features import length_batches
+from nere.train.prepare import prepare_text_side
+from nere.train.re_features import (
+    PairSentence,
+    collate_pairs,
+    pair_sentences,
+    relation_labels_of,
+    sample_pairs,
+    type_pairs_of,
+)
+from nere.train.registry import get_model_class, model_names
+
+DEFAULT_NEG_RATIO = -1.0  # all negatives: stage 2 is cheap once a sentence is encoded
+
+
+def entity_labels_of(examples: Sequence[Example]) -> list[str]:
+    return sorted({e.label for ex in examples for e in ex.entities})
+
+
+def re_config(train: Sequence[Example], side, dropout: float, head: dict[str, Any]) -> dict[str, Any]:
+    """Label maps, candidate filter and text side: everything that rebuilds the model."""
+    return {
+        "relation_labels": relation_labels_of(train),
+        "entity_labels": entity_labels_of(train),
+        "type_pairs": [list(p) for p in type_pairs_of(train)],
+        "encoder": side.encoder,
+        "featurizer": side.featurizer,
+        "dropout": dropout,
+        "head": head,
+    }
+
+
+def build_re(kind: str, train: Sequence[Example], encoder: str = "auto", max_length: int = 256,
+             dropout: float | None = None, head: dict[str, Any] | None = None,
+             bert_size: dict[str, Any] | None = None, lstm: dict[str, Any] | None = None):
+    """A fresh RE model of ``kind`` fitted to ``train``: (model, tokenizer, featurizer, notes)."""
+    cls = get_model_class("re", kind)
+    side = prepare_text_side(cls.encoder_type, [ex.text for ex in train], encoder, max_length, bert_size, lstm)
+    if kind == "acnn":  # stage 1 is the embedding lookup only (see models/re.py)
+        s = side.encoder
+        side.encoder = {"type": "embedding", "vocab_size": s["vocab_size"], "pad_id": s["pad_id"],
+                        "embedding_dim": s["embedding_dim"], "dropout": s["dropout"]}
+    if dropout is None:
+        dropout = 0.1 if cls.encoder_type == "bert" else 0.3
+    config = re_config(train, side, dropout, dict(head or {}))
+    if len(config["relation_labels"]) < 2:
+        raise ValueError("the training data has no relations: nothing for an RE model to learn")
+    model = cls(config, pretrained_path=side.pretrained_path)
+    return model, side.tokenizer, featurizer_from(config, side.tokenizer), side.notes
+
+
+def type_pairs(model) -> set[tuple[str, str]]:
+    return {tuple(p) for p in model.config.get("type_pairs", [])}
+
+
+def re_batches(model, featurizer, train: Sequence[Example], batch_size: int, neg_ratio: float = DEFAULT_NEG_RATIO):
+    """A ``make_batches(rng)`` for the trainer: pairs resampled every epoch, sentences shuffled."""
+    sents, stats = pair_sentences(train, featurizer, model.relation_labels, model.entity_labels)
+    lengths = [len(s.encoded.ids) for s in sents]
+
+    def make(rng: random.Random):
+        chosen = [sample_pairs(s, neg_ratio, rng) for s in sents]
+        keep = [i for i in range(len(sents)) if chosen[i]]
+        batches = []
+        for idx in length_batches([lengths[i] for i in keep], batch_size, rng):
+            rows = [keep[j] for j in idx]
+            batches.append(collate_pairs([sents[i] for i in rows], featurizer, [chosen[i] for i in rows]))
+        return batches
+
+    make.stats = stats.as_dict()  # type: ignore[attr-defined]
+    return make
+
+
+@torch.no_grad()
+def classify_pairs(model, featurizer, sents: Sequence[PairSentence], batch_size: int = 64) -> list[list[tuple[str, float]]]:
+    """(label, probability) per candidate pair of every sentence; lost pairs -> no_relation, 1.0.
+
+    ``model`` is any two-stage model (forward_stage1 returns hidden, or (emissions, hidden)).
+    """
+    out: list[list[tuple[str, float]]] = [[(NO_RELATION, 1.0)] * len(s.pairs) for s in sents]
+    todo = [i for i, s in enumerate(sents) if s.usable]
+    lengths = [len(sents[i].encoded.ids) for i in todo]
+    model.eval()
+    dev = model.device
+    for idx in length_batches(lengths, batch_size, rng=None):
+        rows = [todo[j] for j in idx]
+        b = collate_pairs([sents[i] for i in rows], featurizer)
+        hidden = model.forward_stage1(b["input_ids"].to(dev), b["attention_mask"].to(dev))
+        if isinstance(hidden, tuple):
+            hidden = hidden[-1]
+        logits = model.forward_stage2(hidden, *(b[k].to(dev) for k in ("pair_index", "head_mask", "tail_mask", "head_type", "tail_type")))
+        probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        best = probs.argmax(axis=-1)
+        for (r, p), k, pr in zip(b["pair_ref"], best, probs):
+            out[rows[r]][p] = (model.relation_labels[int(k)], float(pr[k]))
+    return out
+
+
+def predict_re(model, featurizer, examples: Sequence[Example], entities: Sequence[Sequence[Entity]] | None = None,
+               type_pairs: Collection[tuple[str, str]] | None = None, batch_size: int = 64) -> dict[str, Any]:
+    """Predicted labels of every candidate pair; with ``entities``, pairs over those (end to end).
+
+    Returns per example the pairs (head, tail, gold), predicted labels and scores, the
+    predicted triples (no_relation dropped) and the featurization stats.
+    """
+    sents, stats = pair_sentences(examples, featurizer, model.relation_labels, model.entity_labels, entities, type_pairs)
+    labels = classify_pairs(model, featurizer, sents, batch_size)
+    triples = []
+    for s, lab in zip(sents, labels):
+        t = set()
+        for (h, tl, _), (pred, _) in zip(s.pairs, lab):
+            if pred != NO_RELATION:
+                a, b = s.entities[h], s.entities[tl]
+                t.add(((a.start, a.end, a.label), (b.start, b.end, b.label), pred))
+        triples.append(t)
+    return {"pairs": [s.pairs for s in sents], "labels": labels, "triples": triples, "stats": stats.as_dict()}
+
+
+def pair_metrics(out: dict[str, Any]) -> dict[str, Any]:
+    """core relation_scores over every candidate pair of ``predict_re``'s output."""
+    gold = [g for pairs in out["pairs"] for *_, g in pairs]
+    pred = [p for labels in out["labels"] for p, _ in labels]
+    scores = relation_scores(gold, pred)
+    scores["pairs"] = len(gold)
+    scores["featurization"] = out["stats"]
+    return scores
+
+
+def evaluate_re(model, featurizer, examples: Sequence[Example], batch_size: int = 64) -> dict[str, Any]:
+    """Accuracy, macro and micro P/R/F1 (no_relation excluded) on gold entities.
+
+    ``precision``/``recall``/``f1`` repeat the macro figures, the NERE tables' convention.
+    """
+    scores = pair_metrics(predict_re(model, featurizer, examples, batch_size=batch_size))
+    scores.update(precision=scores["macro_precision"], recall=scores["macro_recall"], f1=scores["macro_f1"])
+    scores["sentences"] = len(examples)
+    return scores
+
+
+@register_evaluator("re")
+def _evaluate(model, featurizer, examples: Sequence[Example]) -> dict[str, Any]:
+    return {"re": evaluate_re(model, featurizer, examples)}
+
+
+def head_options(f):
+    """Options of the RE heads (shared by `nere train re` and `nere train joint`)."""
+    opts = [
+        click.option("--neg-ratio", default=DEFAULT_NEG_RATIO, show_default=True, type=float,
+                     help="Training negatives per positive pair and sentence, resampled each epoch; 0 or -1: all."),
+        click.option("--transe-weight", default=0.5, show_default=True, type=click.FloatRange(0),
+                     help="Weight of the TransE margin loss (multitask heads)."),
+        click.option("--margin", default=1.0, show_default=True, type=click.FloatRange(0), help="TransE margin."),
+        click.option("--dropout", default=None, type=click.FloatRange(0, 1), help="Default 0.1 (BERT) or 0.3 (BiLSTM/ACNN)."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+# The command part imports train/cli.py, whose last line imports this module: importing
+# it only here (after the library part) lets either module be imported first.
+from nere.train.cli import register_subcommand, shared_options  # noqa: E402
+
+
+def _model_option():
+    names = model_names("re")
+    return click.option("--model", "kind", required=True, type=click.Choice(names), help="RE model kind.")
+
+
+@click.command("re")
+@_model_option()
+@head_options
+@click.option("--max-distance", default=30, show_default=True, type=click.IntRange(1),
+              help="BiLSTM/ACNN: relative positions are clipped to +-N tokens.")
+@shared_options
+def train_re(kind: str, neg_ratio: float, transe_weight: float, margin: float, dropout: float | None,
+             max_distance: int, **opts: Any) -> None:
+    """Train a relation classifier on gold entities; select the epoch on dev macro F1."""
+    from nere.train.checkpoint import save_checkpoint
+    from nere.train.cli import command_line, hardware, load_splits, make_train_config
+    from nere.train.trainer import fit
+
+    train_ex, dev_ex = load_splits(opts["dataset"], opts["data_dir"], opts["limit"])
+    (test_ex,) = load_splits(opts["dataset"], opts["data_dir"], None, ("test",))
+    head = {"transe_weight": transe_weight, "margin": margin, "max_distance": max_distance}
+    try:
+        model, tokenizer, featurizer, notes = build_re(kind, train_ex, opts["encoder"], opts["max_length"], dropout, head)
+    except (ValueError, OSError) as err:
+        raise click.ClickException(str(err)) from err
+    cfg = make_train_config(type(model).encoder_type, opts)
+    make = re_batches(model, featurizer, train_ex, cfg.batch_size, neg_ratio)
+    click.echo(f"re/{kind}: {len(train_ex)} train / {len(dev_ex)} dev / {len(test_ex)} test sentences; "
+               f"{make.stats['pairs']} train pairs ({make.stats['positive']} positive); "
+               f"{sum(p.numel() for p in model.parameters()):,} parameters; device {cfg.device}")
+    started = time.perf_counter()
+    result = fit(model, make, lambda m: evaluate_re(m, featurizer, dev_ex), "macro_f1", cfg)
+    test = evaluate_re(model, featurizer, test_ex)
+    metrics = {
+        "task": "re", "model": kind, "dataset": opts["dataset"], "split_sizes": [len(train_ex), len(dev_ex), len(test_ex)],
+        "dev": result["best_dev"], "test": test, "history": result["history"], "best_epoch": result["best_epoch"],
+        "train_featurization": make.stats, "notes": notes, "neg_ratio": neg_ratio, "head": head,
+        "command": command_line(), "hardware": hardware(), "seconds": time.perf_counter() - started,
+        "train_config": cfg.__dict__,
+    }
+    save_checkpoint(model, tokenizer, opts["out_dir"], metrics)
+    click.echo(f"test: accuracy {test['accuracy']:.4f}  macro P {test['macro_precision']:.4f}  R {test['macro_recall']:.4f}  "
+               f"F1 {test['macro_f1']:.4f}  micro F1 {test['micro_f1']:.4f}  ({metrics['seconds']:.0f}s) -> {opts['out_dir']}")
+
+
+# `nere train re`: registered here (not in cli.py) so that importing this module first works too
+register_subcommand(train_re)
