@@ -60,6 +60,7 @@ class Prepared:
     sent_end: list[int]
     sent_windows: list[int]  # per sentence: number of windows (rows)
     encs: list[Encoded]  # per sentence, offsets relative to the sentence
+    sent_len: np.ndarray  # per sentence: content tokens
     row_sent: np.ndarray  # per model row: sentence
     row_tok0: np.ndarray  # per model row: first token (sentence coordinates)
     row_n: np.ndarray  # per model row: content tokens
@@ -68,6 +69,24 @@ class Prepared:
     @property
     def tokens(self) -> int:
         return int(self.row_n.sum())
+
+
+
+@dataclass
+class Found:
+    """Spans decoded from one stage-1 batch, as flat arrays in batch-row order."""
+
+    row: np.ndarray  # batch row
+    sent: np.ndarray  # sentence
+    start: np.ndarray  # token span, sentence coordinates
+    end: np.ndarray
+    label: list[str]
+    score: np.ndarray
+    dist: np.ndarray  # tokens to the nearest window edge inside the sentence
+    t0: np.ndarray  # first token of the row's window
+
+
+ENTITY_COLUMNS = ("doc", "entity_id", "start", "end", "text", "label", "score", "sentence_index")
 
 
 @dataclass
@@ -163,6 +182,7 @@ class Pipeline:
         row_n_arr = np.asarray(row_n, dtype=np.int64)
         return Prepared(
             unit, texts, failures, cleaned, sent_doc, sent_no, starts, ends, windows, encs,
+            np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs)),
             np.asarray(row_sent, dtype=np.int64), np.asarray(row_tok0, dtype=np.int64), row_n_arr,
             plan_batches(row_n_arr, f, self.batch_tokens),
         )
@@ -171,7 +191,6 @@ class Pipeline:
     def infer(self, prep: Prepared) -> UnitResult:
         f, spec = self.ner.featurizer, self.ner.ner
         assert spec is not None
-        lead = f.lead
         n_sent = len(prep.encs)
         cands: list[list[Candidate]] = [[] for _ in range(n_sent)]
         rel_cands: list[list] = [[] for _ in range(n_sent)]
@@ -181,86 +200,120 @@ class Pipeline:
             out = run_stage1(self.ner.stage1, batch, want)
             emissions = np.asarray(out["emissions"], dtype=np.float32)
             tags = decode_tags(emissions, batch.lengths, spec.crf)
-            probs = chosen_probs(emissions, tags)
-            row_ents: dict[int, list[Candidate]] = {}
-            for i in np.flatnonzero((tags[:, lead:] != 0).any(axis=1)):
-                r = rows[i]
-                si, t0, n = int(prep.row_sent[r]), int(prep.row_tok0[r]), int(prep.row_n[r])
-                total = len(prep.encs[si].ids)
-                ents = [
-                    (t0 + s, t0 + e, lab, float(probs[i, lead + s : lead + e].mean()),
-                     edge_distance(t0 + s, t0 + e, t0, t0 + n, total))
-                    for s, e, lab in spec.tagset.ids_to_spans(tags[i, lead : lead + n])
-                ]
-                if ents:
-                    cands[si].extend(ents)
-                    row_ents[int(i)] = ents
-            if self.relations == "joint" and row_ents:
-                self._joint_relations(prep, rows, batch.input_ids.shape[1], out["hidden"], row_ents, rel_cands)
+            found = self._found(prep, rows, tags, emissions)
+            if found is None:
+                continue
+            for c in zip(found.sent.tolist(), found.start.tolist(), found.end.tolist(), found.label,
+                         found.score.tolist(), found.dist.tolist()):
+                cands[c[0]].append(c[1:])
+            if self.relations == "joint":
+                self._joint_relations(found, batch.input_ids.shape[1], out["hidden"], rel_cands)
         return self._assemble(prep, cands, rel_cands)
 
-    def _joint_relations(self, prep: Prepared, rows: np.ndarray, width: int, hidden: Any,
-                         row_ents: dict[int, list[Candidate]], rel_cands: list[list]) -> None:
+    def _found(self, prep: Prepared, rows: np.ndarray, tags: np.ndarray, emissions: np.ndarray) -> Found | None:
+        """Spans of one batch, flat, in row order; scores and window-edge distances vectorised."""
+        lead, tagset = self.ner.featurizer.lead, self.ner.ner.tagset  # type: ignore[union-attr]
+        n_rows = prep.row_n[rows]
+        at, starts, ends, labels = [], [], [], []
+        for i in np.flatnonzero((tags[:, lead:] != 0).any(axis=1)).tolist():
+            for s, e, lab in tagset.ids_to_spans(tags[i, lead : lead + n_rows[i]]):
+                at.append(i)
+                starts.append(s)
+                ends.append(e)
+                labels.append(lab)
+        if not at:
+            return None
+        i, s, e = (np.asarray(a, dtype=np.int64) for a in (at, starts, ends))
+        csum = np.zeros((tags.shape[0], tags.shape[1] + 1), dtype=np.float64)
+        np.cumsum(chosen_probs(emissions, tags), axis=1, out=csum[:, 1:])
+        score = (csum[i, lead + e] - csum[i, lead + s]) / (e - s)  # mean tag probability
+        r = rows[i]
+        t0, n, sent = prep.row_tok0[r], prep.row_n[r], prep.row_sent[r]
+        dist = edge_distance(t0 + s, t0 + e, t0, t0 + n, prep.sent_len[sent])
+        return Found(i, sent, t0 + s, t0 + e, labels, score, dist, t0)
+
+    def _joint_relations(self, found: Found, width: int, hidden: Any, rel_cands: list[list]) -> None:
         """Stage 2 over the pairs of each row's own entities (one encoding per row)."""
         re_spec = self.ner.re
         assert re_spec is not None and self.ner.stage2 is not None
-        type_ids, lead = re_spec.type_ids, self.ner.featurizer.lead
-        cols: list[list[int]] = [[] for _ in range(7)]
-        keys = []
-        for i, ents in row_ents.items():
-            typed = [c for c in ents if c[2] in type_ids]
-            if len(typed) < 2:
+        types = np.asarray([re_spec.type_ids.get(lab, -1) for lab in found.label], dtype=np.int64)
+        heads, tails = [], []
+        for group in np.split(np.arange(len(found.row)), np.flatnonzero(np.diff(found.row)) + 1):
+            group = group[types[group] >= 0]
+            if len(group) < 2:
                 continue
-            t0 = int(prep.row_tok0[rows[i]])
-            for h, t, _ in candidate_pairs([Entity(c[0], c[1], c[2]) for c in typed], type_pairs=re_spec.type_pairs):
-                hc, tc = typed[h], typed[t]
-                for col, v in zip(cols, (i, lead + hc[0] - t0, lead + hc[1] - t0, type_ids[hc[2]],
-                                         lead + tc[0] - t0, lead + tc[1] - t0, type_ids[tc[2]])):
-                    col.append(v)
-                keys.append((int(prep.row_sent[rows[i]]), hc[:3], tc[:3], min(hc[4], tc[4])))
-        if not keys:
+            ents = [Entity(int(found.start[k]), int(found.end[k]), found.label[k]) for k in group]
+            for h, t, _ in candidate_pairs(ents, type_pairs=re_spec.type_pairs):
+                heads.append(group[h])
+                tails.append(group[t])
+        if not heads:
             return
-        a = [np.asarray(c, dtype=np.int64) for c in cols]
-        probs = run_stage2(self.ner.stage2, hidden, width, a[0], (a[1], a[2], a[3]), (a[4], a[5], a[6]),
-                           self.batch_tokens)
+        h, t = np.asarray(heads), np.asarray(tails)
+        lead = self.ner.featurizer.lead
+        pos_s, pos_e = found.start - found.t0 + lead, found.end - found.t0 + lead  # stage-1 positions
+        probs = run_stage2(self.ner.stage2, hidden, width, found.row[h], (pos_s[h], pos_e[h], types[h]),
+                           (pos_s[t], pos_e[t], types[t]), self.batch_tokens)
         best = probs.argmax(axis=1)
-        for k in np.flatnonzero(best != 0):  # label 0 is the negative label
-            si, head, tail, dist = keys[k]
-            rel_cands[si].append((head, tail, int(best[k]), float(probs[k, best[k]]), dist))
+        for k in np.flatnonzero(best != 0).tolist():  # label 0 is the negative label
+            a, b = int(h[k]), int(t[k])
+            rel_cands[int(found.sent[a])].append((
+                (int(found.start[a]), int(found.end[a]), found.label[a]),
+                (int(found.start[b]), int(found.end[b]), found.label[b]),
+                int(best[k]), float(probs[k, best[k]]), int(min(found.dist[a], found.dist[b])),
+            ))
 
     # ---------------------------------------------------------------- outputs
     def _assemble(self, prep: Prepared, cands: list[list[Candidate]], rel_cands: list[list]) -> UnitResult:
-        unit = prep.unit
-        ent = {k: [] for k in ("doc", "entity_id", "start", "end", "text", "label", "score", "sentence_index")}
-        rels: list[tuple] = []  # (doc, head_id, tail_id, label, score)
-        next_id = [0] * len(unit.texts)
-        sent_ents: list[tuple[int, list[tuple[int, int, str, int]]]] = []
+        """Merge windows, map token spans to document characters, number entities per
+        document and attach relations to entity ids, all in document order."""
+        flat: list[tuple] = []  # (sentence, start token, end token, label, score)
+        ranges: dict[int, tuple[int, int]] = {}  # sentence -> its slice of ``flat``
         for si, found in enumerate(cands):
-            if not found:
+            if found:
+                merged = found if prep.sent_windows[si] == 1 else merge_windows(found)
+                ranges[si] = (len(flat), len(flat) + len(merged))
+                flat.extend((si,) + c[:4] for c in merged)
+        unit = prep.unit
+        if not flat:
+            return self._tables(prep, {k: [] for k in ENTITY_COLUMNS}, [])
+        si = np.fromiter((x[0] for x in flat), dtype=np.int64, count=len(flat))
+        ts = np.fromiter((x[1] for x in flat), dtype=np.int64, count=len(flat))
+        te = np.fromiter((x[2] for x in flat), dtype=np.int64, count=len(flat))
+        offsets = np.concatenate([enc.offsets for enc in prep.encs])
+        first_token = np.concatenate([[0], np.cumsum(prep.sent_len)[:-1]])[si]
+        base = np.asarray(prep.sent_start, dtype=np.int64)[si]
+        cs = base + offsets[first_token + ts, 0]
+        ce = base + offsets[first_token + te - 1, 1]
+        doc = np.asarray(prep.sent_doc, dtype=np.int64)[si]
+        eid = np.arange(len(doc)) - np.searchsorted(doc, doc)  # documents are contiguous and in order
+        docs, starts, ends = doc.tolist(), cs.tolist(), ce.tolist()
+        ent = {
+            "doc": docs,
+            "entity_id": eid.astype(np.int32),
+            "start": cs.astype(np.int32),
+            "end": ce.astype(np.int32),
+            "text": [unit.texts[d][a:b] for d, a, b in zip(docs, starts, ends)],  # from the input itself
+            "label": [x[3] for x in flat],
+            "score": np.fromiter((x[4] for x in flat), dtype=np.float32, count=len(flat)),
+            "sentence_index": np.asarray(prep.sent_no, dtype=np.int32)[si],
+        }
+        rels: list[tuple] = []  # (doc, head_id, tail_id, label index, score)
+        for s_i, (k0, k1) in ranges.items():
+            if not rel_cands[s_i]:
                 continue
-            merged = found if prep.sent_windows[si] == 1 else merge_windows(found)
-            d, base, offs = prep.sent_doc[si], prep.sent_start[si], prep.encs[si].offsets
-            original = unit.texts[d]  # entity text comes from the input itself
-            ids: dict[tuple, int] = {}
-            mine = []
-            for s, e, lab, score, _ in merged:
-                cs, ce = base + int(offs[s, 0]), base + int(offs[e - 1, 1])
-                eid = next_id[d]
-                next_id[d] += 1
-                ids[(s, e, lab)] = eid
-                mine.append((cs, ce, lab, eid))
-                for k, v in zip(ent, (d, eid, cs, ce, original[cs:ce], lab, score, prep.sent_no[si])):
-                    ent[k].append(v)
-            sent_ents.append((si, mine))
+            ids = {flat[k][1:4]: int(eid[k]) for k in range(k0, k1)}
             best: dict[tuple[int, int], tuple] = {}
-            for head, tail, lab, score, dist in rel_cands[si]:
+            for head, tail, lab, score, dist in rel_cands[s_i]:
                 h, t = ids.get(head), ids.get(tail)
                 if h is None or t is None:
                     continue  # an entity the window merge dropped
                 if (h, t) not in best or dist > best[(h, t)][2]:
                     best[(h, t)] = (lab, score, dist)
+            d = prep.sent_doc[s_i]
             rels.extend((d, h, t, lab, score) for (h, t), (lab, score, _) in best.items())
         if self.relations == "separate":
+            sent_ents = [(s_i, [(starts[k], ends[k], flat[k][3], int(eid[k])) for k in range(k0, k1)])
+                         for s_i, (k0, k1) in ranges.items()]
             rels = self._separate_relations(prep, sent_ents)
         return self._tables(prep, ent, sorted(rels, key=lambda r: r[:3]))
 

@@ -11,6 +11,8 @@ import bisect
 import re
 from typing import Any, Sequence
 
+import numpy as np
+
 from nere.engine.core.featurize import window_starts
 from nere.engine.core.sentences import sentence_spans
 
@@ -64,12 +66,13 @@ def window_plan(n_tokens: int, max_content: int) -> list[int]:
 Candidate = tuple[int, int, str, float, int]
 
 
-def edge_distance(start: int, end: int, win_start: int, win_end: int, n_tokens: int) -> int:
+def edge_distance(start, end, win_start, win_end, n_tokens):
     """Tokens of context between a span and the nearest window edge inside the sentence
-    (the sentence's own start and end are not cuts: ``n_tokens`` there)."""
-    left = start - win_start if win_start > 0 else n_tokens
-    right = win_end - end if win_end < n_tokens else n_tokens
-    return min(left, right)
+    (the sentence's own start and end are not cuts: ``n_tokens`` there). Works on ints
+    and, element-wise, on numpy arrays."""
+    left = np.where(win_start > 0, start - win_start, n_tokens)
+    right = np.where(win_end < n_tokens, win_end - end, n_tokens)
+    return np.minimum(left, right)
 
 
 def merge_windows(candidates: Sequence[Candidate]) -> list[Candidate]:

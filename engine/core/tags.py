@@ -12,7 +12,10 @@ sequence still yields spans rather than being dropped. Gold tags are validated.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterable, Sequence
+
+import numpy as np
 
 TokenSpan = tuple[int, int, str]
 
@@ -76,27 +79,45 @@ def spans_to_tags(spans: Iterable[TokenSpan], length: int, scheme: str = "BIOES"
 def tags_to_spans(tags: Sequence[str], scheme: str = "BIOES") -> list[TokenSpan]:
     """Decode tags into token spans (lenient, see module docstring)."""
     scheme = _check_scheme(scheme)
-    spans: list[TokenSpan] = []
-    open_start, open_label = -1, None
+    items = []
     for i, tag in enumerate(tags):
         letter, label = split_tag(tag)
-        role = OUTSIDE if letter == OUTSIDE else _role_of(letter, scheme)
-        if role in (OUTSIDE, BEGIN, SINGLE) or label != open_label:
+        if letter != OUTSIDE:
+            items.append((i, _role_of(letter, scheme), label))
+    return _decode_roles(items)
+
+
+def _decode_roles(items: Iterable[tuple[int, str, str]]) -> list[TokenSpan]:
+    """The one span decoder. ``items`` are (position, role, label) of the non-O positions
+    in order; every position not listed is O. Visiting only those positions keeps the
+    engine's decoding cost proportional to entity tokens, not to all tokens."""
+    spans: list[TokenSpan] = []
+    open_start, open_label, prev = -1, None, -2
+    for i, role, label in items:
+        if open_label is not None and i != prev + 1:  # an O in between closed it
+            spans.append((open_start, prev + 1, open_label))
+            open_label = None
+        if role in (BEGIN, SINGLE) or label != open_label:
             if open_label is not None:
                 spans.append((open_start, i, open_label))
-            open_start, open_label = -1, None
-            if role == OUTSIDE:
-                continue
+            open_label = None
             if role == SINGLE:
-                spans.append((i, i + 1, label))  # type: ignore[arg-type]
-                continue
-            open_start, open_label = i, label
-        if role == END:
-            spans.append((open_start, i + 1, open_label))  # type: ignore[arg-type]
-            open_start, open_label = -1, None
+                spans.append((i, i + 1, label))
+            else:
+                open_start, open_label = i, label
+        if role == END and open_label is not None:
+            spans.append((open_start, i + 1, open_label))
+            open_label = None
+        prev = i
     if open_label is not None:
-        spans.append((open_start, len(tags), open_label))
+        spans.append((open_start, prev + 1, open_label))
     return spans
+
+
+@lru_cache(maxsize=64)
+def _id_roles(scheme: str, labels: tuple[str, ...]) -> tuple[tuple[str, str | None], ...]:
+    tags = TagSet(scheme, labels).tags
+    return ((OUTSIDE, None),) + tuple((_role_of(split_tag(t)[0], scheme), split_tag(t)[1]) for t in tags[1:])
 
 
 def convert_tags(tags: Sequence[str], source: str, target: str) -> list[str]:
@@ -132,5 +153,10 @@ class TagSet:
         return [index[t] for t in spans_to_tags(spans, length, self.scheme)]
 
     def ids_to_spans(self, ids: Sequence[int]) -> list[TokenSpan]:
-        tags = self.tags
-        return tags_to_spans([tags[int(i)] for i in ids], self.scheme)
+        ids = np.asarray(ids, dtype=np.int64)
+        roles = _id_roles(self.scheme, tuple(self.labels))
+        where = np.flatnonzero(ids)  # O is id 0: only entity positions are visited
+        values = ids[where].tolist()
+        if values and (min(values) < 0 or max(values) >= len(roles)):
+            raise IndexError(f"tag id outside 0..{len(roles) - 1}")
+        return _decode_roles((i, *roles[v]) for i, v in zip(where.tolist(), values))  # type: ignore[misc]
