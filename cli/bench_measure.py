@@ -1,0 +1,247 @@
+"""Timed passes of one Engine over a corpus: end to end, model only, per-batch latency.
+
+"Model only" is the ONNX work alone (stage 1, and stage 2 for relation bundles) on inputs
+that are already tokenized, batched and padded exactly as the engine does it. To get
+those inputs without a second implementation of batching or pair building, a
+:class:`Recorder` stands in for ``run_stage1``/``run_stage2`` inside the engine's pipeline
+during one pass, records every call with its arguments, and replays them later with
+nothing else running. The same pass times each phase of the pipeline serially (read,
+prepare, stage 1, stage 2, decode/assemble, Parquet encoding): where the time goes.
+
+Imports only the engine (no torch).
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import nere.engine.pipeline as pipeline_module
+from nere.engine.api import UNIT_CHARS, UNIT_DOCS, Engine
+from nere.engine.parquet_io import iter_units, open_inputs, resolve_inputs
+from nere.engine.stages import run_stage1, run_stage2
+
+
+@dataclass
+class CorpusStats:
+    """What one pass over the corpus (or its first ``limit`` rows) contains."""
+
+    documents: int = 0
+    failed: int = 0
+    sentences: int = 0
+    rows: int = 0  # model rows (sentences, or windows of long ones)
+    tokens: int = 0  # content tokens fed to stage 1
+    characters: int = 0
+    entities: int = 0
+    relations: int = 0
+
+    def add(self, prep: Any, result: Any) -> None:
+        self.documents += len(prep.unit.texts)
+        self.failed += len(prep.failures)
+        self.sentences += len(prep.encs)
+        self.rows += len(prep.row_n)
+        self.tokens += prep.tokens
+        self.characters += sum(len(t) for t in prep.texts if t)
+        self.entities += result.entities.num_rows
+        self.relations += result.relations.num_rows
+
+
+class Recorder:
+    """Stands in for the pipeline's stage functions: runs them, times them, and keeps
+    their arguments so :meth:`replay` can run the same model work alone."""
+
+    def __init__(self, keep: bool = True) -> None:
+        self.keep = keep
+        self.calls: list[tuple[str, tuple, int | None]] = []  # (stage, args, index of the stage-1 call feeding it)
+        self.seconds = {"stage1": 0.0, "stage2": 0.0}
+        self.batches = {"stage1": 0, "stage2": 0}
+        self._last: tuple[int, dict] | None = None  # index and outputs of the latest stage-1 call
+
+    def stage1(self, graph, batch, outputs):
+        t = time.perf_counter()
+        out = run_stage1(graph, batch, outputs)
+        self.seconds["stage1"] += time.perf_counter() - t
+        self.batches["stage1"] += 1
+        if self.keep:
+            self.calls.append(("stage1", (graph, batch, tuple(outputs)), None))
+            self._last = (len(self.calls) - 1, out)
+        return out
+
+    def stage2(self, graph, hidden, width, rows, head, tail, budget):
+        t = time.perf_counter()
+        out = run_stage2(graph, hidden, width, rows, head, tail, budget)
+        self.seconds["stage2"] += time.perf_counter() - t
+        self.batches["stage2"] += 1
+        if self.keep:
+            ref = self._last[0] if self._last is not None and self._last[1].get("hidden") is hidden else None
+            kept = None if ref is not None else np.array(hidden.numpy() if hasattr(hidden, "numpy") else hidden)
+            self.calls.append(("stage2", (graph, kept, width, rows, head, tail, budget), ref))
+        return out
+
+    @contextmanager
+    def attached(self) -> Iterator["Recorder"]:
+        """Route the pipeline's stage calls through this recorder (restored on exit)."""
+        saved = pipeline_module.run_stage1, pipeline_module.run_stage2
+        pipeline_module.run_stage1, pipeline_module.run_stage2 = self.stage1, self.stage2
+        try:
+            yield self
+        finally:
+            pipeline_module.run_stage1, pipeline_module.run_stage2 = saved
+
+    @property
+    def model_seconds(self) -> float:
+        return self.seconds["stage1"] + self.seconds["stage2"]
+
+    def replay(self) -> float:
+        """Seconds to run every recorded stage call again, in order, and nothing else."""
+        last: dict = {}
+        started = time.perf_counter()
+        for stage, args, _ in self.calls:
+            if stage == "stage1":
+                last = run_stage1(*args)
+                continue
+            graph, kept, width, rows, head, tail, budget = args
+            # a stage-2 call with no kept copy read the latest stage-1 call's hidden states
+            run_stage2(graph, last["hidden"] if kept is None else kept, width, rows, head, tail, budget)
+        return time.perf_counter() - started
+
+
+@dataclass
+class Profile:
+    """One serial pass: corpus counts, per-phase seconds, and the recorded model calls."""
+
+    stats: CorpusStats
+    phases: dict[str, float]
+    recorder: Recorder
+    batches: dict[str, int] = field(default_factory=dict)
+
+
+def profile_pass(engine: Engine, corpus: str | Path, limit: int | None, id_col: str = "id",
+                 text_col: str = "text") -> Profile:
+    """Run the corpus through the pipeline one phase at a time (no overlap), timing each;
+    the stage calls are recorded for :meth:`Recorder.replay`."""
+    files = open_inputs(resolve_inputs([corpus]), id_col, text_col)
+    units = iter_units(files, id_col, text_col, UNIT_DOCS, UNIT_CHARS, limit)
+    phases = dict.fromkeys(("read", "prepare", "stage1", "stage2", "decode_assemble", "parquet_encode"), 0.0)
+    stats = CorpusStats()
+    recorder = Recorder()
+    pipe = engine.pipeline
+    while True:
+        t0 = time.perf_counter()
+        item = next(units, None)
+        t1 = time.perf_counter()
+        phases["read"] += t1 - t0
+        if item is None:
+            break
+        prep = pipe.prepare(item[1])
+        t2 = time.perf_counter()
+        before = recorder.model_seconds
+        with recorder.attached():
+            result = pipe.infer(prep)
+        t3 = time.perf_counter()
+        for table in (result.entities, result.relations):
+            pq.write_table(table, pa.BufferOutputStream())
+        t4 = time.perf_counter()
+        phases["prepare"] += t2 - t1
+        phases["decode_assemble"] += (t3 - t2) - (recorder.model_seconds - before)
+        phases["parquet_encode"] += t4 - t3
+        stats.add(prep, result)
+    phases["stage1"], phases["stage2"] = recorder.seconds["stage1"], recorder.seconds["stage2"]
+    phases["total"] = sum(phases.values())
+    return Profile(stats, {k: round(v, 4) for k, v in phases.items()}, recorder, dict(recorder.batches))
+
+
+def end_to_end(engine: Engine, corpus: str | Path, limit: int | None, out_dir: Path, id_col: str = "id",
+               text_col: str = "text") -> tuple[float, dict[str, Any]]:
+    """Seconds for ``Engine.run`` (read -> tables written as Parquet) and its summary."""
+    shutil.rmtree(out_dir, ignore_errors=True)
+    started = time.perf_counter()
+    summary = engine.run(corpus, out_dir, id_col=id_col, text_col=text_col, limit=limit, progress=False,
+                         overwrite=True)
+    seconds = time.perf_counter() - started
+    shutil.rmtree(out_dir, ignore_errors=True)
+    return seconds, summary
+
+
+def read_documents(corpus: str | Path, n: int, id_col: str = "id", text_col: str = "text") -> tuple[list, list]:
+    """The first ``n`` (ids, texts) of a Parquet corpus, for latency batches."""
+    pf = pq.ParquetFile(corpus)
+    ids: list = []
+    texts: list = []
+    for batch in pf.iter_batches(batch_size=min(max(n, 1), 65536), columns=[id_col, text_col]):
+        ids += batch.column(id_col).to_pylist()
+        texts += batch.column(text_col).to_pylist()
+        if len(ids) >= n:
+            break
+    return ids[:n], texts[:n]
+
+
+def percentiles(ms: Sequence[float]) -> dict[str, float]:
+    a = np.asarray(ms, dtype=np.float64)
+    if not len(a):
+        return {"p50_ms": None, "p95_ms": None, "p99_ms": None, "mean_ms": None}
+    p50, p95, p99 = np.percentile(a, [50, 95, 99])
+    return {"p50_ms": round(float(p50), 3), "p95_ms": round(float(p95), 3), "p99_ms": round(float(p99), 3),
+            "mean_ms": round(float(a.mean()), 3)}
+
+
+def batch_slices(n_docs: int, size: int) -> Iterator[slice]:
+    """Endless consecutive slices of ``size`` documents, wrapping around the corpus."""
+    start = 0
+    while True:
+        if start + size > n_docs:
+            start = 0
+        yield slice(start, start + size)
+        start += size
+
+
+def latency(run_batch, ids: list, texts: list, size: int, seconds: float, min_samples: int,
+            max_samples: int) -> dict[str, Any]:
+    """Per-batch latency of ``run_batch(ids, texts) -> model seconds or None`` on batches of
+    ``size`` documents: one warm-up call, then samples until ``seconds`` have passed (at
+    least ``min_samples``, at most ``max_samples``)."""
+    if size > len(ids):
+        return {"batch_size": size, "samples": 0, "skipped": f"corpus has only {len(ids)} documents"}
+    slices = batch_slices(len(ids), size)
+    first = next(slices)
+    run_batch(ids[first], texts[first])  # warm-up: first shapes, arena growth
+    total, model = [], []
+    budget_end = time.perf_counter() + seconds
+    while len(total) < max_samples and (len(total) < min_samples or time.perf_counter() < budget_end):
+        s = next(slices)
+        t = time.perf_counter()
+        m = run_batch(ids[s], texts[s])
+        total.append((time.perf_counter() - t) * 1000)
+        if m is not None:
+            model.append(m * 1000)
+    out: dict[str, Any] = {"batch_size": size, "samples": len(total), **percentiles(total)}
+    if model:
+        out["model"] = percentiles(model)
+    return out
+
+
+def engine_batch_runner(engine: Engine, id_col: str = "id", text_col: str = "text"):
+    """``run_batch`` for :func:`latency`: ``Engine.extract_all`` on the documents; returns
+    the seconds spent in the model stages during the call."""
+
+    def run(ids: list, texts: list) -> float:
+        rec = Recorder(keep=False)
+        with rec.attached():
+            engine.extract_all({id_col: ids, text_col: texts}, id_col, text_col)
+        return rec.model_seconds
+
+    return run
+
+
+def rates(stats: CorpusStats, seconds: float) -> dict[str, Any]:
+    """Documents, sentences and tokens per second for one pass over ``stats``."""
+    s = max(seconds, 1e-12)
+    return {"seconds": round(seconds, 4), "documents_per_s": round(stats.documents / s, 2),
+            "sentences_per_s": round(stats.sentences / s, 2), "tokens_per_s": round(stats.tokens / s, 1)}

@@ -1,0 +1,201 @@
+"""`nere bench` smoke tests on tiny bundles and a tiny corpus: the report's structure and
+files, the model-only replay, targets arithmetic, checkpoint lookup, the corpus script.
+No test asserts a speed."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from fixtures_bundles import make_bundle
+from nere.bench import checkpoint_of, evaluate_targets
+from nere.bench_measure import profile_pass
+from nere.cli import main
+from nere.engine.api import Engine
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXTS = [
+    "Alice Smith works for Acme Corp in Paris. Bob lives in London city.",
+    "The Globex Inc is in Paris. Carol Jones works for Globex Inc and lives in London.",
+    "Nothing here.",
+    "Bob works for Acme Corp .",
+]
+MODEL_KEYS = {"name", "bundle", "task", "model", "precision", "sha256", "provider", "provider_notes", "batch_tokens",
+              "checkpoint", "metrics", "bundle_bytes", "end_to_end", "model_only", "end_to_end_over_model_only",
+              "breakdown_s", "model_batches", "outputs", "latency", "memory", "rss_scaling"}
+RATE_KEYS = {"seconds", "documents_per_s", "sentences_per_s", "tokens_per_s", "seconds_all"}
+
+
+def write_corpus(path: Path, n: int = 24) -> Path:
+    pq.write_table(pa.table({"id": list(range(n)), "text": [TEXTS[i % len(TEXTS)] for i in range(n)]}), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    return {"joint": make_bundle(root / "joint", task="joint"),
+            "ner": make_bundle(root / "ner-crf", task="ner", decoding="crf"),
+            "re": make_bundle(root / "re-only", task="re"),
+            "corpus": write_corpus(root / "corpus.parquet")}
+
+
+def run_cli(args: list[str]):
+    return CliRunner().invoke(main, ["bench", *args], catch_exceptions=False)
+
+
+def test_bench_writes_report_with_stable_keys(tiny, tmp_path):
+    out = tmp_path / "report"
+    res = run_cli(["--model", str(tiny["joint"]), "--model", str(tiny["ner"]), "--corpus", str(tiny["corpus"]),
+                   "--repeats", "2", "--batch-sizes", "1,2", "--latency-seconds", "0", "--threads", "1",
+                   "--rss-corpus", str(tiny["corpus"]), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert {p.name for p in out.iterdir()} == {"report.json", "report.md", "throughput.png", "latency.png", "rss.png"}
+    r = json.loads((out / "report.json").read_text())
+    assert set(r) == {"schema", "created", "command", "machine", "versions", "settings", "corpus", "models",
+                      "baselines", "targets"}
+    assert r["schema"] == "nere-bench/1" and r["baselines"] == []
+    assert {"cpu_model", "logical_cores", "load_avg_start", "load_avg_end"} <= set(r["machine"])
+    assert {"onnxruntime", "numpy"} <= set(r["versions"]) and "torch" not in r["versions"]
+    assert r["corpus"]["documents"] == 24 and r["corpus"]["sentences"] == 6 * 2 + 6 * 2 + 6 + 6
+    assert [m["name"] for m in r["models"]] == ["joint", "ner-crf"]
+    for m in r["models"]:
+        assert set(m) == MODEL_KEYS
+        assert set(m["end_to_end"]) == RATE_KEYS and set(m["model_only"]) == RATE_KEYS
+        assert len(m["end_to_end"]["seconds_all"]) == 2 and len(m["model_only"]["seconds_all"]) == 2
+        assert m["end_to_end"]["documents_per_s"] > 0 and m["end_to_end_over_model_only"] > 0
+        assert [x["batch_size"] for x in m["latency"]] == [1, 2]
+        assert all(x["samples"] >= 5 and x["p50_ms"] <= x["p99_ms"] for x in m["latency"])
+        assert m["memory"]["returncode"] == 0 and m["memory"]["peak_rss_mb"] > 0
+        assert m["memory"]["documents"] == 24
+        assert len(m["rss_scaling"]) == 1 and m["rss_scaling"][0]["timeline"]
+        assert set(m["breakdown_s"]) == {"read", "prepare", "stage1", "stage2", "decode_assemble", "parquet_encode",
+                                         "total"}
+    joint = r["models"][0]
+    assert joint["outputs"]["relations"] > 0 and joint["model_batches"]["stage2"] > 0
+    assert {t["name"] for t in r["targets"]} == {"end_to_end_over_model_only"}
+    md = (out / "report.md").read_text()
+    assert "| joint | fp32 |" in md and "## Latency" in md and "## Targets" in md
+
+
+def test_model_only_replays_the_engines_stage_calls(tiny):
+    engine = Engine(tiny["joint"], device="cpu", threads=1)
+    prof = profile_pass(engine, tiny["corpus"], None)
+    calls = prof.recorder.calls
+    assert [c[0] for c in calls].count("stage1") == prof.batches["stage1"] > 0
+    assert [c[0] for c in calls].count("stage2") == prof.batches["stage2"] > 0
+    # stage 2 reads the hidden states of the stage-1 call just before it (no copies kept)
+    for k, (stage, args, ref) in enumerate(calls):
+        if stage == "stage2":
+            assert args[1] is None and calls[ref][0] == "stage1" and ref < k
+    assert prof.recorder.replay() > 0
+    assert prof.stats.entities == engine.extract_all(str(tiny["corpus"])).entities.num_rows
+
+
+def test_bench_torch_baseline(tmp_path):
+    torch = pytest.importorskip("torch")
+    from test_export import export_tiny, tiny_ner
+
+    from nere.train.checkpoint import save_checkpoint
+
+    model, tok, _ = tiny_ner("bert-crf")
+    ckpt = save_checkpoint(model, tok, tmp_path / "ckpt", {})
+    bundles = [export_tiny(model, tok, tmp_path, p, name=f"tiny-{p}") for p in ("fp32", "int8")]
+    corpus = write_corpus(tmp_path / "c.parquet", 12)
+    out = tmp_path / "report"
+    res = run_cli([*sum((["--model", str(b)] for b in bundles), []), "--corpus", str(corpus), "--out", str(out),
+                   "--baseline", "torch", "--checkpoint", str(ckpt), "--repeats", "1", "--batch-sizes", "4",
+                   "--latency-seconds", "0", "--threads", "1", "--baseline-batch-docs", "5", "--no-rss"])
+    assert res.exit_code == 0, res.output
+    r = json.loads((out / "report.json").read_text())
+    assert r["versions"]["torch"] == torch.__version__
+    (b,) = r["baselines"]
+    assert b["checkpoint"] == str(ckpt) and b["batch_docs"] == 5 and b["precision"] == "fp32"
+    assert set(b["end_to_end"]) == RATE_KEYS and b["end_to_end"]["documents_per_s"] > 0
+    assert b["latency"][0]["batch_size"] == 4 and b["memory"] is None
+    # the baseline decodes like the engine: same entities on the fp32 bundle's corpus
+    assert b["outputs"]["entities"] == r["models"][0]["outputs"]["entities"]
+    assert [m["precision"] for m in r["models"]] == ["fp32", "int8"]
+    speed = [t for t in r["targets"] if t["name"] == "int8_speedup_vs_torch"]
+    assert [t["subject"] for t in speed] == ["tiny-int8"] and speed[0]["value"] > 0
+
+
+def test_targets_arithmetic():
+    def model(name, precision, ckpt, docs_s, model_s, f1=None, scaling=()):
+        return {"name": name, "precision": precision, "checkpoint": ckpt, "metrics": {} if f1 is None else {"f1": f1},
+                "end_to_end": {"documents_per_s": docs_s, "seconds": 1 / docs_s},
+                "model_only": {"seconds": 1 / model_s},
+                "end_to_end_over_model_only": model_s and docs_s / model_s,
+                "rss_scaling": [{"documents": d, "peak_rss_mb": mb} for d, mb in scaling]}
+
+    report = {"models": [model("a-fp32", "fp32", "ck", 10, 11, f1=0.80),
+                         model("a-int8", "int8", "ck", 40, 50, f1=0.796, scaling=[(200_000, 390), (10_000, 300)])],
+              "baselines": [{"name": "torch", "checkpoint": "ck", "end_to_end": {"documents_per_s": 12.5}}]}
+    got = {(t["name"], t["subject"]): (t["value"], t["passed"]) for t in evaluate_targets(report)}
+    assert got == {
+        ("end_to_end_over_model_only", "a-fp32"): (pytest.approx(10 / 11, abs=1e-4), True),
+        ("end_to_end_over_model_only", "a-int8"): (0.8, False),
+        ("int8_speedup_vs_torch", "a-int8"): (3.2, True),
+        ("int8_f1_drop", "a-int8 f1"): (0.004, True),
+        ("rss_growth", "a-int8"): (1.3, False),
+    }
+
+
+def test_checkpoint_of_reads_the_export_command(tmp_path, monkeypatch):
+    ckpt = tmp_path / "runs" / "ck"
+    ckpt.mkdir(parents=True)
+    (ckpt / "config.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    made = lambda cmd: {"made_by": {"command": cmd}}  # noqa: E731
+    assert checkpoint_of(made("nere export runs/ck --out b --precision int8")) == "runs/ck"
+    assert checkpoint_of(made("nere export --precision int8 --overwrite runs/ck --out b")) == "runs/ck"
+    assert checkpoint_of({"made_by": {"checkpoint": str(ckpt), "command": "x"}}) == str(ckpt)
+    assert checkpoint_of(made("nere export runs/missing --out b")) is None
+    assert checkpoint_of(made("pytest")) is None and checkpoint_of({}) is None
+
+
+def test_bench_user_errors_are_one_line(tiny, tmp_path):
+    res = CliRunner().invoke(main, ["bench", "--model", str(tiny["re"]), "--corpus", str(tiny["corpus"]),
+                                    "--out", str(tmp_path / "o")])
+    assert res.exit_code == 1 and "RE-only" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(main, ["bench", "--model", str(tiny["ner"]), "--corpus", str(tmp_path / "none.parquet"),
+                                    "--out", str(tmp_path / "o")])
+    assert res.exit_code == 1 and "none.parquet" in res.output
+    res = CliRunner().invoke(main, ["bench", "--model", str(tiny["ner"]), "--corpus", str(tiny["corpus"]),
+                                    "--batch-sizes", "1,x", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "--batch-sizes" in res.output
+    res = CliRunner().invoke(main, ["bench", "--model", str(tiny["ner"]), "--corpus", str(tiny["corpus"]),
+                                    "--baseline", "torch", "--out", str(tmp_path / "o"), "--no-latency", "--no-rss"])
+    assert res.exit_code == 1 and "--checkpoint" in res.output and "Traceback" not in res.output
+
+
+def _make_corpus_module():
+    spec = importlib.util.spec_from_file_location("make_corpus", ROOT / "scripts" / "make_corpus.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_make_corpus_repeats_documents(tmp_path):
+    mc = _make_corpus_module()
+    src = write_corpus(tmp_path / "src.parquet", 4)
+    assert mc.main(["--source", str(src), "--docs", "10", "--out", str(tmp_path / "r.parquet")]) == 0
+    t = pq.read_table(tmp_path / "r.parquet")
+    assert t.column("id").to_pylist() == list(range(10))
+    assert t.column("text").to_pylist() == [TEXTS[i % 4] for i in range(10)]
+    sents = ["A b .", "C d .", "E f .", "G h .", "I j ."]
+    docs = mc.grouped_documents(sents, (2, 3), seed=1)
+    first, n = [], 0
+    while n < len(sents):  # the first pass over the sentences
+        first.append(next(docs))
+        n += first[-1].count(" .")
+    assert n == len(sents) and all(d.count(" .") <= 3 for d in first)
+    assert sorted(re.findall(r"[A-Z] [a-z] \.", " ".join(first))) == sorted(sents)
+    assert all(2 <= d.count(" .") <= 3 for d in first[:-1])  # only a pass's last document may be shorter
+    assert mc.main(["--source", "nope:test", "--docs", "3", "--out", str(tmp_path / "x.parquet")]) == 1
