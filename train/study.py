@@ -1,0 +1,266 @@
+"""`nere study`: the whole model comparison, run by run, then the result tables.
+
+The plan is the NERE project's comparison: four NER kinds, five RE kinds (gold
+entities) and the joint model under several loss weightings (ner + b*re [+ c*transe])
+and learned (uncertainty) weights. Each run is a `nere train ...` subprocess writing
+``OUT/<run-name>/`` (a checkpoint with metrics.json) and ``OUT/logs/<run-name>.log``;
+a run whose metrics.json exists is skipped, so an interrupted study resumes where it
+stopped. At the end ``OUT/results.json`` (one record per run, test split) and
+``OUT/tables.md`` (NER, RE, joint tables) are rewritten from every metrics.json found.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import click
+
+NER_KINDS = ("bilstm", "bilstm-crf", "bert-softmax", "bert-crf")
+RE_KINDS = ("bert-multitask", "bert-softmax", "bilstm", "bilstm-att", "acnn")
+JOINT_WEIGHTINGS = ((1, 1), (1, 5), (1, 10), (5, 1), (1, 8), (1, 15))  # (ner, re); transe at its default
+JOINT_KIND = "bert-crf-multitask"
+
+
+@dataclass
+class Run:
+    """One training run of the study."""
+
+    name: str
+    task: str  # ner | re | joint
+    model: str
+    epochs: int
+    args: list[str] = field(default_factory=list)  # extra `nere train <task>` options
+
+    def argv(self, dataset: str, out: Path, epochs: int, common: Sequence[str]) -> list[str]:
+        head = ["train", self.task] + (["--model", self.model] if self.task != "joint" else [])
+        return head + ["--dataset", dataset, "--out", str(out / self.name), "--epochs", str(epochs),
+                       *self.args, *common, "--quiet"]
+
+
+def is_bert(task: str, model: str) -> bool:
+    return task == "joint" or model.startswith("bert")
+
+
+def slug(dataset: str) -> str:
+    """The dataset part of run names: a registry name as is, a path by its last component."""
+    return Path(dataset).stem if ("/" in dataset or dataset.endswith(".jsonl")) else dataset
+
+
+def plan(dataset: str) -> list[Run]:
+    """Every run of the comparison, with epochs and learning rates sized for CPU training.
+
+    BERT runs fine-tune at 1e-4 (MiniLM; the random Chinese BERT the same); BiLSTM/ACNN
+    runs use the CLI defaults (1e-3) and more epochs with early stopping on dev.
+    """
+    bert = ["--lr", "1e-4"]
+    dataset = slug(dataset)
+    runs = [Run(f"{dataset}-ner-{k}", "ner", k, 10 if k.startswith("bert") else 30,
+                bert if k.startswith("bert") else ["--patience", "5"]) for k in NER_KINDS]
+    runs += [Run(f"{dataset}-re-{k}", "re", k, 3 if k.startswith("bert") else 20,
+                 bert if k.startswith("bert") else ["--patience", "5"]) for k in RE_KINDS]
+    runs += [Run(f"{dataset}-joint-{a}+{b}", "joint", JOINT_KIND, 4,
+                 bert + ["--ner-weight", str(a), "--re-weight", str(b)]) for a, b in JOINT_WEIGHTINGS]
+    runs.append(Run(f"{dataset}-joint-learned", "joint", JOINT_KIND, 4, bert + ["--learned-weights"]))
+    return runs
+
+
+def select(runs: Sequence[Run], only: Sequence[str]) -> list[Run]:
+    """Runs whose task, model or name matches one of ``only`` (names may use * wildcards)."""
+    if not only:
+        return list(runs)
+    pats = [p.strip() for o in only for p in o.split(",") if p.strip()]
+    picked = [r for r in runs if any(p in (r.task, f"{r.task}-{r.model}") or fnmatch.fnmatch(r.name, p)
+                                     or fnmatch.fnmatch(r.name, f"*-{p}") for p in pats)]
+    if not picked:
+        raise click.BadParameter(f"{', '.join(pats)} matches no run; runs: {', '.join(r.name for r in runs)}",
+                                 param_hint="--only")
+    return picked
+
+
+# ------------------------------------------------------------------------------- records
+def _pick(d: dict[str, Any], keys: Sequence[str], prefix: str = "") -> dict[str, float]:
+    return {prefix + k: float(d[k]) for k in keys if isinstance(d.get(k), (int, float))}
+
+
+def record_of(m: dict[str, Any]) -> dict[str, Any]:
+    """A results.json record from a run's metrics.json (test split, fp32 PyTorch model).
+
+    NER: token accuracy, strict entity P/R/F1. RE: accuracy, macro P/R/F1 (as precision/
+    recall/f1) and micro. Joint: the RE figures on gold entities at the top level (the
+    joint table's convention), plus ``e2e_*`` (strict triples) and ``ner_*``.
+    """
+    test = m["test"]
+    task = m["task"]
+    if task == "ner":
+        metrics = _pick(test, ("accuracy", "precision", "recall", "f1"))
+    elif task == "re":
+        metrics = _pick(test, ("accuracy", "precision", "recall", "f1", "macro_f1", "micro_precision",
+                               "micro_recall", "micro_f1"))
+    else:
+        re, ner, e2e = test["re"], test["ner"], test["e2e"]
+        metrics = _pick(re, ("accuracy", "macro_precision", "macro_recall", "macro_f1", "micro_f1"))
+        metrics.update(precision=re["macro_precision"], recall=re["macro_recall"], f1=re["macro_f1"])
+        metrics.update(_pick(ner, ("accuracy", "precision", "recall", "f1"), "ner_"))
+        metrics.update(_pick(e2e, ("precision", "recall", "f1"), "e2e_"))
+    rec = {"task": task, "dataset": m["dataset"], "model": m["model"], "split": "test", "precision": "fp32",
+           "metrics": metrics, "command": m.get("command"), "hardware": m.get("hardware"),
+           "seconds": round(float(m.get("seconds", 0.0)), 1), "best_epoch": m.get("best_epoch"),
+           "epochs_run": len(m.get("history", []))}
+    if task == "joint":
+        rec["weights"] = m.get("weights")
+        rec["weights_label"] = m.get("weights_label")
+        if test.get("weights"):
+            rec["metrics"].update({f"weight_{k}": float(v) for k, v in test["weights"].items()})
+    return rec
+
+
+def record_key(rec: dict[str, Any]) -> str:
+    """Identity of a record in a results file: task + dataset + model + weights."""
+    w = rec.get("weights")
+    return json.dumps([rec["task"], rec["dataset"], rec["model"],
+                       {"learned": True} if isinstance(w, dict) and w.get("learned") else w], sort_keys=True)
+
+
+def merge_records(path: Path, records: Sequence[dict[str, Any]]) -> int:
+    """Append ``records`` to a JSON-list file, replacing records with the same key."""
+    old = json.loads(path.read_text()) if path.is_file() else []
+    if not isinstance(old, list):
+        raise click.ClickException(f"{path} is not a JSON list of records")
+    new_keys = {record_key(r) for r in records}
+    kept = [r for r in old if not (isinstance(r, dict) and {"task", "dataset", "model"} <= set(r) and record_key(r) in new_keys)]
+    path.write_text(json.dumps(kept + list(records), indent=2, ensure_ascii=False) + "\n")
+    return len(records)
+
+
+# -------------------------------------------------------------------------------- tables
+def _f(x: Any) -> str:
+    return f"{x:.4f}" if isinstance(x, (int, float)) else "-"
+
+
+def tables(records: Sequence[dict[str, Any]], runs: Sequence[Run], dataset: str) -> str:
+    """NERE's three tables (NER; RE; joint per weighting) in Markdown; '-' for runs not done."""
+    by_name = {r["_name"]: r for r in records}
+    out = [f"# {dataset}: model comparison (test split, model selected on dev)", ""]
+    out += ["## NER (strict entity P/R/F1, token accuracy)", "",
+            "|model|accuracy|precision|recall|f1|epochs|seconds|", "|---|---|---|---|---|---|---|"]
+    for run in (r for r in runs if r.task == "ner"):
+        m = by_name.get(run.name, {}).get("metrics", {})
+        rec = by_name.get(run.name, {})
+        out.append(f"|{run.model}|{_f(m.get('accuracy'))}|{_f(m.get('precision'))}|{_f(m.get('recall'))}|"
+                   f"{_f(m.get('f1'))}|{rec.get('epochs_run', '-')}|{rec.get('seconds', '-')}|")
+    out += ["", "## RE on gold entities (macro P/R/F1 over relation labels, no_relation excluded; accuracy over all pairs)", "",
+            "|model|accuracy|precision|recall|f1|micro f1|epochs|seconds|", "|---|---|---|---|---|---|---|---|"]
+    for run in (r for r in runs if r.task == "re"):
+        rec = by_name.get(run.name, {})
+        m = rec.get("metrics", {})
+        out.append(f"|{run.model}|{_f(m.get('accuracy'))}|{_f(m.get('precision'))}|{_f(m.get('recall'))}|"
+                   f"{_f(m.get('f1'))}|{_f(m.get('micro_f1'))}|{rec.get('epochs_run', '-')}|{rec.get('seconds', '-')}|")
+    out += ["", "## Joint BERT-CRF + BERT-Multitask (NER; RE on gold entities, macro; end to end: strict triples from predicted entities)", "",
+            "|model|weighting|task|accuracy|precision|recall|f1|", "|---|---|---|---|---|---|---|"]
+    for run in (r for r in runs if r.task == "joint"):
+        rec = by_name.get(run.name, {})
+        m = rec.get("metrics", {})
+        label = rec.get("weights_label") or run.name.rsplit("-", 1)[-1]
+        if label == "learned" and "weight_ner" in m:
+            label += f" (final {m['weight_ner']:.2f}/{m['weight_re']:.2f}/{m['weight_transe']:.2f})"
+        model = "BERT-CRF+BERT-Multitask"
+        out.append(f"|{model}|{label}|NER|{_f(m.get('ner_accuracy'))}|{_f(m.get('ner_precision'))}|"
+                   f"{_f(m.get('ner_recall'))}|{_f(m.get('ner_f1'))}|")
+        out.append(f"|{model}|{label}|RE|{_f(m.get('accuracy'))}|{_f(m.get('precision'))}|{_f(m.get('recall'))}|{_f(m.get('f1'))}|")
+        out.append(f"|{model}|{label}|end to end|-|{_f(m.get('e2e_precision'))}|{_f(m.get('e2e_recall'))}|{_f(m.get('e2e_f1'))}|")
+    hw = sorted({r.get("hardware") for r in records if r.get("hardware")})
+    out += ["", f"Hardware: {'; '.join(hw) or '-'}. Commands: see results.json (`command` of each record).", ""]
+    return "\n".join(out)
+
+
+def collect(out: Path, runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """Records of the runs whose metrics.json exists (``_name`` = run name, dropped on write)."""
+    records = []
+    for run in runs:
+        path = out / run.name / "metrics.json"
+        if path.is_file():
+            rec = record_of(json.loads(path.read_text()))
+            rec["_name"] = run.name
+            records.append(rec)
+    return records
+
+
+def write_reports(out: Path, runs: Sequence[Run], dataset: str, record: Path | None = None) -> list[dict[str, Any]]:
+    records = collect(out, runs)
+    clean = [{k: v for k, v in r.items() if k != "_name"} for r in records]
+    (out / "results.json").write_text(json.dumps(clean, indent=2, ensure_ascii=False) + "\n")
+    (out / "tables.md").write_text(tables(records, runs, dataset))
+    if record is not None:
+        merge_records(record, clean)
+    return clean
+
+
+# ----------------------------------------------------------------------------------- CLI
+@click.command()
+@click.option("--dataset", required=True, help="conll04, sanwen, ... (any `nere train --dataset` value).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder of run checkpoints and tables.")
+@click.option("--only", multiple=True, help="Run only these: a task (ner, re, joint), task-model (re-acnn), or run-name pattern; repeatable or comma-separated.")
+@click.option("--epochs-scale", default=1.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Multiply every run's planned epochs (at least 1).")
+@click.option("--epochs", default=None, type=click.IntRange(1), help="Override every run's epochs.")
+@click.option("--limit", default=None, type=click.IntRange(1), help="Passed on: first N training/dev sentences.")
+@click.option("--encoder", default=None, help="Passed on to BERT runs (default: each command's 'auto').")
+@click.option("--data-dir", default=None)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--extra", default="", help="More options for every run, e.g. '--batch-size 8 --max-length 128'.")
+@click.option("--record", type=click.Path(dir_okay=False), default=None,
+              help="Also merge the records into this JSON list (e.g. docs/results.json), replacing same task+dataset+model+weights.")
+@click.option("--dry-run", is_flag=True, help="List the runs and their commands; train nothing.")
+@click.option("--tables-only", is_flag=True, help="Rewrite results.json and tables.md from the runs done; train nothing.")
+def study(dataset: str, out_dir: str, only: tuple[str, ...], epochs_scale: float, epochs: int | None, limit: int | None,
+          encoder: str | None, data_dir: str | None, device: str, extra: str, record: str | None, dry_run: bool,
+          tables_only: bool) -> None:
+    """Run the model comparison (resumable) and write OUT/tables.md and OUT/results.json."""
+    import shlex
+
+    out = Path(out_dir)
+    runs = select(plan(dataset), only)
+    common = ["--device", device] + (["--limit", str(limit)] if limit else []) + (["--data-dir", data_dir] if data_dir else [])
+    common += shlex.split(extra)
+    failed = []
+    if not tables_only:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "logs").mkdir(exist_ok=True)
+    for i, run in enumerate(runs, 1):
+        if tables_only:
+            break
+        n_epochs = epochs or max(1, math.ceil(run.epochs * epochs_scale))
+        argv = run.argv(dataset, out, n_epochs, common + (["--encoder", encoder] if encoder and is_bert(run.task, run.model) else []))
+        shown = "nere " + " ".join(shlex.quote(a) for a in argv)
+        if (out / run.name / "metrics.json").is_file():
+            click.echo(f"[{i}/{len(runs)}] {run.name}: done already, skipped")
+            continue
+        click.echo(f"[{i}/{len(runs)}] {run.name}: {shown}")
+        if dry_run:
+            continue
+        started = time.perf_counter()
+        log = out / "logs" / f"{run.name}.log"
+        with log.open("w") as fh:
+            rc = subprocess.call([sys.executable, "-m", "nere.cli", *argv], stdout=fh, stderr=subprocess.STDOUT)
+        took = time.perf_counter() - started
+        if rc != 0 or not (out / run.name / "metrics.json").is_file():
+            failed.append(run.name)
+            click.echo(f"  failed (exit {rc}, {took:.0f}s): see {log}", err=True)
+        else:
+            click.echo(f"  done in {took:.0f}s")
+    if dry_run:
+        return
+    if not out.is_dir():
+        raise click.ClickException(f"{out} does not exist: nothing to tabulate")
+    # tables cover the whole plan ('-' where a run is not done), whatever --only picked
+    records = write_reports(out, plan(dataset), dataset, Path(record) if record else None)
+    click.echo(f"{len(records)} runs tabulated -> {out / 'tables.md'}, {out / 'results.json'}")
+    if failed:
+        raise click.ClickException(f"{len(failed)} run(s) failed: {', '.join(failed)}")
