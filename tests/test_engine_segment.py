@@ -40,6 +40,9 @@ def test_sentences_chinese_and_english():
     got = [text[s:e] for s, e in split_sentences(text)]
     assert got == ["张三在北京。", "他说：“好！”", "Then Mr. Smith left.", "It was 3.5 p.m. today?", "Yes"]
     assert split_sentences(" \n ") == []
+    news = "On Nov. 22 , 1963 . The Rev. Jesse spoke at No. 5 St. Paul. Hot at Death Valley, Calif. , to 85 degrees."
+    assert [news[s:e] for s, e in split_sentences(news)] == [
+        "On Nov. 22 , 1963 .", "The Rev. Jesse spoke at No. 5 St. Paul.", "Hot at Death Valley, Calif. , to 85 degrees."]
 
 
 def test_window_plan_covers_with_overlap():

@@ -15,7 +15,8 @@ SanWen's relations inside a sentence (10,941 vs 10,846 in train), hence the defa
 English full stops (``periods=True``, the engine's setting): a run of '.' (with any end
 marks, closers or ASCII quotes after it) ends a sentence only when whitespace or the end
 of the text follows, so "3.5" and "e.g.," stay whole; and not after an initial ("J.",
-"U.S.") or a title ("Mr.", "Dr."), nor when the next word starts in lower case.
+"U.S."), a title or month ("Mr.", "Rev.", "Dec."), nor when what follows starts in lower
+case, with a digit or with , ; : ) ("Calif. , to", "No. 5").
 
 The scan is a regular expression over the text (one Python step per sentence, not per
 character): the engine runs it over whole corpora.
@@ -28,7 +29,10 @@ from functools import lru_cache
 END_MARKS = frozenset("。！？!?")
 CLAUSE_MARKS = frozenset("；;")
 CLOSERS = frozenset("”’」』）)】》")
-TITLES = frozenset("mr mrs ms dr prof st jr sr gen gov sen rep lt col sgt capt mt no vs".split())
+TITLES = frozenset(
+    "mr mrs ms messrs dr prof rev fr hon pres st jr sr gen gov sen rep lt col sgt capt mt no vs "
+    "jan feb mar apr jun jul aug sep sept oct nov dec".split()
+)
 
 _WORD_END = re.compile(r"(\w+)\W*$")
 _NEXT_CHAR = re.compile(r"\s*(\S)")
@@ -55,7 +59,7 @@ def _period_holds(text: str, start: int, end: int) -> bool:
         if (len(word) == 1 and word.isalpha()) or word.lower() in TITLES:
             return True
     nxt = _NEXT_CHAR.match(text, end)
-    return bool(nxt and nxt.group(1).islower())
+    return bool(nxt) and (nxt.group(1).islower() or nxt.group(1).isdigit() or nxt.group(1) in ",;:)")
 
 
 def sentence_spans(text: str, semicolons: bool = False, periods: bool = False) -> list[tuple[int, int]]:
