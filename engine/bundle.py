@@ -35,7 +35,7 @@ CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 STAGE1_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 STAGE2_INPUTS = ("hidden", "pair_index", "head_mask", "tail_mask", "head_type", "tail_type")
 
-_ORT_TO_NUMPY = {
+ORT_TO_NUMPY = {
     "tensor(int64)": np.int64,
     "tensor(int32)": np.int32,
     "tensor(float)": np.float32,
@@ -310,8 +310,8 @@ def open_graph(path: Path, spec: Any, device: str, threads: int | None) -> Graph
         )
     inputs = {}
     for i in sess.get_inputs():
-        _need(i.type in _ORT_TO_NUMPY, path, f"input {i.name} has unsupported type {i.type}")
-        inputs[i.name] = _ORT_TO_NUMPY[i.type]
+        _need(i.type in ORT_TO_NUMPY, path, f"input {i.name} has unsupported type {i.type}")
+        inputs[i.name] = ORT_TO_NUMPY[i.type]
     outputs = {o.name: list(o.shape) for o in sess.get_outputs()}
     declared_in = {d.get("name"): d.get("dtype") for d in (spec.get("inputs") or []) if isinstance(d, dict)}
     declared_out = [d.get("name") for d in (spec.get("outputs") or []) if isinstance(d, dict)]

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from nere.engine.bundle import CUDA, Graph
+from nere.engine.bundle import CUDA, ORT_TO_NUMPY, Graph
 from nere.engine.core.featurize import Batch, Encoded, Featurizer
 
 WIDTH_STEP = 8
@@ -117,6 +117,8 @@ def run_stage2(
     """
     chunk = max(1, budget // max(width, 1))
     out_name = "logits" if "logits" in graph.outputs else next(iter(graph.outputs))
+    if isinstance(hidden, ort.OrtValue) and ORT_TO_NUMPY.get(hidden.data_type()) != graph.inputs["hidden"]:
+        hidden = hidden.numpy()  # dtypes differ (e.g. fp16 stage 1, fp32 stage 2): cast on the host
     out = []
     for lo in range(0, len(rows), chunk):
         sl = slice(lo, lo + chunk)
