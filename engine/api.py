@@ -181,7 +181,7 @@ class Engine:
             raise EngineError(f"limit must be positive, got {limit}")
         files = open_inputs(resolve_inputs(inputs), id_col, text_col)
         config = {
-            "inputs": [{"path": str(f.path), "rows": f.rows, "bytes": f.size} for f in files],
+            "inputs": [{"path": str(f.path.resolve()), "rows": f.rows, "bytes": f.size} for f in files],
             "id_col": id_col, "text_col": text_col, "limit": limit,
             "bundle_sha256": self.bundle.sha256,
             "re_bundle_sha256": self.re_bundle.sha256 if self.re_bundle else None,
