@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from nere.engine.bundle import Bundle
 from nere.engine.core.decode import decode_tags
-from nere.engine.core.featurize import Encoded, Featurizer, char_to_token_spans
+from nere.engine.core.featurize import Encoded, char_to_token_spans
 from nere.engine.core.pairs import candidate_pairs
 from nere.engine.core.types import Entity
 from nere.engine.errors import EngineError
@@ -380,7 +380,8 @@ class Pipeline:
         unit = prep.unit
         id_type = unit.ids.type
         doc_rows = ent.pop("doc")
-        text_of = {(d, i): t for d, i, t in zip(doc_rows, ent["entity_id"], ent["text"])} if rels else {}
+        ids = np.asarray(ent["entity_id"]).tolist()
+        text_of = {(d, i): t for d, i, t in zip(doc_rows, ids, ent["text"])} if rels else {}
         entities = build(entity_schema(id_type), unit.ids, doc_rows, ent)
         labels = self.ner.re.relation_labels if self.ner.re else (self.re_bundle.re.relation_labels if rels else [])
         relations = build(relation_schema(id_type), unit.ids, [r[0] for r in rels], {
