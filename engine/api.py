@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,7 +95,7 @@ class Engine:
         return {
             "provider": self.provider,
             "device": self.device,
-            "threads": self.threads,
+            "threads": self.threads or os.cpu_count(),
             "batch_tokens": self.batch_tokens,
             "provider_notes": self.bundle.notes + (self.re_bundle.notes if self.re_bundle else []),
             "bundle": self.bundle.describe(),

@@ -223,3 +223,35 @@ def _contiguous(ranges: list[tuple[int, int, int]], sizes: list[int]) -> bool:
         if mine[0][0] != 0 or mine[-1][1] != size or any(x[1] != y[0] for x, y in zip(mine, mine[1:])):
             return False
     return True
+
+
+def test_separate_re_bundle_cli_and_path_input(tmp_path, bundle):
+    corpus = write_corpus(tmp_path / "c.parquet", 60)
+    ner = make_bundle(tmp_path / "ner")
+    re_ = make_bundle(tmp_path / "re", task="re")
+    code, output = cli(str(corpus), "--model", str(ner), "--re-model", str(re_), "--out", str(tmp_path / "sep"))
+    assert code == 0, output
+    assert "re bundle:" in output
+    joint = Engine.load(bundle, device="cpu")
+    entities, relations = joint.extract(str(corpus))  # a Parquet path works in memory too
+
+    def triples(t: pa.Table) -> set:
+        return {(r["doc_id"], r["head_id"], r["tail_id"], r["label"]) for r in t.to_pylist()}
+
+    assert relations.num_rows > 0 and triples(read_dir(tmp_path / "sep", "relations")) == triples(relations)
+    assert read_dir(tmp_path / "sep", "entities").equals(entities)
+    code, output = cli(str(corpus), "--model", str(re_), "--out", str(tmp_path / "x"))
+    assert code != 0 and "is RE-only: pass it as the RE bundle (--re-model)" in output
+    code, output = cli(str(corpus), "--model", str(bundle), "--re-model", str(re_), "--out", str(tmp_path / "x"))
+    assert code != 0 and "joint bundle with its own relation stage" in output
+
+
+def test_device_cuda_without_gpu_is_one_line(tmp_path, bundle):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA; the no-GPU error cannot be provoked here")
+    corpus = write_corpus(tmp_path / "c.parquet", 5)
+    code, output = cli(str(corpus), "--model", str(bundle), "--out", str(tmp_path / "o"), "--device", "cuda")
+    assert code != 0 and output.startswith("Error: device cuda:") and len(output.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
