@@ -19,6 +19,7 @@ from nere.engine.bundle import CUDA, ORT_TO_NUMPY, Graph
 from nere.engine.core.featurize import Batch, Encoded, Featurizer
 
 WIDTH_STEP = 8
+PAIR_BUDGET_FACTOR = 8  # stage-2 pair-positions per call, in units of batch_tokens
 
 
 def bucket_width(n_tokens: np.ndarray | int, max_length: int) -> np.ndarray | int:
@@ -112,10 +113,12 @@ def run_stage2(
     """Relation probabilities (P, relations) for pairs over one stage-1 batch.
 
     ``head``/``tail`` are (start positions, end positions, type ids) in stage-1
-    positions. Pairs go in chunks of at most ``budget`` pair-positions, because a
-    stage-2 graph typically gathers a (pairs, seq, hidden) tensor.
+    positions. Pairs go in chunks of at most ``PAIR_BUDGET_FACTOR * budget``
+    pair-positions: a stage-2 graph typically gathers a (pairs, seq, hidden) tensor,
+    far smaller than a transformer's activations on ``budget`` tokens, but unbounded
+    for a dense long document.
     """
-    chunk = max(1, budget // max(width, 1))
+    chunk = max(1, PAIR_BUDGET_FACTOR * budget // max(width, 1))
     out_name = "logits" if "logits" in graph.outputs else next(iter(graph.outputs))
     if isinstance(hidden, ort.OrtValue) and ORT_TO_NUMPY.get(hidden.data_type()) != graph.inputs["hidden"]:
         hidden = hidden.numpy()  # dtypes differ (e.g. fp16 stage 1, fp32 stage 2): cast on the host
