@@ -8,8 +8,9 @@ difference comes from the graph, the arrays or the tokenizer that was shipped.
 
 Reported per split: sentence agreement (share of sentences whose decoded entities are
 identical), strict entity F1 of both sides against gold, and the max abs difference of
-emissions over real (unpadded) positions. Relation parity is added by
-:mod:`nere.export.verify_re` for bundles with a stage 2.
+emissions over real (unpadded) positions; and, as information, how often the engine's full
+pipeline (sentence splitting, windows, token-budget batches) finds the same entities.
+Relation parity is added by :mod:`nere.export.verify_re` for bundles with a stage 2.
 """
 from __future__ import annotations
 
@@ -25,8 +26,7 @@ from nere.engine.core.featurize import Batch, Featurizer
 from nere.engine.core.metrics import entity_scores
 from nere.engine.core.types import Example
 from nere.export.onnx_export import torch_outputs
-from nere.train.features import ner_items
-from nere.train.features import length_batches
+from nere.train.features import length_batches, ner_items
 
 # what a bundle must reach against PyTorch on the verification split
 THRESHOLDS = {
