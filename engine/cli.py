@@ -49,8 +49,10 @@ def _print_summary(s: dict[str, Any]) -> None:
 @click.option("--part-docs", type=click.IntRange(1), default=50_000, show_default=True,
               help="Documents per part file (a killed run redoes at most one part).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@click.option("--preview", type=click.IntRange(0), default=0, show_default=True,
+              help="Print the first N rows of the entity and relation tables when done.")
 def extract(inputs, model, re_model, out, id_col, text_col, device, batch_tokens, threads, resume, overwrite,
-            limit, max_doc_chars, part_docs, progress) -> None:
+            limit, max_doc_chars, part_docs, progress, preview) -> None:
     """Extract entities (and relations) from the Parquet files or folders INPUT..."""
     from nere.engine.api import Engine
 
@@ -62,3 +64,24 @@ def extract(inputs, model, re_model, out, id_col, text_col, device, batch_tokens
     except EngineError as err:
         raise click.ClickException(str(err)) from None
     _print_summary(summary)
+    if preview:
+        _print_preview(out, preview)
+
+
+def _print_preview(out: str, rows: int) -> None:
+    """The first rows of each output table, read back from the part files just written."""
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    for table in ("entities", "relations"):
+        parts = sorted((Path(out) / table).glob("*.parquet"))
+        click.echo(f"\n{table} (first {rows} rows of {sum(pq.ParquetFile(p).metadata.num_rows for p in parts):,}):")
+        shown = 0
+        for part in parts:
+            for row in pq.read_table(part).slice(0, rows - shown).to_pylist():
+                click.echo("  " + "  ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v:.3f}" if isinstance(v, float)
+                                            else f"{k}={v}" for k, v in row.items()))
+                shown += 1
+            if shown >= rows:
+                break
