@@ -183,6 +183,20 @@ def test_transe_distance_and_margin_loss():
     assert transe_margin_loss(h[:0], r[:0], r[:0], h[:0], margin=1.0).item() == 0.0
 
 
+def test_span_positions_and_between_context():
+    from nere.train.models.re import between_mask, masked_max, relative_positions, span_bounds
+
+    head = torch.tensor([[0, 1, 1, 0, 0, 0, 0.0], [0, 0, 0, 0, 0, 1, 0], [0, 1, 1, 1, 0, 0, 0]])
+    tail = torch.tensor([[0, 0, 0, 0, 0, 1, 1.0], [0, 0, 0, 1, 1, 0, 0], [0, 0, 1, 0, 0, 0, 0]])
+    first, last = span_bounds(head)
+    assert first.flatten().tolist() == [1, 5, 1] and last.flatten().tolist() == [2, 5, 3]
+    assert relative_positions(head, 2)[0].tolist() == [1, 2, 2, 3, 4, 4, 4]  # -1, 0, 0, +1, +2 (clipped)
+    assert between_mask(head, tail).tolist() == [[0, 0, 0, 1, 1, 0, 0], [0] * 7, [0] * 7]  # e2 first; nested
+    x = torch.arange(14.0).reshape(1, 7, 2).repeat(3, 1, 1)
+    pooled = masked_max(x, between_mask(head, tail))
+    assert pooled.tolist() == [[8.0, 9.0], [0.0, 0.0], [0.0, 0.0]]
+
+
 def test_multitask_loss_includes_transe():
     torch.manual_seed(0)
     exs = toy_examples()

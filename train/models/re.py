@@ -10,15 +10,18 @@ Every kind is two stages, matching the bundle contract (docs/bundle-format.md):
 
 Kinds:
 
-- ``bert-multitask``: [CLS] + mask-mean-pooled e1 and e2 -> LayerNorm, Linear, GELU,
-  concatenated with entity-type embeddings of head and tail -> linear; plus an auxiliary
+- ``bert-multitask``: [CLS] + mask-mean-pooled e1 and e2 + the max-pooled context between
+  them -> LayerNorm, Linear, GELU, concatenated with entity-type embeddings of head and
+  tail -> linear; plus an auxiliary
   TransE margin loss on projected e1, e2 and relation embeddings (weight ``transe_weight``).
 - ``bert-softmax``: the plain pooled-entity BERT classifier, [CLS] + e1 + e2 -> linear
-  (no type embeddings, no TransE): the multitask kind's ablation.
+  (no context, no type embeddings, no TransE): the multitask kind's ablation.
 - ``bilstm``: BiLSTM states + position embeddings of each token's clipped distance to
-  e1 and to e2 -> a per-token tanh layer -> max pooling -> linear.
+  e1 and to e2 -> a per-token tanh layer -> max pooling -> linear (which also reads the
+  mean states of e1 and e2).
 - ``bilstm-att``: Zhou et al. (2016) attention BiLSTM: the same token features ->
-  attention pooling (alpha = softmax(w^T tanh(H)), h* = tanh(H alpha)) -> linear.
+  attention pooling (alpha = softmax(w^T tanh(H)), h* = tanh(H alpha)) -> linear (with
+  e1's and e2's mean states, as for ``bilstm``).
 - ``acnn``: Wang et al. (2016) multi-level attention CNN, simplified: stage 1 is only the
   word-embedding lookup (the CNN is pair-specific, so it lives in stage 2); stage 2 adds
   position embeddings, input attention (each word's similarity to e1 and to e2), a
@@ -77,6 +80,22 @@ def relative_positions(mask: torch.Tensor, max_distance: int) -> torch.Tensor:
     return dist.clamp(-max_distance, max_distance) + max_distance
 
 
+def between_mask(head_mask: torch.Tensor, tail_mask: torch.Tensor) -> torch.Tensor:
+    """1.0 on the positions strictly between the two spans (P, T); all zero when they touch."""
+    h_first, h_last = span_bounds(head_mask)
+    t_first, t_last = span_bounds(tail_mask)
+    left, right = torch.minimum(h_last, t_last), torch.maximum(h_first, t_first)
+    pos = torch.arange(head_mask.shape[1], device=head_mask.device).unsqueeze(0)
+    return ((pos > left) & (pos < right)).to(head_mask.dtype)
+
+
+def masked_max(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Max of ``x`` (P, T, H) over the positions where ``mask`` is 1; zeros for empty masks."""
+    m = mask.unsqueeze(-1)
+    pooled = (x * m + (1.0 - m) * NEG_INF).max(dim=1).values
+    return pooled * (mask.sum(dim=1, keepdim=True) > 0).to(x.dtype)
+
+
 def transe_distance(h: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """TransE energy ||h + r - t||_2 per row: zero exactly when h + r = t."""
     return torch.linalg.vector_norm(h + r - t, dim=-1)
@@ -92,16 +111,19 @@ def transe_margin_loss(h: torch.Tensor, r_gold: torch.Tensor, r_corrupt: torch.T
 
 # ----------------------------------------------------------------------------- heads
 class MultitaskRelationHead(nn.Module):
-    """Pooled [CLS]/e1/e2 features + entity-type embeddings -> relation logits; TransE aux.
+    """Pooled [CLS]/e1/e2/context features + entity-type embeddings -> relation logits; TransE aux.
 
-    Shared by the ``bert-multitask`` RE kind and the joint model.
+    The context is the max-pooled states strictly between e1 and e2 (SpERT's localized
+    context, Eberts & Ulges 2020): with one shared encoding per sentence, nothing else
+    tells the head which words link the two entities. Shared by the ``bert-multitask``
+    RE kind and the joint model.
     """
 
     def __init__(self, hidden_size: int, n_relations: int, n_types: int, type_dim: int = 32,
                  transe_dim: int = 64, margin: float = 1.0, dropout: float = 0.1) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(3 * hidden_size)
-        self.ff = nn.Linear(3 * hidden_size, hidden_size)
+        self.norm = nn.LayerNorm(4 * hidden_size)
+        self.ff = nn.Linear(4 * hidden_size, hidden_size)
         self.dropout = nn.Dropout(dropout)
         self.type_embedding = nn.Embedding(max(1, n_types), type_dim)
         self.out = nn.Linear(hidden_size + 2 * type_dim, n_relations)
@@ -115,7 +137,8 @@ class MultitaskRelationHead(nn.Module):
         """(logits (P, R), e1 (P, H), e2 (P, H))."""
         rows = hidden.index_select(0, pair_index)
         e1, e2 = masked_mean(rows, head_mask), masked_mean(rows, tail_mask)
-        x = torch.cat([rows[:, 0], e1, e2], dim=-1)
+        context = masked_max(rows, between_mask(head_mask, tail_mask))
+        x = torch.cat([rows[:, 0], e1, e2, context], dim=-1)
         x = self.dropout(F.gelu(self.ff(self.norm(x))))
         x = torch.cat([x, self.type_embedding(head_type), self.type_embedding(tail_type)], dim=-1)
         return self.out(x), e1, e2
@@ -327,6 +350,12 @@ class _MaskChannelModel(PairClassifier):
         x = torch.cat([states, p1, p2], dim=-1) * valid.unsqueeze(-1)
         return x, valid, states
 
+    @staticmethod
+    def with_entities(pooled: torch.Tensor, states: torch.Tensor, head_mask: torch.Tensor,
+                      tail_mask: torch.Tensor) -> torch.Tensor:
+        """[pooled; mean state of e1; mean state of e2]: says which pair this is outright."""
+        return torch.cat([pooled, masked_mean(states, head_mask), masked_mean(states, tail_mask)], dim=-1)
+
     def mixed(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """tanh(W [state; pos1; pos2] + b) per token, zero on padding: (P, T, mix_size)."""
         return torch.tanh(self.mix(self.dropout(x))) * valid.unsqueeze(-1)
@@ -334,34 +363,36 @@ class _MaskChannelModel(PairClassifier):
 
 @register("re", "bilstm")
 class BiLSTMRE(_MaskChannelModel):
-    """BiLSTM states + position embeddings -> tanh layer -> max pooling over real tokens -> linear."""
+    """BiLSTM states + position embeddings -> tanh layer -> max pooling over real tokens,
+    with e1's and e2's mean states -> linear."""
 
     def __init__(self, config: dict[str, Any], pretrained_path: str | None = None) -> None:
         super().__init__(config, pretrained_path)
-        self.out = nn.Linear(self.mix_size, len(self.relation_labels))
+        self.out = nn.Linear(self.mix_size + 2 * self.encoder.hidden_size, len(self.relation_labels))
 
     def stage2(self, hidden, pair_index, head_mask, tail_mask, head_type, tail_type):
-        x, valid, _ = self.token_features(hidden, pair_index, head_mask, tail_mask)
+        x, valid, states = self.token_features(hidden, pair_index, head_mask, tail_mask)
         x = self.mixed(x, valid)
         pooled = (x + (1.0 - valid.unsqueeze(-1)) * NEG_INF).max(dim=1).values
-        return self.out(self.dropout(pooled)), {}
+        return self.out(self.dropout(self.with_entities(pooled, states, head_mask, tail_mask))), {}
 
 
 @register("re", "bilstm-att")
 class BiLSTMAttentionRE(_MaskChannelModel):
-    """Zhou et al. 2016: alpha = softmax(w^T tanh(H)), r = H alpha, h* = tanh(r) -> linear."""
+    """Zhou et al. 2016 on H = the mixed token features: alpha = softmax(w^T tanh(H)),
+    r = H alpha, h* = tanh(r) -> linear."""
 
     def __init__(self, config: dict[str, Any], pretrained_path: str | None = None) -> None:
         super().__init__(config, pretrained_path)
         self.att = nn.Linear(self.mix_size, 1, bias=False)
-        self.out = nn.Linear(self.mix_size, len(self.relation_labels))
+        self.out = nn.Linear(self.mix_size + 2 * self.encoder.hidden_size, len(self.relation_labels))
 
     def stage2(self, hidden, pair_index, head_mask, tail_mask, head_type, tail_type):
-        x, valid, _ = self.token_features(hidden, pair_index, head_mask, tail_mask)
+        x, valid, states = self.token_features(hidden, pair_index, head_mask, tail_mask)
         x = self.mixed(x, valid)
         alpha = masked_softmax(self.att(torch.tanh(x)).squeeze(-1), valid)
         r = torch.tanh((x * alpha.unsqueeze(-1)).sum(dim=1))
-        return self.out(self.dropout(r)), {"attention": alpha}
+        return self.out(self.dropout(self.with_entities(r, states, head_mask, tail_mask))), {"attention": alpha}
 
 
 class EmbeddingEncoder(nn.Module):
@@ -386,7 +417,9 @@ class ACNN(_MaskChannelModel):
     embedding of the entity; token inputs are scaled by n * (alpha_1 + alpha_2) / 2 (n =
     sentence length, so uniform attention leaves them unchanged). Pooling attention
     (the paper's second level): G = R U W_L scores every position for every relation
-    embedding, softmax over positions, pool, max over relations.
+    embedding, softmax over positions, pool, max over relations. The classifier reads the
+    pooled features with e1's and e2's mean embeddings (a linear softmax layer in place of
+    the paper's distance-based objective).
     """
 
     uses_mix = False  # the convolution mixes words and positions
