@@ -23,6 +23,7 @@ import shlex
 import shutil
 import statistics
 import sys
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -44,7 +45,7 @@ from nere.engine.errors import EngineError
 REPORT_SCHEMA = "nere-bench/1"
 TARGETS = {"int8_speedup_vs_torch": 3.0, "int8_f1_drop": 0.005, "end_to_end_over_model_only": 0.85,
            "rss_growth": 1.2}
-F1_KEYS = ("f1", "re_f1", "engine_f1", "e2e_f1")
+F1_KEYS = ("f1", "engine_f1", "re_f1")
 
 
 def _echo(msg: str) -> None:
@@ -145,10 +146,13 @@ def verified_metrics(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 class Config:
-    """One bundle at one batch-token budget: an Engine plus what is measured about it."""
+    """One bundle (optionally with a separate RE bundle) at one batch-token budget: an
+    Engine plus what is measured about it."""
 
-    def __init__(self, name: str, bundle: Any, engine: Any, checkpoint: str | None) -> None:
-        self.name, self.bundle, self.engine, self.checkpoint = name, bundle, engine, checkpoint
+    def __init__(self, name: str, bundle: Any, re_bundle: Any, engine: Any, checkpoint: str | None,
+                 re_checkpoint: str | None) -> None:
+        self.name, self.bundle, self.re_bundle, self.engine = name, bundle, re_bundle, engine
+        self.checkpoint, self.re_checkpoint = checkpoint, re_checkpoint
         self.e2e: list[float] = []
         self.model: list[float] = []
         self.profile = None
@@ -158,15 +162,30 @@ class Config:
 
     @property
     def precision(self) -> str:
-        return str(self.bundle.manifest.get("precision"))
+        """The bundle's precision; 'ner/re' when a separate RE bundle has another one."""
+        p = str(self.bundle.manifest.get("precision"))
+        q = str(self.re_bundle.manifest.get("precision")) if self.re_bundle is not None else p
+        return p if p == q else f"{p}/{q}"
+
+    @property
+    def baseline_key(self) -> str | None:
+        if self.checkpoint is None:
+            return None
+        return self.checkpoint + (f"+{self.re_checkpoint}" if self.re_bundle is not None else "")
 
     def describe(self) -> dict[str, Any]:
         m = self.bundle.manifest
+        re_ = None
+        if self.re_bundle is not None:
+            rm = self.re_bundle.manifest
+            re_ = {"bundle": str(self.re_bundle.path), "model": rm.get("model"), "precision": rm.get("precision"),
+                   "sha256": self.re_bundle.sha256, "checkpoint": self.re_checkpoint, "metrics": verified_metrics(rm),
+                   "bundle_bytes": (rm.get("made_by") or {}).get("bundle_bytes")}
         return {"name": self.name, "bundle": str(self.bundle.path), "task": self.bundle.task, "model": m.get("model"),
                 "precision": self.precision, "sha256": self.bundle.sha256, "provider": self.engine.provider,
                 "provider_notes": self.bundle.notes, "batch_tokens": self.engine.batch_tokens,
-                "checkpoint": self.checkpoint, "metrics": verified_metrics(m),
-                "bundle_bytes": (m.get("made_by") or {}).get("bundle_bytes")}
+                "checkpoint": self.checkpoint, "baseline_key": self.baseline_key, "metrics": verified_metrics(m),
+                "bundle_bytes": (m.get("made_by") or {}).get("bundle_bytes"), "re_bundle": re_}
 
 
 def _median(xs: list[float]) -> float | None:
@@ -174,8 +193,33 @@ def _median(xs: list[float]) -> float | None:
 
 
 # ------------------------------------------------------------------ the command
+@dataclass
+class Settings:
+    models: list[str]
+    corpus: str
+    out_dir: Path
+    re_model: str | None = None
+    id_col: str = "id"
+    text_col: str = "text"
+    device: str = "cpu"
+    budgets: list[int | None] = field(default_factory=lambda: [None])
+    sizes: list[int] = field(default_factory=lambda: [1, 8, 32, 128])
+    threads: int = 1
+    repeats: int = 3
+    limit: int | None = None
+    baseline: str | None = None
+    checkpoint: str | None = None
+    re_checkpoint: str | None = None
+    baseline_batch_docs: int = 16
+    latency_seconds: float = 8.0
+    do_latency: bool = True
+    do_rss: bool = True
+    rss_corpus: list[str] = field(default_factory=list)
+
+
 @click.command("bench")
 @click.option("--model", "-m", "models", multiple=True, required=True, help="NER or joint bundle folder (repeatable).")
+@click.option("--re-model", default=None, help="Separate RE bundle run on every --model's entities.")
 @click.option("--corpus", required=True, type=click.Path(dir_okay=False), help="Parquet corpus (id and text columns).")
 @click.option("--id-col", default="id", show_default=True)
 @click.option("--text-col", default="text", show_default=True)
@@ -189,6 +233,8 @@ def _median(xs: list[float]) -> float | None:
 @click.option("--baseline", type=click.Choice(["torch"]), default=None, help="Also run the PyTorch checkpoint eagerly.")
 @click.option("--checkpoint", type=click.Path(file_okay=False), default=None,
               help="Checkpoint for the baseline [default: the one each bundle's manifest names].")
+@click.option("--re-checkpoint", type=click.Path(file_okay=False), default=None,
+              help="RE checkpoint for the baseline [default: the one the --re-model manifest names].")
 @click.option("--baseline-batch-docs", type=click.IntRange(1), default=16, show_default=True,
               help="Documents per baseline forward (all their sentences in one padded batch).")
 @click.option("--latency-seconds", type=click.FloatRange(0), default=8.0, show_default=True,
@@ -199,119 +245,138 @@ def _median(xs: list[float]) -> float | None:
 @click.option("--rss-corpus", multiple=True, type=click.Path(dir_okay=False),
               help="Also measure `nere extract`'s peak RSS over this whole corpus (repeatable: memory vs size).")
 @click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False), help="Report folder.")
-def bench(models, corpus, id_col, text_col, device, batch_tokens, batch_sizes, threads, repeats, limit, baseline,
-          checkpoint, baseline_batch_docs, latency_seconds, do_latency, do_rss, rss_corpus, out) -> None:
+def bench(models, re_model, corpus, id_col, text_col, device, batch_tokens, batch_sizes, threads, repeats, limit,
+          baseline, checkpoint, re_checkpoint, baseline_batch_docs, latency_seconds, do_latency, do_rss, rss_corpus,
+          out) -> None:
     """Measure throughput, latency and memory of bundles over a Parquet corpus."""
-    sizes = _int_list(batch_sizes, "--batch-sizes")
-    threads = threads or os.cpu_count() or 1
-    out_dir = Path(out)
-    if checkpoint is not None and not (Path(checkpoint) / "config.json").is_file():
-        raise click.ClickException(f"--checkpoint {checkpoint}: not a checkpoint folder (no config.json)")
+    for opt, ck in (("--checkpoint", checkpoint), ("--re-checkpoint", re_checkpoint)):
+        if ck is not None and not (Path(ck) / "config.json").is_file():
+            raise click.ClickException(f"{opt} {ck}: not a checkpoint folder (no config.json)")
     for path in (corpus, *rss_corpus):
         if not Path(path).is_file():
             raise click.ClickException(f"corpus {path}: no such file")
+    st = Settings(list(models), corpus, Path(out), re_model, id_col, text_col, device, list(batch_tokens) or [None],
+                  _int_list(batch_sizes, "--batch-sizes"), threads or os.cpu_count() or 1, repeats, limit, baseline,
+                  checkpoint, re_checkpoint, baseline_batch_docs, latency_seconds, do_latency, do_rss,
+                  list(rss_corpus))
     try:
-        report = run_bench(list(models), corpus, id_col, text_col, device, list(batch_tokens) or [None], sizes,
-                           threads, repeats, limit, baseline, checkpoint, baseline_batch_docs, latency_seconds,
-                           do_latency, do_rss, list(rss_corpus), out_dir)
+        report = run_bench(st)
     except (EngineError, ValueError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from None
     from nere.bench_report import write_outputs
 
-    files = write_outputs(report, out_dir)
-    _echo("wrote " + ", ".join(str(out_dir / f) for f in files))
+    files = write_outputs(report, st.out_dir)
+    _echo("wrote " + ", ".join(str(st.out_dir / f) for f in files))
     for t in report["targets"]:
         _echo(f"target {t['name']} [{t['subject']}]: {t['value']} (threshold {t['threshold']}) "
               f"{'met' if t['passed'] else 'MISSED'}")
 
 
-def run_bench(models: list[str], corpus: str, id_col: str, text_col: str, device: str, budgets: list[int | None],
-              sizes: list[int], threads: int, repeats: int, limit: int | None, baseline: str | None,
-              checkpoint: str | None, baseline_batch_docs: int, latency_seconds: float, do_latency: bool,
-              do_rss: bool, rss_corpus: list[str], out_dir: Path) -> dict[str, Any]:
-    """All measurements; returns the report dict (see docs/benchmarks.md)."""
+def load_configs(st: Settings) -> list[Config]:
+    """Load every bundle once; one Engine per bundle and token budget."""
     from nere.engine.api import Engine
     from nere.engine.bundle import load_bundle
 
-    started = datetime.now(timezone.utc)
-    load_start = load_avg()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    scratch = out_dir / ".scratch"
+    re_bundle = re_ckpt = None
+    if st.re_model is not None:
+        re_bundle = load_bundle(st.re_model, st.device, st.threads)
+        if re_bundle.re is None:
+            raise EngineError(f"--re-model {st.re_model}: bundle has no relation stage (task {re_bundle.task})")
+        re_ckpt = st.re_checkpoint or checkpoint_of(re_bundle.manifest)
     configs: list[Config] = []
-    for path in models:
-        bundle = load_bundle(path, "cuda" if device == "cuda" else "cpu", threads)
+    for path in st.models:
+        bundle = load_bundle(path, st.device, st.threads)
         if bundle.ner is None:
-            raise EngineError(f"bundle {path} is RE-only: nere bench runs NER or joint bundles")
-        ckpt = checkpoint or checkpoint_of(bundle.manifest)
-        for bt in budgets:
-            name = Path(path).name + (f"@{bt}" if len(budgets) > 1 else "")
-            engine = Engine(bundle, device=device, threads=threads, batch_tokens=bt)
-            configs.append(Config(name, bundle, engine, ckpt))
+            raise EngineError(f"bundle {path} is RE-only: pass it as --re-model next to an NER bundle")
+        ckpt = st.checkpoint or checkpoint_of(bundle.manifest)
+        for bt in st.budgets:
+            name = Path(path).name + (f"+{Path(st.re_model).name}" if re_bundle is not None else "")
+            name += f"@{bt}" if len(st.budgets) > 1 else ""
+            engine = Engine(bundle, re_bundle, device=st.device, threads=st.threads, batch_tokens=bt)
+            configs.append(Config(name, bundle, re_bundle, engine, ckpt, re_ckpt))
     names = [c.name for c in configs]
     if len(set(names)) != len(names):
         raise EngineError(f"two --model folders share a name ({', '.join(names)}): give each bundle its own folder name")
+    return configs
+
+
+def run_bench(st: Settings) -> dict[str, Any]:
+    """All measurements; returns the report dict (see docs/benchmarks.md)."""
+    started = datetime.now(timezone.utc)
+    load_start = load_avg()
+    st.out_dir.mkdir(parents=True, exist_ok=True)
+    scratch = st.out_dir / ".scratch"
+    configs = load_configs(st)
+    cols = (st.id_col, st.text_col)
 
     # warm-up + serial profile (also records the model calls for the model-only replays)
     for c in configs:
         _echo(f"[profile] {c.name} ({c.precision}, {c.engine.provider}, batch_tokens {c.engine.batch_tokens})")
-        end_to_end(c.engine, corpus, min(limit or 256, 256), scratch / "warmup", id_col, text_col)
-        c.profile = profile_pass(c.engine, corpus, limit, id_col, text_col)
+        end_to_end(c.engine, st.corpus, min(st.limit or 256, 256), scratch / "warmup", *cols)
+        c.profile = profile_pass(c.engine, st.corpus, st.limit, *cols)
         c.profile.recorder.replay()  # warm-up of the replay path
     stats: CorpusStats = configs[0].profile.stats
 
-    baselines = _baselines(configs, baseline, threads, baseline_batch_docs, device, corpus, id_col, text_col)
+    baselines = _baselines(configs, st)
     # interleaved repeats: each round runs every model and baseline once
-    for r in range(repeats):
+    for r in range(st.repeats):
         for c in configs:
-            seconds, _ = end_to_end(c.engine, corpus, limit, scratch / "e2e", id_col, text_col)
+            seconds, _ = end_to_end(c.engine, st.corpus, st.limit, scratch / "e2e", *cols)
             c.e2e.append(seconds)
             c.model.append(c.profile.recorder.replay())
-            _echo(f"[{r + 1}/{repeats}] {c.name}: end to end {c.profile.stats.documents / seconds:,.1f} docs/s, "
+            _echo(f"[{r + 1}/{st.repeats}] {c.name}: end to end {c.profile.stats.documents / seconds:,.1f} docs/s, "
                   f"model only {c.profile.stats.documents / c.model[-1]:,.1f} docs/s")
         for b in baselines:
-            info = b["runner"].run(corpus, limit, scratch / "baseline.parquet", id_col, text_col)
+            info = b["runner"].run(st.corpus, st.limit, scratch / "baseline.parquet", *cols)
             b["runs"].append(info)
-            _echo(f"[{r + 1}/{repeats}] {b['name']}: {info['documents'] / info['seconds']:,.1f} docs/s")
+            _echo(f"[{r + 1}/{st.repeats}] {b['name']}: {info['documents'] / info['seconds']:,.1f} docs/s")
 
-    if do_latency:
-        ids, texts = read_documents(corpus, max(sizes) * 6, id_col, text_col)
+    if st.do_latency:
+        ids, texts = read_documents(st.corpus, max(st.sizes) * 6, *cols)
         for c in configs:
-            for size in sizes:
-                c.latency.append(latency(engine_batch_runner(c.engine, id_col, text_col), ids, texts, size,
-                                         latency_seconds, 5, 1000))
+            for size in st.sizes:
+                c.latency.append(latency(engine_batch_runner(c.engine, *cols), ids, texts, size, st.latency_seconds,
+                                         5, 1000))
                 _echo(f"[latency] {c.name} batch {size}: p50 {c.latency[-1].get('p50_ms')} ms")
         for b in baselines:
-            for size in sizes:
-                b["latency"].append(latency(b["runner"].batch_runner(), ids, texts, size, latency_seconds, 5, 1000))
+            for size in st.sizes:
+                b["latency"].append(latency(b["runner"].batch_runner(), ids, texts, size, st.latency_seconds, 5, 1000))
                 _echo(f"[latency] {b['name']} batch {size}: p50 {b['latency'][-1].get('p50_ms')} ms")
 
-    if do_rss or rss_corpus:
-        from nere.bench_proc import baseline_peak, extract_peak
-
-        seen: set[str] = set()
-        for c in configs:
-            bt = c.engine.batch_tokens
-            if do_rss:
-                c.memory = _strip(extract_peak(str(c.bundle.path), corpus, device, threads, limit, bt, id_col, text_col))
-                _echo(f"[rss] {c.name}: peak {c.memory['peak_rss_mb']} MB")
-            key = str(c.bundle.path)
-            if key in seen:
-                continue  # memory vs corpus size: once per bundle
-            seen.add(key)
-            for rc in rss_corpus:
-                m = _strip(extract_peak(key, rc, device, threads, None, bt, id_col, text_col), keep_timeline=True)
-                m["corpus"] = rc
-                c.rss_scaling.append(m)
-                _echo(f"[rss] {c.name} over {rc}: peak {m['peak_rss_mb']} MB, {m.get('documents')} docs")
-        if do_rss:
-            for b in baselines:
-                b["memory"] = _strip(baseline_peak(b["checkpoint"], corpus, device, threads, limit, baseline_batch_docs,
-                                                   id_col, text_col))
-                _echo(f"[rss] {b['name']}: peak {b['memory']['peak_rss_mb']} MB")
-
+    if st.do_rss or st.rss_corpus:
+        _memory(configs, baselines, st)
     shutil.rmtree(scratch, ignore_errors=True)
-    return build_report(configs, baselines, stats, corpus, limit, device, threads, repeats, sizes, budgets,
-                        baseline_batch_docs, started, load_start)
+    return build_report(configs, baselines, stats, st, started, load_start)
+
+
+def _memory(configs: list[Config], baselines: list[dict], st: Settings) -> None:
+    """Peak RSS of child processes: per config over the bench corpus, per bundle over each
+    --rss-corpus, per baseline."""
+    from nere.bench_proc import baseline_peak, extract_peak
+
+    re_path = str(st.re_model) if st.re_model else None
+    seen: set[str] = set()
+    for c in configs:
+        bt = c.engine.batch_tokens
+        if st.do_rss:
+            c.memory = _strip(extract_peak(str(c.bundle.path), st.corpus, st.device, st.threads, st.limit, bt,
+                                           st.id_col, st.text_col, re_path))
+            _echo(f"[rss] {c.name}: peak {c.memory['peak_rss_mb']} MB")
+        key = str(c.bundle.path)
+        if key in seen:
+            continue  # memory vs corpus size: once per bundle
+        seen.add(key)
+        for rc in st.rss_corpus:
+            m = _strip(extract_peak(key, rc, st.device, st.threads, None, bt, st.id_col, st.text_col, re_path),
+                       keep_timeline=True)
+            m["corpus"] = rc
+            c.rss_scaling.append(m)
+            _echo(f"[rss] {c.name} over {rc}: peak {m['peak_rss_mb']} MB, {m.get('documents')} docs")
+    if st.do_rss:
+        for b in baselines:
+            b["memory"] = _strip(baseline_peak(b["checkpoint"], st.corpus, st.device, st.threads, st.limit,
+                                               st.baseline_batch_docs, st.id_col, st.text_col, b["re_checkpoint"]))
+            _echo(f"[rss] {b['name']}: peak {b['memory']['peak_rss_mb']} MB")
 
 
 def _strip(m: dict[str, Any], keep_timeline: bool = False) -> dict[str, Any]:
@@ -324,24 +389,28 @@ def _strip(m: dict[str, Any], keep_timeline: bool = False) -> dict[str, Any]:
     return out
 
 
-def _baselines(configs: list[Config], baseline: str | None, threads: int, batch_docs: int, device: str, corpus: str,
-               id_col: str, text_col: str) -> list[dict[str, Any]]:
-    if baseline is None:
+def _baselines(configs: list[Config], st: Settings) -> list[dict[str, Any]]:
+    """One eager PyTorch runner per distinct checkpoint (pair), warmed up."""
+    if st.baseline is None:
         return []
-    missing = [c.name for c in configs if c.checkpoint is None]
+    missing = [c.name for c in configs if c.checkpoint is None or (c.re_bundle is not None and c.re_checkpoint is None)]
     if missing:
         raise EngineError(f"--baseline torch: no checkpoint found for {', '.join(missing)} (the manifest names none "
-                          "that exists here); pass --checkpoint DIR")
+                          "that exists here); pass --checkpoint DIR (and --re-checkpoint DIR)")
     from nere.bench_baseline import TorchBaseline, warm_up
 
     out = []
-    ids, texts = read_documents(corpus, batch_docs, id_col, text_col)
-    for ckpt in dict.fromkeys(c.checkpoint for c in configs):
-        _echo(f"[baseline] loading {ckpt} (torch eager fp32)")
-        runner = TorchBaseline(ckpt, threads, batch_docs, device)
+    ids, texts = read_documents(st.corpus, st.baseline_batch_docs, st.id_col, st.text_col)
+    for c in {c.baseline_key: c for c in configs}.values():
+        _echo(f"[baseline] loading {c.baseline_key} (torch eager fp32)")
+        runner = TorchBaseline(c.checkpoint, st.threads, st.baseline_batch_docs, st.device,
+                               c.re_checkpoint if c.re_bundle is not None else None)
         warm_up(runner, ids, texts)
-        out.append({"name": f"torch-eager-fp32:{Path(ckpt).name}", "checkpoint": ckpt, "runner": runner, "runs": [],
-                    "latency": [], "memory": None})
+        name = "torch-eager-fp32:" + Path(c.checkpoint).name
+        name += f"+{Path(c.re_checkpoint).name}" if c.re_bundle is not None else ""
+        out.append({"name": name, "key": c.baseline_key, "checkpoint": c.checkpoint,
+                    "re_checkpoint": c.re_checkpoint if c.re_bundle is not None else None, "runner": runner,
+                    "runs": [], "latency": [], "memory": None})
     return out
 
 
@@ -353,9 +422,8 @@ def _rates_of(docs: int, sentences: int, tokens: int, seconds: list[float]) -> d
     return out
 
 
-def build_report(configs: list[Config], baselines: list[dict], stats: CorpusStats, corpus: str, limit: int | None,
-                 device: str, threads: int, repeats: int, sizes: list[int], budgets: list, batch_docs: int,
-                 started: datetime, load_start: list | None) -> dict[str, Any]:
+def build_report(configs: list[Config], baselines: list[dict], stats: CorpusStats, st: Settings, started: datetime,
+                 load_start: list | None) -> dict[str, Any]:
     models = []
     for c in configs:
         s = c.profile.stats
@@ -379,8 +447,9 @@ def build_report(configs: list[Config], baselines: list[dict], stats: CorpusStat
         runs = b["runs"]
         first = runs[0] if runs else {}
         base_out.append({
-            "name": b["name"], "checkpoint": b["checkpoint"], "precision": "fp32", "mode": "torch eager, no_grad",
-            "batch_docs": batch_docs, "threads": threads,
+            "name": b["name"], "key": b["key"], "checkpoint": b["checkpoint"], "re_checkpoint": b["re_checkpoint"],
+            "precision": "fp32", "mode": "torch eager, no_grad", "batch_docs": st.baseline_batch_docs,
+            "threads": st.threads,
             "end_to_end": _rates_of(first.get("documents", 0), first.get("sentences", 0), first.get("tokens", 0),
                                     [r["seconds"] for r in runs]),
             "truncated_sentences": b["runner"].truncated,
@@ -394,10 +463,10 @@ def build_report(configs: list[Config], baselines: list[dict], stats: CorpusStat
         "command": "nere " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["bench"] else None,
         "machine": {**machine_info(), "load_avg_start": load_start, "load_avg_end": load_avg()},
         "versions": versions(bool(baselines)),
-        "settings": {"device": device, "threads": threads, "repeats": repeats, "limit": limit,
-                     "batch_sizes": sizes, "batch_tokens": budgets, "baseline_batch_docs": batch_docs,
-                     "statistic": "median of repeats; warm-up excluded"},
-        "corpus": {"path": str(corpus), "documents": stats.documents, "sentences": stats.sentences,
+        "settings": {"device": st.device, "threads": st.threads, "repeats": st.repeats, "limit": st.limit,
+                     "batch_sizes": st.sizes, "batch_tokens": st.budgets, "baseline_batch_docs": st.baseline_batch_docs,
+                     "re_model": st.re_model, "statistic": "median of repeats; warm-up excluded"},
+        "corpus": {"path": str(st.corpus), "documents": stats.documents, "sentences": stats.sentences,
                    "model_rows": stats.rows, "tokens": stats.tokens, "characters": stats.characters},
         "models": models,
         "baselines": base_out,
@@ -413,10 +482,30 @@ def _target(name: str, subject: str, value: float | None, threshold: float, high
             "threshold": threshold, "passed": passed, "detail": detail}
 
 
+def _f1_drops(subject: str, mine: dict[str, Any], ref: dict[str, Any] | None, ref_name: str) -> list[dict[str, Any]]:
+    """|F1 of the fp32 reference - F1 of the int8 bundle| per verified F1 figure; the
+    reference is an fp32 bundle of the same checkpoint in this run, else the PyTorch F1
+    the int8 bundle's own verification measured."""
+    out = []
+    for key in F1_KEYS:
+        if mine.get(key) is None:
+            continue
+        if ref is not None and ref.get(key) is not None:
+            theirs, source = ref[key], f"fp32 bundle {ref_name}"
+        else:
+            torch_key = {"f1": "torch_f1", "re_f1": "re_torch_f1"}.get(key)
+            theirs, source = mine.get(torch_key) if torch_key else None, "PyTorch fp32 (int8 manifest)"
+        if theirs is None:
+            continue
+        out.append(_target("int8_f1_drop", f"{subject} {key}", abs(theirs - mine[key]), TARGETS["int8_f1_drop"], False,
+                           f"|F1 {source} {theirs:.4f} - int8 {mine[key]:.4f}| (manifests' verified metrics)"))
+    return out
+
+
 def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The speed/accuracy/memory targets of docs/benchmarks.md, computed from this report."""
     out = []
-    base_by_ckpt = {b["checkpoint"]: b for b in report["baselines"]}
+    base_by_key = {b["key"]: b for b in report["baselines"]}
     models = report["models"]
     for m in models:
         ratio = m["end_to_end_over_model_only"]
@@ -424,26 +513,16 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                            "end-to-end docs/s / model-only docs/s (same documents)"))
         if m["precision"] != "int8":
             continue
-        b = base_by_ckpt.get(m["checkpoint"])
+        b = base_by_key.get(m.get("baseline_key"))
         if b and b["end_to_end"].get("documents_per_s"):
             speed = m["end_to_end"]["documents_per_s"] / b["end_to_end"]["documents_per_s"]
             out.append(_target("int8_speedup_vs_torch", m["name"], speed, TARGETS["int8_speedup_vs_torch"], True,
                                f"end-to-end docs/s vs {b['name']}"))
-        ref = next((o for o in models if o["precision"] == "fp32" and o["checkpoint"] == m["checkpoint"]
-                    and m["checkpoint"] is not None), None)
-        for key in F1_KEYS:
-            mine = m["metrics"].get(key)
-            if mine is None:
-                continue
-            if ref is not None and ref["metrics"].get(key) is not None:
-                theirs, source = ref["metrics"][key], f"fp32 bundle {ref['name']}"
-            else:
-                torch_key = "torch_f1" if key == "f1" else ("re_torch_f1" if key == "re_f1" else None)
-                theirs, source = m["metrics"].get(torch_key) if torch_key else None, "PyTorch fp32 (int8 manifest)"
-            if theirs is None:
-                continue
-            out.append(_target("int8_f1_drop", f"{m['name']} {key}", abs(theirs - mine), TARGETS["int8_f1_drop"], False,
-                               f"|F1 {source} {theirs:.4f} - int8 {mine:.4f}| (manifests' verified metrics)"))
+        ref = next((o for o in models if o["precision"].split("/")[0] == "fp32" and m["checkpoint"] is not None
+                    and o["checkpoint"] == m["checkpoint"]), None)
+        out += _f1_drops(Path(m["bundle"]).name, m["metrics"], ref and ref["metrics"], ref and ref["name"])
+        if m.get("re_bundle"):
+            out += _f1_drops(Path(m["re_bundle"]["bundle"]).name, m["re_bundle"]["metrics"], None, "")
     for m in models:
         runs = [r for r in m["rss_scaling"] if r.get("peak_rss_mb") and not r.get("error")]
         if len(runs) >= 2:
@@ -452,7 +531,15 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             out.append(_target("rss_growth", m["name"], growth, TARGETS["rss_growth"], False,
                                f"peak RSS {runs[-1].get('documents')} docs / {runs[0].get('documents')} docs "
                                "(nere extract child processes)"))
-    return out
+    # one F1 row per bundle, however many token budgets or pairings it was run with
+    seen: set[tuple] = set()
+    unique = []
+    for t in out:
+        key = (t["name"], t["subject"]) if t["name"] == "int8_f1_drop" else (id(t),)
+        if key not in seen:
+            seen.add(key)
+            unique.append(t)
+    return unique
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ the model length, pad to the batch's longest sentence, one eager forward under
 ``torch.no_grad`` with ``torch.set_num_threads(threads)``, decode with the core functions
 (Viterbi/argmax, tags -> character spans). A joint model's relations come from the
 training library's ``predict_re`` on the predicted entities (it re-encodes the sentences
-that have a candidate pair, as ``nere evaluate`` does). Output rows are collected and
+that have a candidate pair, as ``nere evaluate`` does); so do a separate RE checkpoint's. Output rows are collected and
 written as one Parquet file at the end.
 
 Imports torch: load this module only for ``--baseline torch``.
@@ -30,7 +30,8 @@ from nere.train.checkpoint import load_checkpoint
 class TorchBaseline:
     """An eager PyTorch checkpoint run the plain way over batches of documents."""
 
-    def __init__(self, checkpoint: str | Path, threads: int, batch_docs: int, device: str = "cpu") -> None:
+    def __init__(self, checkpoint: str | Path, threads: int, batch_docs: int, device: str = "cpu",
+                 re_checkpoint: str | Path | None = None) -> None:
         torch.set_num_threads(int(threads))
         self.device = "cuda" if device == "cuda" else "cpu"
         self.checkpoint = str(checkpoint)
@@ -38,6 +39,15 @@ class TorchBaseline:
         self.task = self.config.get("task")
         if self.task not in ("ner", "joint"):
             raise ValueError(f"checkpoint {checkpoint}: the torch baseline runs NER or joint models, not {self.task!r}")
+        if self.task == "joint" and re_checkpoint is not None:
+            raise ValueError(f"checkpoint {checkpoint} is a joint model: it needs no separate RE checkpoint")
+        self.re_model = self.re_featurizer = None
+        if re_checkpoint is not None:
+            self.re_model, self.re_featurizer, re_config = load_checkpoint(re_checkpoint, self.device)
+            if re_config.get("task") != "re":
+                raise ValueError(f"RE checkpoint {re_checkpoint} is a {re_config.get('task')!r} model, not 're'")
+        elif self.task == "joint":
+            self.re_model, self.re_featurizer = self.model, self.featurizer
         self.batch_docs = int(batch_docs)
         self.crf = self.model.crf_arrays()
         self.truncated = self.sentences = self.tokens = 0  # running counts over every extract() call
@@ -75,7 +85,7 @@ class TorchBaseline:
             sent_spans.append(spans)
             entities += [{"doc_id": ids[d], "start": base + s, "end": base + e, "label": lab,
                           "text": texts[d][base + s : base + e]} for s, e, lab in spans]
-        relations = self._relations(ids, where, pieces, sent_spans) if self.task == "joint" else []
+        relations = self._relations(ids, where, pieces, sent_spans) if self.re_model is not None else []
         return entities, relations
 
     def _relations(self, ids: list, where: list, pieces: list[str], sent_spans: list) -> list[dict]:
@@ -84,9 +94,9 @@ class TorchBaseline:
         todo = [k for k, spans in enumerate(sent_spans) if len(spans) >= 2]
         if not todo:
             return []
-        out = predict_re(self.model, self.featurizer, [Example(pieces[k]) for k in todo],
+        out = predict_re(self.re_model, self.re_featurizer, [Example(pieces[k]) for k in todo],
                          entities=[[Entity(s, e, lab) for s, e, lab in sent_spans[k]] for k in todo],
-                         type_pairs=type_pairs(self.model) or None, batch_size=max(len(todo), 1))
+                         type_pairs=type_pairs(self.re_model) or None, batch_size=max(len(todo), 1))
         rows = []
         for k, triples in zip(todo, out["triples"]):
             d, base = where[k]

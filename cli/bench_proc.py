@@ -95,7 +95,7 @@ def _thin(points: list, keep: int = 400) -> list:
 
 
 def extract_cmd(bundle: str, corpus: str, out_dir: str, device: str, threads: int, limit: int | None,
-                batch_tokens: int | None, id_col: str, text_col: str) -> list[str]:
+                batch_tokens: int | None, id_col: str, text_col: str, re_bundle: str | None = None) -> list[str]:
     """``nere extract`` as a child process (the installed CLI, run by this interpreter)."""
     cmd = [sys.executable, "-m", "nere.cli", "extract", str(corpus), "--model", str(bundle), "--out", str(out_dir),
            "--device", device, "--threads", str(threads), "--id-col", id_col, "--text-col", text_col,
@@ -104,16 +104,18 @@ def extract_cmd(bundle: str, corpus: str, out_dir: str, device: str, threads: in
         cmd += ["--limit", str(limit)]
     if batch_tokens is not None:
         cmd += ["--batch-tokens", str(batch_tokens)]
+    if re_bundle is not None:
+        cmd += ["--re-model", str(re_bundle)]
     return cmd
 
 
 def extract_peak(bundle: str, corpus: str, device: str, threads: int, limit: int | None, batch_tokens: int | None,
-                 id_col: str = "id", text_col: str = "text") -> dict[str, Any]:
+                 id_col: str = "id", text_col: str = "text", re_bundle: str | None = None) -> dict[str, Any]:
     """Peak RSS (and GPU memory) of ``nere extract`` over the corpus, plus its summary's rates."""
     with tempfile.TemporaryDirectory(prefix="nere-bench-") as tmp:
         out_dir = Path(tmp) / "out"
-        r = measure(extract_cmd(bundle, corpus, str(out_dir), device, threads, limit, batch_tokens, id_col, text_col),
-                    gpu=device == "cuda")
+        r = measure(extract_cmd(bundle, corpus, str(out_dir), device, threads, limit, batch_tokens, id_col, text_col,
+                                re_bundle), gpu=device == "cuda")
         summary_file = out_dir / "summary.json"
         if r["returncode"] == 0 and summary_file.is_file():
             s = json.loads(summary_file.read_text())
@@ -123,13 +125,15 @@ def extract_peak(bundle: str, corpus: str, device: str, threads: int, limit: int
 
 
 def baseline_peak(checkpoint: str, corpus: str, device: str, threads: int, limit: int | None, batch_docs: int,
-                  id_col: str = "id", text_col: str = "text") -> dict[str, Any]:
+                  id_col: str = "id", text_col: str = "text", re_checkpoint: str | None = None) -> dict[str, Any]:
     """Peak RSS of the PyTorch baseline over the corpus, in a child process."""
     cmd = [sys.executable, "-m", "nere.bench_proc", "--checkpoint", str(checkpoint), "--corpus", str(corpus),
            "--device", device, "--threads", str(threads), "--batch-docs", str(batch_docs), "--id-col", id_col,
            "--text-col", text_col]
     if limit is not None:
         cmd += ["--limit", str(limit)]
+    if re_checkpoint is not None:
+        cmd += ["--re-checkpoint", str(re_checkpoint)]
     r = measure(cmd, gpu=device == "cuda")
     if r["returncode"] == 0:
         try:
@@ -144,6 +148,7 @@ def baseline_peak(checkpoint: str, corpus: str, device: str, threads: int, limit
 def _worker(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m nere.bench_proc", description="Run the PyTorch baseline once.")
     p.add_argument("--checkpoint", required=True)
+    p.add_argument("--re-checkpoint", default=None)
     p.add_argument("--corpus", required=True)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -154,7 +159,7 @@ def _worker(argv: Sequence[str] | None = None) -> None:
     a = p.parse_args(argv)
     from nere.bench_baseline import TorchBaseline
 
-    base = TorchBaseline(a.checkpoint, a.threads, a.batch_docs, a.device)
+    base = TorchBaseline(a.checkpoint, a.threads, a.batch_docs, a.device, a.re_checkpoint)
     with tempfile.TemporaryDirectory(prefix="nere-bench-") as tmp:
         info = base.run(a.corpus, a.limit, Path(tmp) / "entities.parquet", a.id_col, a.text_col)
     info["gpu_peak_mb"] = base.gpu_peak_mb()

@@ -117,8 +117,10 @@ def plots(r: dict[str, Any], out_dir: Path) -> list[str]:
     ax.set_xticklabels([f"{n}\n({p})" for n, p, *_ in rows], fontsize=8)
     ax.set_ylabel("documents / second")
     ax.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
-    ax.set_title(f"Throughput ({r['settings']['device']}, {r['settings']['threads']} threads, "
-                 f"{r['corpus']['documents']:,} docs)")
+    load = r["machine"].get("load_avg_start")
+    ax.set_title(f"Throughput, median of {r['settings']['repeats']} ({r['settings']['device']}, "
+                 f"{r['settings']['threads']} threads, {r['corpus']['documents']:,} docs"
+                 + (f", load avg {load[0]:.1f}" if load else "") + ")", fontsize=10)
     ax.legend()
     ax.margins(y=0.15)
     fig.tight_layout()

@@ -27,7 +27,7 @@ TEXTS = [
     "Bob works for Acme Corp .",
 ]
 MODEL_KEYS = {"name", "bundle", "task", "model", "precision", "sha256", "provider", "provider_notes", "batch_tokens",
-              "checkpoint", "metrics", "bundle_bytes", "end_to_end", "model_only", "end_to_end_over_model_only",
+              "checkpoint", "baseline_key", "re_bundle", "metrics", "bundle_bytes", "end_to_end", "model_only", "end_to_end_over_model_only",
               "breakdown_s", "model_batches", "outputs", "latency", "memory", "rss_scaling"}
 RATE_KEYS = {"seconds", "documents_per_s", "sentences_per_s", "tokens_per_s", "seconds_all"}
 
@@ -98,6 +98,20 @@ def test_model_only_replays_the_engines_stage_calls(tiny):
     assert prof.stats.entities == engine.extract_all(str(tiny["corpus"])).entities.num_rows
 
 
+def test_bench_separate_re_bundle(tiny, tmp_path):
+    out = tmp_path / "report"
+    res = run_cli(["--model", str(tiny["ner"]), "--re-model", str(tiny["re"]), "--corpus", str(tiny["corpus"]),
+                   "--repeats", "1", "--no-latency", "--no-rss", "--threads", "1", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    (m,) = json.loads((out / "report.json").read_text())["models"]
+    assert m["name"] == "ner-crf+re-only" and m["re_bundle"]["bundle"] == str(tiny["re"])
+    assert m["outputs"]["relations"] > 0 and m["model_batches"]["stage2"] > 0
+    engine = Engine(tiny["ner"], tiny["re"], device="cpu", threads=1)
+    calls = profile_pass(engine, tiny["corpus"], None).recorder.calls
+    # the RE bundle's own stage 1 feeds its stage 2
+    assert all(args[1] is None and calls[ref][1][2] == ("hidden",) for stage, args, ref in calls if stage == "stage2")
+
+
 def test_bench_torch_baseline(tmp_path):
     torch = pytest.importorskip("torch")
     from test_export import export_tiny, tiny_ner
@@ -128,7 +142,8 @@ def test_bench_torch_baseline(tmp_path):
 
 def test_targets_arithmetic():
     def model(name, precision, ckpt, docs_s, model_s, f1=None, scaling=()):
-        return {"name": name, "precision": precision, "checkpoint": ckpt, "metrics": {} if f1 is None else {"f1": f1},
+        return {"name": name, "bundle": f"runs/{name}", "precision": precision, "checkpoint": ckpt,
+                "baseline_key": ckpt, "re_bundle": None, "metrics": {} if f1 is None else {"f1": f1},
                 "end_to_end": {"documents_per_s": docs_s, "seconds": 1 / docs_s},
                 "model_only": {"seconds": 1 / model_s},
                 "end_to_end_over_model_only": model_s and docs_s / model_s,
@@ -136,7 +151,7 @@ def test_targets_arithmetic():
 
     report = {"models": [model("a-fp32", "fp32", "ck", 10, 11, f1=0.80),
                          model("a-int8", "int8", "ck", 40, 50, f1=0.796, scaling=[(200_000, 390), (10_000, 300)])],
-              "baselines": [{"name": "torch", "checkpoint": "ck", "end_to_end": {"documents_per_s": 12.5}}]}
+              "baselines": [{"name": "torch", "key": "ck", "end_to_end": {"documents_per_s": 12.5}}]}
     got = {(t["name"], t["subject"]): (t["value"], t["passed"]) for t in evaluate_targets(report)}
     assert got == {
         ("end_to_end_over_model_only", "a-fp32"): (pytest.approx(10 / 11, abs=1e-4), True),
