@@ -48,8 +48,24 @@ def test_learned_weights_move_and_are_reported(tmp_path):
     weights = evaluate_joint(model, feat, exs)["weights"]
     assert set(weights) == {"ner", "re", "transe"}
     assert any(abs(w - 1.0) > 1e-3 for w in weights.values())  # learned, not the initial exp(0)
+    assert weights["ner"] < weights["re"]  # the CRF's larger loss gets the smaller weight
     save_checkpoint(model, tok, tmp_path / "ckpt", {})
     assert evaluate_checkpoint(tmp_path / "ckpt", exs)["weights"] == pytest.approx(weights)
+
+
+def test_learned_weights_loss_formula():
+    torch.manual_seed(0)
+    exs = toy_examples()
+    model, _, feat, _ = tiny_joint(exs, learned_weights=True)
+    batch = joint_batches(model, feat, exs, batch_size=8)(random.Random(0))[0]
+    model.eval()
+    with torch.no_grad():
+        model.log_vars.copy_(torch.tensor([0.1, -0.2, 0.0]))
+    loss = model.loss(batch).item()
+    s = model.log_variances().tolist()
+    expected = sum(torch.exp(torch.tensor(-si)).item() * model.last_losses[k] + si for k, si in zip(("ner", "re", "transe"), s))
+    assert loss == pytest.approx(expected, rel=1e-5)
+    assert model.task_weights()["ner"] == pytest.approx(torch.exp(torch.tensor(-s[0])).item())
 
 
 def test_fixed_weights_scale_the_loss():

@@ -23,6 +23,7 @@ from nere.train.models.re import MultitaskRelationHead, _Stage1, dummy_ids, stag
 from nere.train.registry import register
 
 LOSSES = ("ner", "re", "transe")
+LOG_VAR_SCALE = 10.0
 
 
 @register("joint", "bert-crf-multitask")
@@ -41,7 +42,10 @@ class JointBertCrfMultitask(BertCRF):
         w = config.get("weights") or {}
         self.fixed_weights = {k: float(w.get(k, 1.0)) for k in LOSSES}
         self.learned = bool(config.get("learned_weights", False))
-        # log-variances s_i (only trained with learned weights; kept so checkpoints share a layout)
+        # log-variances s_i = LOG_VAR_SCALE * log_vars (trained only with learned weights; kept
+        # otherwise so checkpoints share a layout). Adam moves a parameter by ~lr per step
+        # whatever its gradient, so at the head rate (1e-3) a plain s_i would drift < 1 in a
+        # few hundred steps; the scale lets the weights settle (s_i -> log L_i) within a run.
         self.log_vars = nn.Parameter(torch.zeros(len(LOSSES)), requires_grad=self.learned)
         self.last_losses: dict[str, float] = {}
 
@@ -58,8 +62,12 @@ class JointBertCrfMultitask(BertCRF):
     def task_weights(self) -> dict[str, float]:
         """The weights the loss applies now: fixed (a, b, c) or learned exp(-s_i)."""
         if self.learned:
-            return {k: float(v) for k, v in zip(LOSSES, torch.exp(-self.log_vars.detach()).tolist())}
+            return {k: float(v) for k, v in zip(LOSSES, torch.exp(-self.log_variances().detach()).tolist())}
         return dict(self.fixed_weights)
+
+    def log_variances(self) -> torch.Tensor:
+        """s_i of the uncertainty weighting."""
+        return LOG_VAR_SCALE * self.log_vars
 
     def loss(self, batch: dict[str, Any]) -> torch.Tensor:
         emissions, hidden = self.forward_stage1(batch["input_ids"], batch["attention_mask"])
@@ -73,7 +81,7 @@ class JointBertCrfMultitask(BertCRF):
             parts["re"] = parts["transe"] = hidden.sum() * 0.0
         self.last_losses = {k: float(v.detach()) for k, v in parts.items()}
         if self.learned:
-            return sum(torch.exp(-s) * parts[k] + s for k, s in zip(LOSSES, self.log_vars))
+            return sum(torch.exp(-s) * parts[k] + s for k, s in zip(LOSSES, self.log_variances()))
         return sum(self.fixed_weights[k] * parts[k] for k in LOSSES if self.fixed_weights[k] != 0)
 
     # -- export --------------------------------------------------------------------
