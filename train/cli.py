@@ -28,9 +28,23 @@ _SHARED = [
     click.option("--limit", default=None, type=click.IntRange(1), help="Use only the first N training (and dev) sentences."),
     click.option("--encoder", default="auto", show_default=True,
                  help="BERT kinds: a local Hugging Face BERT folder, 'random' (small BERT, character vocabulary) or 'auto'."),
+    click.option("--bert-config", default=None, callback=lambda ctx, param, v: _json_object(v, "--bert-config"),
+                 help='JSON overrides of the small random BERT (--encoder random), e.g. \'{"num_hidden_layers": 2}\'.'),
     click.option("--max-length", default=256, show_default=True, type=click.IntRange(8), help="Tokens per sentence incl. [CLS]/[SEP]."),
     click.option("--quiet", is_flag=True, help="No progress bars."),
 ]
+
+
+def _json_object(value: str | None, name: str) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    try:
+        obj = json.loads(value)
+    except json.JSONDecodeError as err:
+        raise click.BadParameter(f"not JSON: {err}", param_hint=name) from None
+    if not isinstance(obj, dict):
+        raise click.BadParameter("expected a JSON object", param_hint=name)
+    return obj
 
 
 def shared_options(f):
@@ -93,7 +107,8 @@ def train_ner(kind: str, tag_scheme: str, **opts: Any) -> None:
     train_ex, dev_ex = load_splits(opts["dataset"], opts["data_dir"], opts["limit"])
     (test_ex,) = load_splits(opts["dataset"], opts["data_dir"], None, ("test",))
     try:
-        model, tokenizer, featurizer, notes = build_ner(kind, train_ex, opts["encoder"], opts["max_length"], tag_scheme.upper())
+        model, tokenizer, featurizer, notes = build_ner(kind, train_ex, opts["encoder"], opts["max_length"], tag_scheme.upper(),
+                                                        bert_size=opts["bert_config"])
     except (ValueError, OSError) as err:
         raise click.ClickException(str(err)) from err
     cfg = make_train_config(type(model).encoder_type, opts)
