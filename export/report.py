@@ -28,7 +28,8 @@ def record(folder: Path, split: str = "test") -> dict[str, Any] | None:
     made = m["made_by"]
     keep = ("f1", "torch_f1", "f1_diff", "agreement", "max_abs_logit_diff", "precision", "recall",
             "re_f1", "re_torch_f1", "re_agreement", "re_max_abs_logit_diff", "re_pair_agreement",
-            "pair_agreement", "max_abs_hidden_diff", "sentences", "pairs", "passed")
+            "pair_agreement", "max_abs_hidden_diff", "engine_agreement", "engine_f1", "sentences", "pairs",
+            "passed")
     return {
         "kind": "export",
         "task": m["task"],
@@ -58,10 +59,11 @@ def _fmt(v: Any, digits: int = 4) -> str:
 
 
 def markdown(records: list[dict[str, Any]]) -> str:
-    head = ("| task | model | precision | F1 PyTorch | F1 bundle | agreement | max abs logit diff | "
-            "size MB | export s |\n|---|---|---|---|---|---|---|---|---|")
+    head = ("| dataset | task | model | precision | F1 PyTorch | F1 bundle | agreement | engine agreement | "
+            "max abs logit diff | size MB | export s |\n|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
-    for r in records:
+    order = {"fp32": 0, "int8": 1, "fp16": 2}
+    for r in sorted(records, key=lambda r: (r["dataset"] or "", r["task"], r["model"], order.get(r["precision"], 9))):
         mt = r["metrics"]
         f1t, f1b, agr = mt.get("torch_f1"), mt.get("f1"), mt.get("agreement")
         diff = mt.get("max_abs_logit_diff")
@@ -72,8 +74,8 @@ def markdown(records: list[dict[str, Any]]) -> str:
             diff = f"{diff:.1e} / {mt.get('re_max_abs_logit_diff', 0):.1e}"
         else:
             diff = f"{diff:.1e}"
-        rows.append(f"| {r['task']} | {r['model']} | {r['precision']} | {_fmt(f1t)} | {_fmt(f1b)} | {_fmt(agr)} | "
-                    f"{diff} | {r['size_mb']:.1f} | {r['export_seconds']:.1f} |")
+        rows.append(f"| {r['dataset']} | {r['task']} | {r['model']} | {r['precision']} | {_fmt(f1t)} | {_fmt(f1b)} | {_fmt(agr)} | "
+                    f"{_fmt(mt.get('engine_agreement'))} | {diff} | {r['size_mb']:.1f} | {r['export_seconds']:.1f} |")
     return "\n".join([head, *rows])
 
 
