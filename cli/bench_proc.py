@@ -2,17 +2,25 @@
 
 A process's peak RSS only grows, so a measurement shared with the benchmark's own
 process (several models loaded, earlier passes) says nothing about one run. Here each
-run is a fresh child: ``nere extract`` for a bundle, or this module's worker for the
-PyTorch baseline. The peak is the child's ``ru_maxrss`` from ``os.wait4`` (exact, kernel
-accounted); a psutil poll adds the RSS over time, to show whether memory keeps growing
-with the corpus; on CUDA, ``nvidia-smi`` is polled for the child's GPU memory.
+run is a fresh child: ``nere extract`` for a bundle, or the PyTorch baseline, both
+started through this module's wrapper, which writes the child's own ``VmHWM`` (peak
+resident set of its address space since ``exec``) to a file when it exits.
 
-    python -m nere.bench_proc --checkpoint CKPT --corpus C.parquet [--limit N] ...
-runs the baseline and prints one JSON line (documents, seconds, ...).
+Why not ``ru_maxrss`` (``os.wait4``, ``getrusage(RUSAGE_CHILDREN)``)?
+On Linux a child's ``ru_maxrss`` starts at the *parent's* high-water mark: the kernel
+folds the pre-``exec`` address space (the parent's, under vfork) into it. Measured here:
+a ``python -c pass`` child of a 800 MB parent reports ru_maxrss 797 MB, VmHWM 11 MB.
+
+A psutil poll adds the RSS over time (does memory keep growing with the corpus?); on
+CUDA, ``nvidia-smi`` is polled for the child's GPU memory.
+
+    python -m nere.bench_proc extract CORPUS --model BUNDLE --out DIR ...   (nere extract)
+    python -m nere.bench_proc baseline --checkpoint CKPT --corpus C.parquet ...
 """
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import shutil
@@ -27,11 +35,25 @@ import psutil
 
 POLL_S = 0.2
 GPU_POLL_S = 1.0
+HWM_ENV = "NERE_BENCH_HWM_FILE"
 
 
-def _maxrss_mb(ru_maxrss: int) -> float:
-    """ru_maxrss is KiB on Linux, bytes on macOS."""
-    return ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
+def vm_hwm_mb(pid: int | str = "self") -> float | None:
+    """Peak resident set (VmHWM) of a process's address space, from /proc (Linux)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _write_hwm_at_exit() -> None:
+    """In the child: record VmHWM at exit into the file the parent named (if any)."""
+    path = os.environ.get(HWM_ENV)
+    if path:
+        atexit.register(lambda: Path(path).write_text(str(vm_hwm_mb() or "")))
 
 
 def _gpu_used_mb(pid: int) -> float | None:
@@ -52,38 +74,48 @@ def _gpu_used_mb(pid: int) -> float | None:
 
 
 def measure(cmd: Sequence[str], gpu: bool = False, timeout: float | None = None) -> dict[str, Any]:
-    """Run ``cmd``; returns returncode, seconds, peak_rss_mb (wait4), the polled RSS
-    timeline [(seconds, MB)], gpu_peak_mb (nvidia-smi) and the output's last lines."""
+    """Run ``cmd``; returns returncode, seconds, peak_rss_mb, how the peak was read
+    (``peak_source``: the child's VmHWM at exit when it writes one, else the polled
+    maximum), the polled RSS timeline [(seconds, MB)], gpu_peak_mb and the output's tail."""
     gpu = gpu and shutil.which("nvidia-smi") is not None
-    with tempfile.TemporaryFile("w+") as out:
-        started = time.perf_counter()
-        proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, text=True)
-        ps = psutil.Process(proc.pid)
-        timeline: list[tuple[float, float]] = []
-        gpu_peak: float | None = None
-        next_gpu = 0.0
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            now = time.perf_counter() - started
-            if pid:
-                break
-            try:
-                timeline.append((round(now, 2), round(ps.memory_info().rss / 2**20, 1)))
-            except psutil.Error:
-                pass
-            if gpu and now >= next_gpu:
-                used = _gpu_used_mb(proc.pid)
-                if used is not None:
-                    gpu_peak = max(gpu_peak or 0.0, used)
-                next_gpu = now + GPU_POLL_S
-            if timeout is not None and now > timeout:
-                proc.kill()
-            time.sleep(POLL_S)
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-        out.seek(0)
-        tail = out.read()[-4000:]
-    return {"returncode": proc.returncode, "seconds": round(now, 3), "peak_rss_mb": round(_maxrss_mb(usage.ru_maxrss), 1),
-            "timeline": _thin(timeline), "gpu_peak_mb": gpu_peak, "output_tail": tail}
+    with tempfile.TemporaryDirectory(prefix="nere-bench-") as tmp:
+        hwm_file = Path(tmp) / "vmhwm"
+        out_file = Path(tmp) / "output"
+        with open(out_file, "w+") as out:
+            started = time.perf_counter()
+            proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, text=True,
+                                    env={**os.environ, HWM_ENV: str(hwm_file)})
+            ps = psutil.Process(proc.pid)
+            timeline: list[tuple[float, float]] = []
+            polled_hwm = 0.0
+            gpu_peak: float | None = None
+            next_gpu = 0.0
+            while True:
+                now = time.perf_counter() - started
+                if proc.poll() is not None:
+                    break
+                try:
+                    timeline.append((round(now, 2), round(ps.memory_info().rss / 2**20, 1)))
+                    polled_hwm = max(polled_hwm, vm_hwm_mb(proc.pid) or 0.0, timeline[-1][1])
+                except psutil.Error:
+                    pass
+                if gpu and now >= next_gpu:
+                    used = _gpu_used_mb(proc.pid)
+                    if used is not None:
+                        gpu_peak = max(gpu_peak or 0.0, used)
+                    next_gpu = now + GPU_POLL_S
+                if timeout is not None and now > timeout:
+                    proc.kill()
+                time.sleep(POLL_S)
+            out.seek(0)
+            tail = out.read()[-4000:]
+        try:
+            at_exit = float(hwm_file.read_text())
+        except (OSError, ValueError):
+            at_exit = None
+    peak, source = (at_exit, "VmHWM at exit") if at_exit else (polled_hwm or None, "polled")
+    return {"returncode": proc.returncode, "seconds": round(now, 3), "peak_rss_mb": peak and round(peak, 1),
+            "peak_source": source, "timeline": _thin(timeline), "gpu_peak_mb": gpu_peak, "output_tail": tail}
 
 
 def _thin(points: list, keep: int = 400) -> list:
@@ -96,8 +128,8 @@ def _thin(points: list, keep: int = 400) -> list:
 
 def extract_cmd(bundle: str, corpus: str, out_dir: str, device: str, threads: int, limit: int | None,
                 batch_tokens: int | None, id_col: str, text_col: str, re_bundle: str | None = None) -> list[str]:
-    """``nere extract`` as a child process (the installed CLI, run by this interpreter)."""
-    cmd = [sys.executable, "-m", "nere.cli", "extract", str(corpus), "--model", str(bundle), "--out", str(out_dir),
+    """``nere extract`` as a child process (through this module's wrapper, which reports its peak)."""
+    cmd = [sys.executable, "-m", "nere.bench_proc", "extract", str(corpus), "--model", str(bundle), "--out", str(out_dir),
            "--device", device, "--threads", str(threads), "--id-col", id_col, "--text-col", text_col,
            "--no-progress", "--overwrite"]
     if limit is not None:
@@ -127,7 +159,7 @@ def extract_peak(bundle: str, corpus: str, device: str, threads: int, limit: int
 def baseline_peak(checkpoint: str, corpus: str, device: str, threads: int, limit: int | None, batch_docs: int,
                   id_col: str = "id", text_col: str = "text", re_checkpoint: str | None = None) -> dict[str, Any]:
     """Peak RSS of the PyTorch baseline over the corpus, in a child process."""
-    cmd = [sys.executable, "-m", "nere.bench_proc", "--checkpoint", str(checkpoint), "--corpus", str(corpus),
+    cmd = [sys.executable, "-m", "nere.bench_proc", "baseline", "--checkpoint", str(checkpoint), "--corpus", str(corpus),
            "--device", device, "--threads", str(threads), "--batch-docs", str(batch_docs), "--id-col", id_col,
            "--text-col", text_col]
     if limit is not None:
@@ -145,8 +177,8 @@ def baseline_peak(checkpoint: str, corpus: str, device: str, threads: int, limit
     return r
 
 
-def _worker(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m nere.bench_proc", description="Run the PyTorch baseline once.")
+def _baseline(argv: Sequence[str]) -> None:
+    p = argparse.ArgumentParser(prog="python -m nere.bench_proc baseline", description="Run the PyTorch baseline once.")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--re-checkpoint", default=None)
     p.add_argument("--corpus", required=True)
@@ -166,5 +198,17 @@ def _worker(argv: Sequence[str] | None = None) -> None:
     print(json.dumps(info))
 
 
+def _main(argv: Sequence[str]) -> None:
+    _write_hwm_at_exit()
+    if argv[:1] == ["extract"]:
+        from nere.cli import main
+
+        main(list(argv), prog_name="nere")
+    elif argv[:1] == ["baseline"]:
+        _baseline(argv[1:])
+    else:
+        sys.exit("usage: python -m nere.bench_proc {extract|baseline} ARGS...")
+
+
 if __name__ == "__main__":
-    _worker()
+    _main(sys.argv[1:])
