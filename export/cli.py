@@ -68,6 +68,9 @@ def export(checkpoint: str, out_dir: str, precision: str, int8_policy: str, data
                f"exported in {made['export_seconds']:.1f}s")
     for name in manifest["files"]:
         click.echo(f"  {name:<16} {_mb((out / name).stat().st_size)}")
+    if precision == "int8" and not sum(v.get("quantized_nodes", 0) for v in made.get("variant", {}).values()):
+        click.echo("note: int8 quantized no node (no encoder weight MatMul or LSTM under this policy); "
+                   "the bundle computes in fp32", err=True)
     if examples is None:
         return
     from nere.export.verify import summary, verify_bundle
