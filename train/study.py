@@ -58,19 +58,19 @@ def plan(dataset: str) -> list[Run]:
 
     NER as the NER runs of docs/results.md (BERT 1e-4 for 20 epochs, BiLSTM 2e-3 for 40,
     early stopping after 5 epochs without dev gain). RE: BERT kinds fine-tune at 1e-4 for
-    6 epochs, BiLSTM/ACNN at 1e-3 for 15 (patience 4). Joint: 1e-4 for 6 epochs.
+    10 epochs, BiLSTM/ACNN at 1e-3 for 15 (patience 4). Joint: 1e-4 for 10 epochs.
     ``--epochs-scale`` / ``--epochs`` resize them all.
     """
     dataset = slug(dataset)
     ner_bert, ner_lstm = ["--lr", "1e-4", "--patience", "5"], ["--lr", "2e-3", "--patience", "5"]
     runs = [Run(f"{dataset}-ner-{k}", "ner", k, 20 if k.startswith("bert") else 40,
                 ner_bert if k.startswith("bert") else ner_lstm) for k in NER_KINDS]
-    runs += [Run(f"{dataset}-re-{k}", "re", k, 6 if k.startswith("bert") else 15,
+    runs += [Run(f"{dataset}-re-{k}", "re", k, 10 if k.startswith("bert") else 15,
                  ["--lr", "1e-4"] if k.startswith("bert") else ["--patience", "4"]) for k in RE_KINDS]
     joint = ["--lr", "1e-4"]
-    runs += [Run(f"{dataset}-joint-{a}+{b}", "joint", JOINT_KIND, 6,
+    runs += [Run(f"{dataset}-joint-{a}+{b}", "joint", JOINT_KIND, 10,
                  joint + ["--ner-weight", str(a), "--re-weight", str(b)]) for a, b in JOINT_WEIGHTINGS]
-    runs.append(Run(f"{dataset}-joint-learned", "joint", JOINT_KIND, 6, joint + ["--learned-weights"]))
+    runs.append(Run(f"{dataset}-joint-learned", "joint", JOINT_KIND, 10, joint + ["--learned-weights"]))
     return runs
 
 
