@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,6 +17,7 @@ from click.testing import CliRunner
 from fixtures_bundles import make_bundle
 from nere.bench import checkpoint_of, evaluate_targets
 from nere.bench_measure import profile_pass
+from nere.bench_proc import measure
 from nere.cli import main
 from nere.engine.api import Engine
 
@@ -73,6 +75,7 @@ def test_bench_writes_report_with_stable_keys(tiny, tmp_path):
         assert [x["batch_size"] for x in m["latency"]] == [1, 2]
         assert all(x["samples"] >= 5 and x["p50_ms"] <= x["p99_ms"] for x in m["latency"])
         assert m["memory"]["returncode"] == 0 and m["memory"]["peak_rss_mb"] > 0
+        assert m["memory"]["peak_source"] == "VmHWM at exit"
         assert m["memory"]["documents"] == 24
         assert len(m["rss_scaling"]) == 1 and m["rss_scaling"][0]["timeline"]
         assert set(m["breakdown_s"]) == {"read", "prepare", "stage1", "stage2", "decode_assemble", "parquet_encode",
@@ -138,6 +141,19 @@ def test_bench_torch_baseline(tmp_path):
     assert [m["precision"] for m in r["models"]] == ["fp32", "int8"]
     speed = [t for t in r["targets"] if t["name"] == "int8_speedup_vs_torch"]
     assert [t["subject"] for t in speed] == ["tiny-int8"] and speed[0]["value"] > 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="VmHWM needs Linux /proc")
+def test_child_peak_is_the_childs_own():
+    # ru_maxrss of a child would include this process's 200 MB; VmHWM does not
+    held = bytearray(200 * 2**20)
+    held[:: 4096] = b"1" * len(held[:: 4096])
+    code = ("import os; from nere.bench_proc import _write_hwm_at_exit; _write_hwm_at_exit(); "
+            "x = bytearray(60 * 2**20); x[::4096] = b'1' * len(x[::4096])")
+    r = measure([sys.executable, "-c", code])
+    assert r["returncode"] == 0 and r["peak_source"] == "VmHWM at exit"
+    assert 60 < r["peak_rss_mb"] < 200
+    del held
 
 
 def test_targets_arithmetic():
