@@ -30,7 +30,7 @@ INT8_POLICIES = {
     "head": "keep the task heads fp32 (weights outside /encoder/: classifier, RE stage 2)",
     "head+ffn-out": "also keep each transformer layer's FFN output dense fp32",
 }
-DEFAULT_INT8_POLICY = "head"
+DEFAULT_INT8_POLICY = "head+ffn-out"
 
 log = logging.getLogger(__name__)
 

@@ -198,12 +198,29 @@ def test_int8_quantizes_encoder_only_and_leaves_no_files(ner_bundles, tmp_path, 
         matmuls = [n.name for n in onnx.load(str(out / "ner.onnx")).graph.node if n.op_type == "MatMul"]
         assert ("MatMulInteger" in ops) if kind.startswith("bert") else ("DynamicQuantizeLSTM" in ops)
         assert any("classifier" in n for n in matmuls)  # the head stays fp32
-        assert m["made_by"]["variant"]["ner"]["fp32_weight_nodes"] == ["/classifier/MatMul"]
+        kept = m["made_by"]["variant"]["ner"]["fp32_weight_nodes"]
+        assert kept == (["/encoder/bert/encoder/layer.0/output/dense/MatMul", "/classifier/MatMul"]
+                        if kind.startswith("bert") else ["/classifier/MatMul"])
         res = verify_bundle(str(out), model, feat, make_examples(), batch_size=4, progress=False, threads=1)
         assert res["ner"]["max_abs_logit_diff"] < 0.1  # quantized, but still the same model
         assert summary(res, "int8")["thresholds"]["max_f1_diff"] == 0.005
     assert list(cwd.iterdir()) == []
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp bundle folders left
+
+
+def test_int8_policies_choose_weight_matmuls(ner_bundles):
+    from nere.export.variants import int8_plan
+
+    graph = onnx.load(str(ner_bundles["bert-softmax"][2] / "ner.onnx"))
+    plans = {p: int8_plan(graph, p) for p in ("none", "head", "head+ffn-out")}
+    layer = "/encoder/bert/encoder/layer.0/"
+    weights = {f"{layer}attention/self/{x}/MatMul" for x in ("query", "key", "value")} | {
+        f"{layer}attention/output/dense/MatMul", f"{layer}intermediate/dense/MatMul"}
+    assert set(plans["none"]["quantize"]) == weights | {f"{layer}output/dense/MatMul", "/classifier/MatMul"}
+    assert set(plans["head"]["quantize"]) == weights | {f"{layer}output/dense/MatMul"}
+    assert set(plans["head+ffn-out"]["quantize"]) == weights  # attention-score MatMuls never: no weights
+    with pytest.raises(ValueError, match="int8 policy"):
+        int8_plan(graph, "all")
 
 
 def test_fp16_graph_is_valid_and_runs_on_cpu(ner_bundles, tmp_path):
