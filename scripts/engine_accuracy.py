@@ -1,0 +1,58 @@
+"""End-to-end accuracy through the engine: dataset sentences in as documents, tables out.
+
+    python scripts/engine_accuracy.py BUNDLE --dataset conll04 --split test [--checkpoint CKPT]
+
+Each test sentence becomes one document; the engine's entity and relation tables are
+scored against the gold annotations with the same core metrics as `nere evaluate`
+(strict entities; strict triples). With --checkpoint, the PyTorch checkpoint's own
+test scores (its metrics.json, written by `nere train`) are printed beside them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import pyarrow as pa
+
+from nere.engine import Engine
+from nere.engine.core.metrics import entity_scores, triple_scores
+from nere.train.datasets import load_dataset
+from nere.train.datasets.policy import flat_entities
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("bundle")
+    ap.add_argument("--dataset", default="conll04")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+
+    examples = load_dataset(args.dataset, args.split)
+    engine = Engine.load(args.bundle, device="cpu", threads=args.threads)
+    ents, rels = engine.extract(pa.table({"id": list(range(len(examples))), "text": [ex.text for ex in examples]}))
+    by_doc: dict[int, dict[int, tuple]] = defaultdict(dict)
+    for r in ents.to_pylist():
+        by_doc[r["doc_id"]][r["entity_id"]] = (r["start"], r["end"], r["label"])
+    pred_triples: dict[int, set] = defaultdict(set)
+    for r in rels.to_pylist():
+        d = by_doc[r["doc_id"]]
+        pred_triples[r["doc_id"]].add((d[r["head_id"]], d[r["tail_id"]], r["label"]))
+    gold_ents = [[(e.start, e.end, e.label) for e in flat_entities(ex.entities)[0]] for ex in examples]
+    pred_ents = [list(by_doc[i].values()) for i in range(len(examples))]
+    report = {"bundle": args.bundle, "dataset": args.dataset, "split": args.split, "documents": len(examples),
+              "engine_entities": {k: v for k, v in entity_scores(gold_ents, pred_ents).items() if k != "per_label"}}
+    if engine.describe().get("relations", True) and len(rels.schema):
+        gold_tr = [ex.triples() for ex in examples]
+        report["engine_e2e"] = triple_scores(gold_tr, [pred_triples[i] for i in range(len(examples))])
+    if args.checkpoint:
+        test = json.loads((Path(args.checkpoint) / "metrics.json").read_text())["test"]
+        report["checkpoint_test"] = {k: test[k] for k in ("ner", "e2e") if k in test} or {"ner": test}
+    print(json.dumps(report, indent=2, default=float))
+
+
+if __name__ == "__main__":
+    main()
