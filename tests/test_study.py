@@ -55,7 +55,7 @@ def test_tiny_study_runs_resumes_and_tabulates(tmp_path):
         write_jsonl(toy_examples(), data / f"{split}.jsonl")
     out = tmp_path / "study"
     args = ["--dataset", str(data), "--out", str(out), "--only", "ner-bilstm,re-bilstm", "--epochs", "1",
-            "--record", str(tmp_path / "records.json")]
+            "--record", str(tmp_path / "records.json"), "--threads", "1"]
     res = CliRunner().invoke(study, args)
     assert res.exit_code == 0, res.output
     for name in ("toy-ner-bilstm", "toy-re-bilstm"):
