@@ -20,7 +20,7 @@ import torch
 
 from nere.engine.core.featurize import Encoded, Featurizer, char_to_token_spans
 from nere.engine.core.pairs import candidate_pairs
-from nere.engine.core.types import NO_RELATION, Entity, Example
+from nere.engine.core.types import NO_RELATION, Entity, Example, Relation
 
 
 @dataclass
@@ -104,10 +104,8 @@ def pair_sentences(
     return out, stats
 
 
-def relations_on(example: Example, entities: Sequence[Entity]):
+def relations_on(example: Example, entities: Sequence[Entity]) -> list[Relation]:
     """Gold relations re-indexed onto ``entities`` (exact span+label matches only)."""
-    from nere.engine.core.types import Relation
-
     index = {(e.start, e.end, e.label): i for i, e in enumerate(entities)}
     out = []
     for r in example.relations:

@@ -11,7 +11,6 @@ import time
 from typing import Any, Collection, Sequence
 
 import click
-import numpy as np
 import torch
 
 from nere.engine.core.metrics import relation_scores
