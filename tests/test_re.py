@@ -120,6 +120,18 @@ def test_negative_sampling_ratio():
     assert sample_pairs(s, 1.0, random.Random(5)) == sample_pairs(s, 1.0, random.Random(5))
 
 
+def test_predict_on_given_entities_with_type_filter():
+    exs = toy_examples()
+    model, _, feat, _ = tiny_re("bilstm", exs)
+    given = [ex.entities[:2] for ex in exs]  # e.g. "predicted" entities: the first two only
+    out = predict_re(model, feat, exs, entities=given, type_pairs={("Peop", "Org")})
+    assert out["pairs"][0] == [(0, 1, "Work_For")]  # John Smith -> Acme; Boston dropped, Org->Peop filtered
+    for pairs, ents in zip(out["pairs"], given):
+        for h, t, gold in pairs:
+            assert (ents[h].label, ents[t].label) == ("Peop", "Org") or gold != NO_RELATION
+    assert len(out["labels"][0]) == 1 and all(isinstance(t, set) for t in out["triples"])
+
+
 def test_type_pairs_and_labels():
     exs = toy_examples()
     assert type_pairs_of(exs) == [("Org", "Loc"), ("Peop", "Loc"), ("Peop", "Org"), ("Peop", "Peop")]
