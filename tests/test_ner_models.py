@@ -94,3 +94,32 @@ def test_missing_dataset_folder_is_a_clear_error(tmp_path):
                                     "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")])
     assert res.exit_code != 0 and "nowhere" in res.output
     assert "Traceback" not in res.output and res.exception is None or isinstance(res.exception, SystemExit)
+
+
+def test_entity_scores_agree_with_seqeval_on_real_predictions(short_sentences):
+    """A real (partly trained) model's predictions on real dev sentences, scored both ways."""
+    from seqeval.metrics import f1_score, precision_score, recall_score
+    from seqeval.scheme import IOBES
+
+    from nere.engine.core.featurize import char_to_token_spans
+    from nere.engine.core.metrics import entity_scores
+    from nere.engine.core.tags import spans_to_tags
+
+    model, _, feat, _ = tiny("bilstm-crf", short_sentences)
+    cfg = TrainConfig(epochs=4, batch_size=4, lr=2e-2, head_lr=2e-2, warmup=0.0, progress=False, log_epochs=False)
+    fit(model, ner_batches(model, feat, short_sentences, 4), lambda m: evaluate_ner(m, feat, short_sentences), "f1", cfg)
+    dev = load_dataset("conll04", "dev", limit=60)
+    out = predict_ner(model, feat, dev)
+    ours = entity_scores(out["gold_spans"], out["spans"])
+    gold_tags, pred_tags = [], []
+    for enc, gold, pred in zip(feat.tokenize([ex.text for ex in dev]), out["gold_spans"], out["spans"]):
+        g, _ = char_to_token_spans(enc.offsets, gold)
+        p, bad = char_to_token_spans(enc.offsets, pred)
+        assert bad == 0  # predicted spans come from token offsets
+        gold_tags.append(spans_to_tags(g, len(enc.ids), "BIOES"))
+        pred_tags.append(spans_to_tags(p, len(enc.ids), "BIOES"))
+    assert 0.0 < ours["f1"] < 1.0  # a partly trained model: the comparison is not trivial
+    kw = {"mode": "strict", "scheme": IOBES}
+    assert ours["precision"] == pytest.approx(precision_score(gold_tags, pred_tags, **kw))
+    assert ours["recall"] == pytest.approx(recall_score(gold_tags, pred_tags, **kw))
+    assert ours["f1"] == pytest.approx(f1_score(gold_tags, pred_tags, **kw))
