@@ -90,9 +90,12 @@ def _load_examples(dataset: str, split: str, limit: int | None, data_dir: str | 
     from nere.train.datasets import load_dataset
 
     try:
-        return load_dataset(dataset, split, limit=limit, data_dir=data_dir)
+        examples = load_dataset(dataset, split, limit=limit, data_dir=data_dir)
     except (ValueError, OSError) as err:
         raise click.ClickException(str(err)) from err
+    if not examples:  # parity on nothing would pass vacuously
+        raise click.ClickException(f"--verify {dataset}: split {split!r} has no sentences")
+    return examples
 
 
 def _report(result: dict[str, Any], metrics: dict[str, Any]) -> None:
