@@ -112,7 +112,8 @@ def plots(r: dict[str, Any], out_dir: Path) -> list[str]:
     b1 = ax.bar([x - w / 2 for x in xs], e2e, w, label="end to end", color="#1f77b4")
     b2 = ax.bar([x + w / 2 for x in xs], mo, w, label="model only", color="#ff7f0e")
     for bars in (b1, b2):
-        ax.bar_label(bars, labels=[f"{v:,.0f}" if v else "" for v in bars.datavalues], fontsize=8, padding=2)
+        ax.bar_label(bars, labels=[(f"{v:,.1f}" if v < 100 else f"{v:,.0f}") if v else "" for v in bars.datavalues],
+                     fontsize=8, padding=2)
     ax.set_xticks(list(xs))
     ax.set_xticklabels([f"{n}\n({p})" for n, p, *_ in rows], fontsize=8)
     ax.set_ylabel("documents / second")

@@ -143,6 +143,17 @@ def test_bench_torch_baseline(tmp_path):
     assert [t["subject"] for t in speed] == ["tiny-int8"] and speed[0]["value"] > 0
 
 
+def test_speedup_pairs_runs_of_the_same_round():
+    # load drifts between rounds: each round's baseline/model pair is compared, then the median
+    m = {"name": "b-int8", "bundle": "runs/b-int8", "precision": "int8", "checkpoint": "ck", "baseline_key": "ck",
+         "re_bundle": None, "metrics": {}, "rss_scaling": [], "end_to_end_over_model_only": 1.0,
+         "end_to_end": {"documents_per_s": 10.0, "seconds_all": [5.0, 1.0, 1.0]},
+         "model_only": {"seconds_all": [5.0, 1.0, 1.0]}}
+    b = {"name": "torch", "key": "ck", "end_to_end": {"documents_per_s": 10 / 6, "seconds_all": [10.0, 2.0, 6.0]}}
+    (speed,) = [t for t in evaluate_targets({"models": [m], "baselines": [b]}) if t["name"] == "int8_speedup_vs_torch"]
+    assert speed["value"] == 2.0 and speed["passed"] is False  # the ratio of medians would say 6
+
+
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="VmHWM needs Linux /proc")
 def test_child_peak_is_the_childs_own():
     # ru_maxrss of a child would include this process's 200 MB; VmHWM does not
@@ -160,19 +171,19 @@ def test_targets_arithmetic():
     def model(name, precision, ckpt, docs_s, model_s, f1=None, scaling=()):
         return {"name": name, "bundle": f"runs/{name}", "precision": precision, "checkpoint": ckpt,
                 "baseline_key": ckpt, "re_bundle": None, "metrics": {} if f1 is None else {"f1": f1},
-                "end_to_end": {"documents_per_s": docs_s, "seconds": 1 / docs_s},
-                "model_only": {"seconds": 1 / model_s},
+                "end_to_end": {"documents_per_s": docs_s, "seconds": 1 / docs_s, "seconds_all": [1 / docs_s]},
+                "model_only": {"seconds": 1 / model_s, "seconds_all": [1 / model_s]},
                 "end_to_end_over_model_only": model_s and docs_s / model_s,
                 "rss_scaling": [{"documents": d, "peak_rss_mb": mb} for d, mb in scaling]}
 
     report = {"models": [model("a-fp32", "fp32", "ck", 10, 11, f1=0.80),
                          model("a-int8", "int8", "ck", 40, 50, f1=0.796, scaling=[(200_000, 390), (10_000, 300)])],
-              "baselines": [{"name": "torch", "key": "ck", "end_to_end": {"documents_per_s": 12.5}}]}
+              "baselines": [{"name": "torch", "key": "ck", "end_to_end": {"documents_per_s": 12.5, "seconds_all": [1 / 12.5]}}]}
     got = {(t["name"], t["subject"]): (t["value"], t["passed"]) for t in evaluate_targets(report)}
     assert got == {
         ("end_to_end_over_model_only", "a-fp32"): (pytest.approx(10 / 11, abs=1e-4), True),
         ("end_to_end_over_model_only", "a-int8"): (0.8, False),
-        ("int8_speedup_vs_torch", "a-int8"): (3.2, True),
+        ("int8_speedup_vs_torch", "a-int8"): (pytest.approx(3.2), True),
         ("int8_f1_drop", "a-int8 f1"): (0.004, True),
         ("rss_growth", "a-int8"): (1.3, False),
     }
