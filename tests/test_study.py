@@ -36,14 +36,15 @@ def test_merge_records_replaces_same_key_only(tmp_path):
     path = tmp_path / "results.json"
     other = {"task": "ner", "dataset": "msra", "model": "bert-crf", "metrics": {"f1": 0.9}}
     old = {"task": "re", "dataset": "conll04", "model": "acnn", "metrics": {"f1": 0.1}}
-    path.write_text(json.dumps([other, old, {"note": "free-form entries survive"}]))
+    exported = dict(old, kind="export", precision="int8")  # another kind of record of the same model
+    path.write_text(json.dumps([other, old, exported, {"note": "free-form entries survive"}]))
     new = dict(old, metrics={"f1": 0.5})
     joint = {"task": "joint", "dataset": "conll04", "model": "j", "weights": {"ner": 1, "re": 5}, "metrics": {}}
     merge_records(path, [new, joint])
     merge_records(path, [dict(joint, metrics={"f1": 1.0})])
     got = json.loads(path.read_text())
-    assert got[0] == other and {"note": "free-form entries survive"} in got
-    assert [r["metrics"] for r in got if r.get("model") == "acnn"] == [{"f1": 0.5}]
+    assert got[0] == other and {"note": "free-form entries survive"} in got and exported in got
+    assert [r["metrics"] for r in got if r.get("model") == "acnn" and "kind" not in r] == [{"f1": 0.5}]
     assert [r["metrics"] for r in got if r.get("model") == "j"] == [{"f1": 1.0}]
 
 

@@ -126,9 +126,13 @@ def record_of(m: dict[str, Any]) -> dict[str, Any]:
 
 
 def record_key(rec: dict[str, Any]) -> str:
-    """Identity of a record in a results file: task + dataset + model + weights."""
+    """Identity of a record in a results file: kind + task + dataset + model + weights.
+
+    Training records carry no ``kind`` (read as "train"); records of other kinds (e.g. the
+    exporter's ``"kind": "export"``) of the same model are never replaced by them.
+    """
     w = rec.get("weights")
-    return json.dumps([rec["task"], rec["dataset"], rec["model"],
+    return json.dumps([rec.get("kind", "train"), rec["task"], rec["dataset"], rec["model"],
                        {"learned": True} if isinstance(w, dict) and w.get("learned") else w], sort_keys=True)
 
 
