@@ -245,7 +245,7 @@ class Settings:
 @click.option("--baseline-batch-docs", type=click.IntRange(1), default=16, show_default=True,
               help="Documents per baseline forward (all their sentences in one padded batch).")
 @click.option("--latency-seconds", type=click.FloatRange(0), default=8.0, show_default=True,
-              help="Time budget per model and batch size (at least 5 samples).")
+              help="Time budget per model and batch size; models take turns batch by batch (at least 5 rounds).")
 @click.option("--latency/--no-latency", "do_latency", default=True, show_default=True)
 @click.option("--rss/--no-rss", "do_rss", default=True, show_default=True,
               help="Peak RSS of `nere extract` (and the baseline) in a child process.")
@@ -340,15 +340,14 @@ def run_bench(st: Settings) -> dict[str, Any]:
 
     if st.do_latency:
         ids, texts = read_documents(st.corpus, max(st.sizes) * 6, *cols)
-        for c in configs:
-            for size in st.sizes:
-                c.latency.append(latency(engine_batch_runner(c.engine, *cols), ids, texts, size, st.latency_seconds,
-                                         5, 1000))
-                _echo(f"[latency] {c.name} batch {size}: p50 {c.latency[-1].get('p50_ms')} ms")
-        for b in baselines:
-            for size in st.sizes:
-                b["latency"].append(latency(b["runner"].batch_runner(), ids, texts, size, st.latency_seconds, 5, 1000))
-                _echo(f"[latency] {b['name']} batch {size}: p50 {b['latency'][-1].get('p50_ms')} ms")
+        runners = {c.name: engine_batch_runner(c.engine, *cols) for c in configs}
+        runners.update({b["name"]: b["runner"].batch_runner() for b in baselines})
+        for size in st.sizes:
+            got = latency(runners, ids, texts, size, st.latency_seconds, 5, 1000)
+            for item in [*configs, *baselines]:
+                name = item.name if isinstance(item, Config) else item["name"]
+                (item.latency if isinstance(item, Config) else item["latency"]).append(got[name])
+                _echo(f"[latency] {name} batch {size}: p50 {got[name].get('p50_ms')} ms")
 
     if st.do_rss or st.rss_corpus:
         _memory(configs, baselines, st)

@@ -202,28 +202,37 @@ def batch_slices(n_docs: int, size: int) -> Iterator[slice]:
         start += size
 
 
-def latency(run_batch, ids: list, texts: list, size: int, seconds: float, min_samples: int,
-            max_samples: int) -> dict[str, Any]:
-    """Per-batch latency of ``run_batch(ids, texts) -> model seconds or None`` on batches of
-    ``size`` documents: one warm-up call, then samples until ``seconds`` have passed (at
-    least ``min_samples``, at most ``max_samples``)."""
+def latency(runners: dict[str, Any], ids: list, texts: list, size: int, seconds: float, min_samples: int,
+            max_samples: int) -> dict[str, dict[str, Any]]:
+    """Per-batch latency of each ``run_batch(ids, texts) -> model seconds or None`` on the
+    same batches of ``size`` documents. Runners take turns batch by batch (load drift hits
+    them alike): one warm-up call each, then rounds until ``seconds`` per runner have
+    passed (at least ``min_samples``, at most ``max_samples`` rounds)."""
     if size > len(ids):
-        return {"batch_size": size, "samples": 0, "skipped": f"corpus has only {len(ids)} documents"}
+        return {name: {"batch_size": size, "samples": 0, "skipped": f"corpus has only {len(ids)} documents"}
+                for name in runners}
     slices = batch_slices(len(ids), size)
     first = next(slices)
-    run_batch(ids[first], texts[first])  # warm-up: first shapes, arena growth
-    total, model = [], []
-    budget_end = time.perf_counter() + seconds
-    while len(total) < max_samples and (len(total) < min_samples or time.perf_counter() < budget_end):
+    for run_batch in runners.values():
+        run_batch(ids[first], texts[first])  # warm-up: first shapes, arena growth
+    total: dict[str, list[float]] = {name: [] for name in runners}
+    model: dict[str, list[float]] = {name: [] for name in runners}
+    budget_end = time.perf_counter() + seconds * len(runners)
+    rounds = 0
+    while rounds < max_samples and (rounds < min_samples or time.perf_counter() < budget_end):
         s = next(slices)
-        t = time.perf_counter()
-        m = run_batch(ids[s], texts[s])
-        total.append((time.perf_counter() - t) * 1000)
-        if m is not None:
-            model.append(m * 1000)
-    out: dict[str, Any] = {"batch_size": size, "samples": len(total), **percentiles(total)}
-    if model:
-        out["model"] = percentiles(model)
+        for name, run_batch in runners.items():
+            t = time.perf_counter()
+            m = run_batch(ids[s], texts[s])
+            total[name].append((time.perf_counter() - t) * 1000)
+            if m is not None:
+                model[name].append(m * 1000)
+        rounds += 1
+    out = {}
+    for name in runners:
+        out[name] = {"batch_size": size, "samples": len(total[name]), **percentiles(total[name])}
+        if model[name]:
+            out[name]["model"] = percentiles(model[name])
     return out
 
 

@@ -80,6 +80,8 @@ def test_bench_writes_report_with_stable_keys(tiny, tmp_path):
         assert len(m["rss_scaling"]) == 1 and m["rss_scaling"][0]["timeline"]
         assert set(m["breakdown_s"]) == {"read", "prepare", "stage1", "stage2", "decode_assemble", "parquet_encode",
                                          "total"}
+    # models take turns batch by batch: the same number of samples for each
+    assert len({m["latency"][0]["samples"] for m in r["models"]}) == 1
     joint = r["models"][0]
     assert joint["outputs"]["relations"] > 0 and joint["model_batches"]["stage2"] > 0
     assert {t["name"] for t in r["targets"]} == {"end_to_end_over_model_only"}
