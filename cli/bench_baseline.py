@@ -111,7 +111,7 @@ class TorchBaseline:
         entities: list[dict] = []
         relations: list[dict] = []
         docs = 0
-        sentences, tokens = self.sentences, self.tokens
+        sentences, tokens, truncated = self.sentences, self.tokens, self.truncated
         for batch in pq.ParquetFile(corpus).iter_batches(batch_size=self.batch_docs, columns=[id_col, text_col]):
             ids, texts = batch.column(id_col).to_pylist(), batch.column(text_col).to_pylist()
             if limit is not None:
@@ -126,7 +126,7 @@ class TorchBaseline:
             pq.write_table(pa.Table.from_pylist(entities), Path(out_file))
         return {"documents": docs, "sentences": self.sentences - sentences, "tokens": self.tokens - tokens,
                 "entities": len(entities), "relations": len(relations),
-                "seconds": time.perf_counter() - started, "truncated_sentences": self.truncated}
+                "seconds": time.perf_counter() - started, "truncated_sentences": self.truncated - truncated}
 
     def batch_runner(self):
         """``run_batch`` for bench_measure.latency (no separate model time)."""
