@@ -77,6 +77,18 @@ def make_train_config(kind_encoder: str, opts: dict[str, Any]):
                        progress=not opts["quiet"])
 
 
+def run_metrics(task: str, model: str, opts: dict[str, Any], splits, result: dict[str, Any], test: dict[str, Any],
+                make, notes: dict[str, Any], cfg, started: float, **extra: Any) -> dict[str, Any]:
+    """The metrics.json of a training run: one shape for every task (study and cards read it)."""
+    return {
+        "task": task, "model": model, "dataset": opts["dataset"], **extra,
+        "split_sizes": [len(s) for s in splits],
+        "dev": result["best_dev"], "test": test, "history": result["history"], "best_epoch": result["best_epoch"],
+        "train_featurization": make.stats, "notes": notes, "command": command_line(), "hardware": hardware(),
+        "seconds": time.perf_counter() - started, "train_config": cfg.__dict__,
+    }
+
+
 def load_splits(dataset: str, data_dir: str | None, limit: int | None, splits=("train", "dev")):
     from nere.train.datasets import load_dataset
 
@@ -118,12 +130,7 @@ def train_ner(kind: str, tag_scheme: str, **opts: Any) -> None:
     started = time.perf_counter()
     result = fit(model, make, lambda m: evaluate_ner(m, featurizer, dev_ex), "f1", cfg)
     test = evaluate_ner(model, featurizer, test_ex)
-    metrics = {
-        "task": "ner", "model": kind, "dataset": opts["dataset"], "split_sizes": [len(train_ex), len(dev_ex), len(test_ex)],
-        "dev": result["best_dev"], "test": test, "history": result["history"], "best_epoch": result["best_epoch"],
-        "train_featurization": make.stats, "notes": notes, "command": command_line(), "hardware": hardware(),
-        "seconds": time.perf_counter() - started, "train_config": cfg.__dict__,
-    }
+    metrics = run_metrics("ner", kind, opts, (train_ex, dev_ex, test_ex), result, test, make, notes, cfg, started)
     save_checkpoint(model, tokenizer, opts["out_dir"], metrics)
     click.echo(f"test: accuracy {test['accuracy']:.4f}  P {test['precision']:.4f}  R {test['recall']:.4f}  F1 {test['f1']:.4f}"
                f"  ({metrics['seconds']:.0f}s) -> {opts['out_dir']}")

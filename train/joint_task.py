@@ -111,7 +111,7 @@ def train_joint(ner_weight: float, re_weight: float, learned_weights: bool, tag_
                 transe_weight: float, margin: float, dropout: float | None, **opts: Any) -> None:
     """Train BERT-CRF NER + multitask RE jointly; select the epoch on dev end-to-end triple F1."""
     from nere.train.checkpoint import save_checkpoint
-    from nere.train.cli import command_line, hardware, load_splits, make_train_config
+    from nere.train.cli import load_splits, make_train_config, run_metrics
     from nere.train.trainer import fit
 
     train_ex, dev_ex = load_splits(opts["dataset"], opts["data_dir"], opts["limit"])
@@ -132,14 +132,8 @@ def train_joint(ner_weight: float, re_weight: float, learned_weights: bool, tag_
     result = fit(model, make, lambda m: evaluate_joint(m, featurizer, dev_ex), "e2e_f1", cfg)
     test = evaluate_joint(model, featurizer, test_ex)
     recorded = {"learned": True, "initial": weights, "final": model.task_weights()} if learned_weights else weights
-    metrics = {
-        "task": "joint", "model": KIND, "dataset": opts["dataset"], "weights": recorded, "weights_label": label,
-        "split_sizes": [len(train_ex), len(dev_ex), len(test_ex)],
-        "dev": result["best_dev"], "test": test, "history": result["history"], "best_epoch": result["best_epoch"],
-        "train_featurization": make.stats, "notes": notes, "neg_ratio": neg_ratio, "head": head,
-        "command": command_line(), "hardware": hardware(), "seconds": time.perf_counter() - started,
-        "train_config": cfg.__dict__,
-    }
+    metrics = run_metrics("joint", KIND, opts, (train_ex, dev_ex, test_ex), result, test, make, notes, cfg, started,
+                          weights=recorded, weights_label=label, neg_ratio=neg_ratio, head=head)
     save_checkpoint(model, tokenizer, opts["out_dir"], metrics)
     click.echo(f"test: NER F1 {test['ner']['f1']:.4f}  RE macro F1 {test['re']['macro_f1']:.4f}  "
                f"end-to-end F1 {test['e2e_f1']:.4f}  weights {test['weights']}  ({metrics['seconds']:.0f}s) -> {opts['out_dir']}")

@@ -196,7 +196,7 @@ def train_re(kind: str, neg_ratio: float, transe_weight: float, margin: float, d
              max_distance: int, **opts: Any) -> None:
     """Train a relation classifier on gold entities; select the epoch on dev macro F1."""
     from nere.train.checkpoint import save_checkpoint
-    from nere.train.cli import command_line, hardware, load_splits, make_train_config
+    from nere.train.cli import load_splits, make_train_config, run_metrics
     from nere.train.trainer import fit
 
     train_ex, dev_ex = load_splits(opts["dataset"], opts["data_dir"], opts["limit"])
@@ -214,13 +214,8 @@ def train_re(kind: str, neg_ratio: float, transe_weight: float, margin: float, d
     started = time.perf_counter()
     result = fit(model, make, lambda m: evaluate_re(m, featurizer, dev_ex), "macro_f1", cfg)
     test = evaluate_re(model, featurizer, test_ex)
-    metrics = {
-        "task": "re", "model": kind, "dataset": opts["dataset"], "split_sizes": [len(train_ex), len(dev_ex), len(test_ex)],
-        "dev": result["best_dev"], "test": test, "history": result["history"], "best_epoch": result["best_epoch"],
-        "train_featurization": make.stats, "notes": notes, "neg_ratio": neg_ratio, "head": head,
-        "command": command_line(), "hardware": hardware(), "seconds": time.perf_counter() - started,
-        "train_config": cfg.__dict__,
-    }
+    metrics = run_metrics("re", kind, opts, (train_ex, dev_ex, test_ex), result, test, make, notes, cfg, started,
+                          neg_ratio=neg_ratio, head=head)
     save_checkpoint(model, tokenizer, opts["out_dir"], metrics)
     click.echo(f"test: accuracy {test['accuracy']:.4f}  macro P {test['macro_precision']:.4f}  R {test['macro_recall']:.4f}  "
                f"F1 {test['macro_f1']:.4f}  micro F1 {test['micro_f1']:.4f}  ({metrics['seconds']:.0f}s) -> {opts['out_dir']}")
