@@ -45,9 +45,9 @@ class CorpusStats:
     def add(self, prep: Any, result: Any) -> None:
         self.documents += len(prep.unit.texts)
         self.failed += len(prep.failures)
-        self.sentences += len(prep.encs)
+        self.sentences += len(prep.tokens)
         self.rows += len(prep.row_n)
-        self.tokens += prep.tokens
+        self.tokens += prep.n_tokens
         self.characters += sum(len(t) for t in prep.texts if t)
         self.entities += result.entities.num_rows
         self.relations += result.relations.num_rows
@@ -144,7 +144,7 @@ def profile_pass(engine: Engine, corpus: str | Path, limit: int | None, id_col: 
         t2 = time.perf_counter()
         before = recorder.model_seconds
         with recorder.attached():
-            result = pipe.infer(prep)
+            result = pipe.infer(prep, overlap=False)
         t3 = time.perf_counter()
         for table in (result.entities, result.relations):
             pq.write_table(table, pa.BufferOutputStream())

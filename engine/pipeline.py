@@ -13,15 +13,16 @@ Relation score: the softmax probability of the predicted relation label.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import pyarrow as pa
 
 from nere.engine.bundle import Bundle
 from nere.engine.core.decode import decode_tags
-from nere.engine.core.featurize import Encoded, char_to_token_spans
+from nere.engine.core.featurize import Batch, Encoded, Featurizer, Tokens, char_to_token_spans
 from nere.engine.core.pairs import candidate_pairs
 from nere.engine.core.types import Entity
 from nere.engine.errors import EngineError
@@ -34,7 +35,7 @@ from nere.engine.segment import (
     split_sentences,
     window_plan,
 )
-from nere.engine.stages import chosen_probs, collate, plan_batches, run_stage1, run_stage2
+from nere.engine.stages import chosen_probs, collate, collate_flat, plan_batches, run_stage1, run_stage2
 from nere.engine.tables import build, entity_schema, failure_schema, relation_schema
 
 
@@ -59,7 +60,7 @@ class Prepared:
     sent_start: list[int]  # per sentence: char offset in the document
     sent_end: list[int]
     sent_windows: list[int]  # per sentence: number of windows (rows)
-    encs: list[Encoded]  # per sentence, offsets relative to the sentence
+    tokens: Tokens  # per sentence, flat; offsets relative to the sentence
     sent_len: np.ndarray  # per sentence: content tokens
     row_sent: np.ndarray  # per model row: sentence
     row_tok0: np.ndarray  # per model row: first token (sentence coordinates)
@@ -67,8 +68,13 @@ class Prepared:
     batches: list[np.ndarray]  # model rows per batch
 
     @property
-    def tokens(self) -> int:
+    def n_tokens(self) -> int:
         return int(self.row_n.sum())
+
+    def rows_batch(self, featurizer: Featurizer, rows: np.ndarray) -> Batch:
+        """The padded stage-1 batch of these model rows (windows of sentences)."""
+        starts = self.tokens.first[self.row_sent[rows]] + self.row_tok0[rows]
+        return collate_flat(featurizer, self.tokens, starts, self.row_n[rows])
 
 
 
@@ -85,6 +91,9 @@ class Found:
     dist: np.ndarray  # tokens to the nearest window edge inside the sentence
     t0: np.ndarray  # first token of the row's window
 
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 ENTITY_COLUMNS = ("doc", "entity_id", "start", "end", "text", "label", "score", "sentence_index")
 
@@ -114,6 +123,21 @@ def _token_spans(offsets: np.ndarray, spans: list[tuple[int, int, str]]) -> list
         one, _ = char_to_token_spans(offsets, [sp])
         out.append((one[0][0], one[0][1]) if one else None)
     return out
+
+
+def _ahead(work: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
+    """``work(item)`` for each item in order, the next one computed in a worker thread
+    while the caller handles the current one."""
+    if len(items) < 2:
+        yield from (work(x) for x in items)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nere-stage1") as pool:
+        pending = pool.submit(work, items[0])
+        for k in range(1, len(items) + 1):
+            done = pending.result()
+            if k < len(items):
+                pending = pool.submit(work, items[k])
+            yield done
 
 
 class Pipeline:
@@ -168,36 +192,48 @@ class Pipeline:
                 starts.append(s)
                 ends.append(e)
                 pieces.append(text[s:e])
-        encs = f.tokenize(pieces) if pieces else []
+        tokens = f.tokenize_flat(pieces)
+        sent_len = tokens.lengths
         maxc = f.max_content
         row_sent, row_tok0, row_n, windows = [], [], [], []
-        for si, enc in enumerate(encs):
-            n = len(enc.ids)
-            wins = window_plan(n, maxc) if n > maxc else ([0] if n else [])
+        for si, n in enumerate(sent_len.tolist()):
+            if n <= maxc:  # the common case: one row, or none for a sentence without tokens
+                windows.append(1 if n else 0)
+                if n:
+                    row_sent.append(si)
+                    row_tok0.append(0)
+                    row_n.append(n)
+                continue
+            wins = window_plan(n, maxc)
             windows.append(len(wins))
-            for w in wins:
-                row_sent.append(si)
-                row_tok0.append(w)
-                row_n.append(min(n, maxc))
+            row_sent.extend([si] * len(wins))
+            row_tok0.extend(wins)
+            row_n.extend([maxc] * len(wins))
         row_n_arr = np.asarray(row_n, dtype=np.int64)
         return Prepared(
-            unit, texts, failures, cleaned, sent_doc, sent_no, starts, ends, windows, encs,
-            np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs)),
+            unit, texts, failures, cleaned, sent_doc, sent_no, starts, ends, windows, tokens, sent_len,
             np.asarray(row_sent, dtype=np.int64), np.asarray(row_tok0, dtype=np.int64), row_n_arr,
             plan_batches(row_n_arr, f, self.batch_tokens),
         )
 
     # ---------------------------------------------------------------- infer (model)
-    def infer(self, prep: Prepared) -> UnitResult:
+    def infer(self, prep: Prepared, overlap: bool = True) -> UnitResult:
+        """With ``overlap``, stage 1 runs one batch ahead in a worker thread (onnxruntime
+        releases the GIL), so decoding batch k overlaps the model's work on batch k + 1;
+        without it every step runs in turn (for profiling)."""
         f, spec = self.ner.featurizer, self.ner.ner
         assert spec is not None
-        n_sent = len(prep.encs)
+        n_sent = len(prep.tokens)
         cands: list[list[Candidate]] = [[] for _ in range(n_sent)]
         rel_cands: list[list] = [[] for _ in range(n_sent)]
         want = ["emissions", "hidden"] if self.relations == "joint" else ["emissions"]
-        for rows in prep.batches:
-            batch = collate(f, [_window(prep.encs[prep.row_sent[r]], prep.row_tok0[r], prep.row_n[r]) for r in rows])
-            out = run_stage1(self.ner.stage1, batch, want)
+
+        def stage1(rows: np.ndarray) -> tuple[Batch, dict[str, Any]]:
+            batch = prep.rows_batch(f, rows)
+            return batch, run_stage1(self.ner.stage1, batch, want)
+
+        outputs = _ahead(stage1, prep.batches) if overlap else map(stage1, prep.batches)
+        for rows, (batch, out) in zip(prep.batches, outputs):
             emissions = np.asarray(out["emissions"], dtype=np.float32)
             tags = decode_tags(emissions, batch.lengths, spec.crf)
             found = self._found(prep, rows, tags, emissions)
@@ -279,8 +315,8 @@ class Pipeline:
         si = np.fromiter((x[0] for x in flat), dtype=np.int64, count=len(flat))
         ts = np.fromiter((x[1] for x in flat), dtype=np.int64, count=len(flat))
         te = np.fromiter((x[2] for x in flat), dtype=np.int64, count=len(flat))
-        offsets = np.concatenate([enc.offsets for enc in prep.encs])
-        first_token = np.concatenate([[0], np.cumsum(prep.sent_len)[:-1]])[si]
+        offsets = prep.tokens.offsets
+        first_token = prep.tokens.first[si]
         base = np.asarray(prep.sent_start, dtype=np.int64)[si]
         cs = base + offsets[first_token + ts, 0]
         ce = base + offsets[first_token + te - 1, 1]
@@ -399,4 +435,4 @@ class Pipeline:
             "reason": [why for _, why in prep.failures],
         })
         return UnitResult(entities, relations, failures, len(unit.texts), len(prep.failures), prep.cleaned,
-                          prep.tokens)
+                          prep.n_tokens)

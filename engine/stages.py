@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from nere.engine.bundle import CUDA, ORT_TO_NUMPY, Graph
-from nere.engine.core.featurize import Batch, Encoded, Featurizer
+from nere.engine.core.featurize import Batch, Encoded, Featurizer, Tokens
 
 WIDTH_STEP = 8
 PAIR_BUDGET_FACTOR = 8  # stage-2 pair-positions per call, in units of batch_tokens
@@ -46,7 +46,15 @@ def plan_batches(lengths: np.ndarray, featurizer: Featurizer, budget: int) -> li
 
 def collate(featurizer: Featurizer, items: Sequence[Encoded]) -> Batch:
     """The featurizer's padded batch, widened to the bucket width."""
-    b = featurizer.collate(items)
+    return _widen(featurizer, featurizer.collate(items))
+
+
+def collate_flat(featurizer: Featurizer, tokens: Tokens, starts: np.ndarray, counts: np.ndarray) -> Batch:
+    """:func:`collate` of token ranges of flat tokens (see ``Featurizer.collate_flat``)."""
+    return _widen(featurizer, featurizer.collate_flat(tokens.ids, tokens.offsets, starts, counts))
+
+
+def _widen(featurizer: Featurizer, b: Batch) -> Batch:
     width = int(bucket_width(b.input_ids.shape[1], featurizer.max_length))
     extra = width - b.input_ids.shape[1]
     if extra > 0:

@@ -249,3 +249,35 @@ except SystemExit as e:
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "--re-model" in res.stdout
+
+
+@pytest.mark.parametrize("kind", ["joint", "crf", "char"])
+def test_overlapped_stage1_equals_serial(engines, kind):
+    """Stage 1 one batch ahead in a worker thread changes nothing in the tables."""
+    from nere.engine.pipeline import Unit
+
+    texts = [" ".join(["alice smith works for acme corp"] * (k % 5 + 1) + ["in paris"] * (k % 3))
+             for k in range(60)] + ["北京 张三 " * (k % 7 + 1) for k in range(30)]
+    pipe = engines[kind].pipeline
+    unit = Unit(pa.array(range(len(texts))), texts)
+    prep = pipe.prepare(unit)
+    assert len(prep.batches) > 2  # several batches, so the worker really runs ahead
+    a, b = pipe.infer(prep, overlap=True), pipe.infer(prep, overlap=False)
+    assert a.entities.num_rows > 0
+    assert a.entities.equals(b.entities) and a.relations.equals(b.relations)
+
+
+def test_stage1_worker_errors_reach_the_caller():
+    from nere.engine.pipeline import _ahead
+
+    def work(x: int) -> int:
+        if x == 3:
+            raise RuntimeError("boom at 3")
+        return x * 10
+
+    assert list(_ahead(work, [1, 2])) == [10, 20]
+    got = []
+    with pytest.raises(RuntimeError, match="boom at 3"):
+        for y in _ahead(work, [1, 2, 3, 4]):
+            got.append(y)
+    assert got == [10, 20]

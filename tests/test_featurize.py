@@ -214,3 +214,45 @@ def test_minilm_long_text_is_neither_truncated_nor_padded():
     long, short = f.tokenize(["word " * 300, "a"])
     assert len(long.ids) == 300 and len(short.ids) == 1
     assert long.offsets[-1].tolist() == [1495, 1499]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batch=st.lists(texts, max_size=8))
+def test_tokenize_flat_equals_tokenizing_each_text(kind, batch):
+    f = cached_featurizer(kind)
+    flat = f.tokenize_flat(batch)
+    assert len(flat) == len(batch) and flat.first[0] == 0 and flat.first[-1] == len(flat.ids)
+    for k, text in enumerate(batch):
+        (enc,) = f.tokenizer.encode_batch([text], add_special_tokens=False)
+        pieces = [(i, o) for i, o in zip(enc.ids, enc.offsets) if o[1] > o[0]]  # zero-width pieces dropped
+        one = flat.encoded(k)
+        assert one.ids.tolist() == [i for i, _ in pieces]
+        assert one.offsets.tolist() == [list(o) for _, o in pieces]
+        assert flat.lengths[k] == len(pieces)
+        _check_offsets(text, one)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), specials=st.booleans())
+def test_collate_flat_rows_are_token_ranges(data, specials):
+    """Each batch row holds exactly its token range of the flat arrays (reference: a loop)."""
+    f = featurizer("char", max_length=12, specials=specials)
+    total = data.draw(st.integers(0, 40))
+    ids = np.arange(100, 100 + total, dtype=np.int64)
+    offsets = np.stack([np.arange(total), np.arange(total) + 1], axis=1).astype(np.int64)
+    ranges = data.draw(st.lists(st.integers(0, total).flatmap(
+        lambda s: st.tuples(st.just(s), st.integers(0, min(total - s, f.max_content)))), max_size=6))
+    starts = np.array([s for s, _ in ranges], dtype=np.int64)
+    counts = np.array([n for _, n in ranges], dtype=np.int64)
+    b = f.collate_flat(ids, offsets, starts, counts)
+    width = int(counts.max()) + f.n_special if len(ranges) else 0
+    assert b.input_ids.shape == b.attention_mask.shape == (len(ranges), width)
+    for r, (s, n) in enumerate(ranges):
+        want_ids = ([f.cls_id] if specials else []) + ids[s : s + n].tolist() + ([f.sep_id] if specials else [])
+        assert b.input_ids[r, : len(want_ids)].tolist() == want_ids
+        assert (b.input_ids[r, len(want_ids):] == f.pad_id).all()
+        assert b.attention_mask[r].tolist() == [1] * len(want_ids) + [0] * (width - len(want_ids))
+        assert b.offsets[r, f.lead : f.lead + n].tolist() == offsets[s : s + n].tolist()
+        assert (b.offsets[r, : f.lead] == -1).all() and (b.offsets[r, f.lead + n :] == -1).all()
+        assert b.lengths[r] == len(want_ids)

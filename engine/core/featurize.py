@@ -13,6 +13,7 @@ emissions is needed before the CRF and the CRF mask stays a left-aligned prefix.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -28,6 +29,30 @@ class Encoded:
 
     ids: np.ndarray  # (n,) int64
     offsets: np.ndarray  # (n, 2) int64, end exclusive
+
+
+@dataclass
+class Tokens:
+    """Many tokenized texts as flat arrays: text k owns tokens ``first[k]:first[k + 1]``.
+
+    The engine keeps a unit's tokens this way so that building a batch is a few array
+    operations rather than one Python object per sentence.
+    """
+
+    ids: np.ndarray  # (N,) int64
+    offsets: np.ndarray  # (N, 2) int64, relative to each text
+    first: np.ndarray  # (texts + 1,) int64
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.first)
+
+    def __len__(self) -> int:
+        return len(self.first) - 1
+
+    def encoded(self, k: int) -> Encoded:
+        a, b = int(self.first[k]), int(self.first[k + 1])
+        return Encoded(self.ids[a:b], self.offsets[a:b])
 
 
 @dataclass
@@ -82,36 +107,64 @@ class Featurizer:
 
     def tokenize(self, texts: Sequence[str]) -> list[Encoded]:
         """Batch-tokenize (in parallel, in Rust) without special tokens."""
+        tokens = self.tokenize_flat(texts)
+        return [tokens.encoded(k) for k in range(len(tokens))]
+
+    def tokenize_flat(self, texts: Sequence[str]) -> Tokens:
+        """:meth:`tokenize` as flat arrays (one array build for the whole call).
+
+        Zero-width pieces are dropped: they carry no text.
+        """
         encs = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        out = []
-        for e in encs:
-            ids = np.asarray(e.ids, dtype=np.int64)
-            offs = np.asarray(e.offsets, dtype=np.int64).reshape(-1, 2)
-            keep = offs[:, 1] > offs[:, 0]  # drop zero-width pieces, they carry no text
-            out.append(Encoded(ids[keep], offs[keep]) if not keep.all() else Encoded(ids, offs))
-        return out
+        counts = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
+        total = int(counts.sum())
+        ids = np.fromiter(chain.from_iterable(e.ids for e in encs), dtype=np.int64, count=total)
+        offsets = np.fromiter(chain.from_iterable(chain.from_iterable(e.offsets for e in encs)),
+                              dtype=np.int64, count=2 * total).reshape(-1, 2)
+        keep = offsets[:, 1] > offsets[:, 0]
+        if not keep.all():
+            text_of = np.repeat(np.arange(len(encs)), counts)
+            counts = np.bincount(text_of[keep], minlength=len(encs)).astype(np.int64)
+            ids, offsets = ids[keep], offsets[keep]
+        first = np.zeros(len(encs) + 1, dtype=np.int64)
+        np.cumsum(counts, out=first[1:])
+        return Tokens(ids, offsets, first)
 
     def collate(self, items: Sequence[Encoded]) -> Batch:
         """Add specials and pad. Items longer than ``max_content`` must be windowed first."""
-        n = len(items)
-        lengths = np.array([len(it.ids) + self.n_special for it in items], dtype=np.int64)
+        if not items:
+            return self.collate_flat(np.zeros(0, np.int64), np.zeros((0, 2), np.int64),
+                                     np.zeros(0, np.int64), np.zeros(0, np.int64))
+        counts = np.fromiter((len(it.ids) for it in items), dtype=np.int64, count=len(items))
+        starts = np.cumsum(counts) - counts
+        return self.collate_flat(np.concatenate([it.ids for it in items]),
+                                 np.concatenate([np.asarray(it.offsets).reshape(-1, 2) for it in items]),
+                                 starts, counts)
+
+    def collate_flat(self, ids: np.ndarray, offsets: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> Batch:
+        """A padded batch whose row i holds tokens ``starts[i]:starts[i] + counts[i]`` of the
+        flat ``ids``/``offsets`` (a sentence or a window of one), plus the specials."""
+        starts = np.asarray(starts, dtype=np.int64)
+        counts = np.asarray(counts, dtype=np.int64)
+        n = len(counts)
+        lengths = counts + self.n_special
         if n and lengths.max() > self.max_length:
             raise ValueError(f"an item has {lengths.max()} tokens > max_length {self.max_length}")
         width = int(lengths.max()) if n else 0
-        ids = np.full((n, width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((n, width), dtype=np.int64)
-        offs = np.full((n, width, 2), -1, dtype=np.int64)
+        out_ids = np.full((n, width), self.pad_id, dtype=np.int64)
+        out_offs = np.full((n, width, 2), -1, dtype=np.int64)
         lead = self.lead
-        for i, it in enumerate(items):
-            k = len(it.ids)
-            if lead:
-                ids[i, 0] = self.cls_id
-            ids[i, lead : lead + k] = it.ids
-            offs[i, lead : lead + k] = it.offsets
-            if self.sep_id is not None:
-                ids[i, lead + k] = self.sep_id
-            mask[i, : lengths[i]] = 1
-        return Batch(ids, mask, offs, lengths)
+        row = np.repeat(np.arange(n), counts)
+        col = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+        src = np.repeat(starts, counts) + col
+        out_ids[row, lead + col] = ids[src]
+        out_offs[row, lead + col] = offsets[src]
+        if lead and n:
+            out_ids[:, 0] = self.cls_id
+        if self.sep_id is not None:
+            out_ids[np.arange(n), lead + counts] = self.sep_id
+        mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
+        return Batch(out_ids, mask, out_offs, lengths)
 
     def truncate(self, item: Encoded) -> tuple[Encoded, bool]:
         """Cut an item to ``max_content`` tokens; says whether anything was cut."""

@@ -2,7 +2,8 @@
 
 Same conventions as pytorch-crf: ``transitions[i, j]`` scores moving from tag i to
 tag j; ``start``/``end`` score the first/last tag; the mask is a left-aligned prefix
-(``lengths`` per sequence). The loop runs over time steps only, never over sequences.
+(``lengths`` per sequence). The loop runs over time steps only, never over sequences,
+and each step touches only the sequences still running.
 """
 from __future__ import annotations
 
@@ -32,34 +33,37 @@ def viterbi_decode(
         return np.zeros((batch, time), dtype=np.int64)
     if lengths.min() < 1 or lengths.max() > time:
         raise ValueError("every sequence length must be between 1 and the time dimension")
-    trans = np.asarray(transitions, dtype=np.float32)
+    # candidates are laid out (row, to, from) so each step's argmax runs over the
+    # contiguous last axis; rows are ordered longest first so the rows still running at
+    # step t are the prefix [:n_at[t]] and finished rows cost nothing
+    trans_t = np.ascontiguousarray(np.asarray(transitions, dtype=np.float32).T)
     start = np.asarray(start, dtype=np.float32)  # float32 throughout, as pytorch-crf computes
     end = np.asarray(end, dtype=np.float32)
-    score = start[None, :] + emissions[:, 0]  # (B, K)
-    history = np.empty((max(time - 1, 0), batch, ntags), dtype=np.int32)
-    for t in range(1, time):
-        # cand[b, i, j] = score[b, i] + trans[i, j]
-        cand = score[:, :, None] + trans[None, :, :]
-        best_prev = cand.argmax(axis=1)  # (B, K)
-        best = np.take_along_axis(cand, best_prev[:, None, :], axis=1)[:, 0, :]
-        new_score = best + emissions[:, t]
-        active = (t < lengths)[:, None]
-        score = np.where(active, new_score, score)
-        history[t - 1] = best_prev
-    score = score + end[None, :]
-    out = np.zeros((batch, time), dtype=np.int64)
-    last = score.argmax(axis=1)
+    order = np.argsort(-lengths, kind="stable")
+    lens = lengths[order]
+    em = emissions[order]
+    steps = int(lens[0])
+    n_at = np.count_nonzero(lens[None, :] > np.arange(steps)[:, None], axis=1)
+    score = start[None, :] + em[:, 0]  # (B, K)
+    history = np.empty((max(steps - 1, 0), batch, ntags), dtype=np.intp)
+    pick = np.arange(batch * ntags) * ntags  # flat index of each (row, to) candidate block
+    for t in range(1, steps):
+        n = n_at[t]
+        cand = score[:n, None, :] + trans_t  # cand[b, j, i] = score[b, i] + trans[i, j]
+        best_prev = cand.argmax(axis=2)
+        history[t - 1, :n] = best_prev
+        score[:n] = cand.ravel()[pick[: n * ntags] + best_prev.ravel()].reshape(n, ntags) + em[:n, t]
+    tag = (score + end[None, :]).argmax(axis=1)
+    ordered = np.zeros((batch, time), dtype=np.int64)
     rows = np.arange(batch)
-    # walk back; a sequence only starts following pointers below its own length
-    tag = last.copy()
-    for t in range(time - 1, -1, -1):
-        here = t < lengths
-        is_last = t == lengths - 1
-        tag = np.where(is_last, last, tag)
-        out[:, t] = np.where(here, tag, 0)
+    # walk back; a row's tag stays its best last tag until t reaches its own length
+    for t in range(steps - 1, -1, -1):
+        n = n_at[t]
+        ordered[:n, t] = tag[:n]
         if t > 0:
-            prev = history[t - 1][rows, tag]
-            tag = np.where(here & (t >= 1), prev, tag)
+            tag[:n] = history[t - 1, rows[:n], tag[:n]]
+    out = np.empty_like(ordered)
+    out[order] = ordered
     return out
 
 
