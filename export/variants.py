@@ -25,13 +25,24 @@ import onnx
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
-# which weight MatMuls stay fp32 in int8 bundles
+# which weight MatMuls stay fp32 in int8 bundles: policy -> (description, groups kept fp32)
 INT8_POLICIES = {
     "none": "quantize every weight MatMul",
     "head": "keep the task heads fp32 (weights outside /encoder/: classifier, RE stage 2)",
     "head+ffn-out": "also keep each transformer layer's FFN output dense fp32",
+    "head+ffn": "also keep both FFN denses (intermediate and output) fp32",
+    "head+ffn+attn-out": "also keep both FFN denses and the attention output dense fp32",
+    "embeddings": "only the embedding tables: every MatMul fp32 (a diagnostic bound)",
 }
-DEFAULT_INT8_POLICY = "head+ffn-out"
+_KEPT_GROUPS = {
+    "none": (),
+    "head": ("head",),
+    "head+ffn-out": ("head", "ffn-out"),
+    "head+ffn": ("head", "ffn-out", "ffn-in"),
+    "head+ffn+attn-out": ("head", "ffn-out", "ffn-in", "attn-out"),
+    "embeddings": ("all",),
+}
+DEFAULT_INT8_POLICY = "head+ffn"
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +65,18 @@ def _is_ffn_out(name: str) -> bool:
     return "/output/dense/" in name and "/attention/" not in name
 
 
+def _is_ffn_in(name: str) -> bool:
+    return "/intermediate/dense/" in name
+
+
+def _is_attn_out(name: str) -> bool:
+    return "/attention/output/dense/" in name
+
+
+_GROUP_TESTS = {"head": _is_head, "ffn-out": _is_ffn_out, "ffn-in": _is_ffn_in, "attn-out": _is_attn_out,
+                "all": lambda name: True}
+
+
 def int8_plan(model: onnx.ModelProto, policy: str = DEFAULT_INT8_POLICY, lstm: bool = True) -> dict[str, list[str]]:
     """Names of the nodes to quantize and of the weight nodes kept fp32 under ``policy``."""
     if policy not in INT8_POLICIES:
@@ -62,16 +85,66 @@ def int8_plan(model: onnx.ModelProto, policy: str = DEFAULT_INT8_POLICY, lstm: b
     # embedding tables of at least 1M values (the word embeddings, 47 MB in MiniLM): the
     # int8 MiniLM NER bundle is 35 MB (fp32: 91 MB); small tables (positions, types) stay fp32
     big_tables = {i.name for i in model.graph.initializer if len(i.dims) == 2 and i.dims[0] * i.dims[1] >= 1_000_000}
-    quantize, keep = [], []
+    quantize, keep, tables = [], [], []
     for node in model.graph.node:
         if node.op_type == "MatMul" and len(node.input) == 2 and node.input[1] in weights:
-            skip = (policy != "none" and _is_head(node.name)) or (policy == "head+ffn-out" and _is_ffn_out(node.name))
+            skip = any(_GROUP_TESTS[g](node.name) for g in _KEPT_GROUPS[policy])
             (keep if skip else quantize).append(node.name)
         elif node.op_type == "LSTM" and lstm:
             quantize.append(node.name)
-        elif node.op_type == "Gather" and node.input[0] in big_tables:
-            quantize.append(node.name)  # embedding tables: most of a small BERT's bytes
-    return {"quantize": quantize, "keep_fp32": keep}
+        elif node.op_type == "Gather" and node.input[0] in big_tables and _gather_axis(node) == 0:
+            tables.append(node.name)  # embedding tables: most of a small BERT's bytes
+    return {"quantize": quantize, "keep_fp32": keep, "embeddings": tables}
+
+
+def _gather_axis(node: onnx.NodeProto) -> int:
+    return next((a.i for a in node.attribute if a.name == "axis"), 0)
+
+
+def quantize_embedding_rows(model: onnx.ModelProto, gather_nodes: list[str]) -> int:
+    """Store the tables these Gathers read as int8 with one scale per row.
+
+    onnxruntime's dynamic quantizer gives a Gather table a single scale for the whole
+    table (uint8), which measurably moved the joint model's end-to-end F1 on its own
+    (docs/results.md, "int8 policy"); a scale per row (per token) keeps each embedding at
+    8-bit precision of its own magnitude. Gather(table, ids) becomes
+    Gather(int8 table, ids) -> Cast -> Mul(Gather(row scales, ids)). Returns the count.
+    """
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    wanted = set(gather_nodes)
+    nodes, replaced, done = [], set(), 0
+    for node in model.graph.node:
+        if node.name not in wanted:
+            nodes.append(node)
+            continue
+        table_name, ids = node.input[0], node.input[1]
+        w = numpy_helper.to_array(inits[table_name]).astype(np.float32)
+        scale = np.abs(w).max(axis=1, keepdims=True) / 127.0
+        scale[scale == 0] = 1.0
+        q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
+        base = f"{table_name}_rowq"
+        model.graph.initializer.extend([numpy_helper.from_array(q, f"{base}_int8"),
+                                        numpy_helper.from_array(scale.astype(np.float32), f"{base}_scale")])
+        out = node.output[0]
+        nodes += [
+            helper.make_node("Gather", [f"{base}_int8", ids], [f"{out}_int8"], name=f"{node.name}_int8", axis=0),
+            helper.make_node("Cast", [f"{out}_int8"], [f"{out}_float"], name=f"{node.name}_cast", to=onnx.TensorProto.FLOAT),
+            helper.make_node("Gather", [f"{base}_scale", ids], [f"{out}_scale"], name=f"{node.name}_scale", axis=0),
+            helper.make_node("Mul", [f"{out}_float", f"{out}_scale"], [out], name=f"{node.name}_dequantize"),
+        ]
+        replaced.add(table_name)
+        done += 1
+    graph = model.graph
+    graph.ClearField("node")
+    graph.node.extend(nodes)
+    used = {x for n in graph.node for x in n.input}
+    kept = [i for i in graph.initializer if i.name in used or i.name not in replaced]  # fp32 tables go
+    graph.ClearField("initializer")
+    graph.initializer.extend(kept)
+    return done
 
 
 def quantize_int8(src: str | Path, dst: str | Path, policy: str = DEFAULT_INT8_POLICY, lstm: bool = True) -> dict[str, Any]:
@@ -98,10 +171,12 @@ def quantize_int8(src: str | Path, dst: str | Path, policy: str = DEFAULT_INT8_P
             out = onnx.load(str(Path(tmp) / "q.onnx"))
         else:
             out = onnx.load(str(source))
+        tables = quantize_embedding_rows(out, plan["embeddings"])
         onnx.save(out, str(dst))
     onnx.checker.check_model(str(dst))
-    return {"method": "onnxruntime quantize_dynamic, QInt8 weights, per_channel", "policy": policy,
-            "quantized_nodes": len(plan["quantize"]), "fp32_weight_nodes": plan["keep_fp32"], "preprocess": note}
+    return {"method": "onnxruntime quantize_dynamic, QInt8 weights, per_channel; embedding tables int8 per row",
+            "policy": policy, "quantized_nodes": len(plan["quantize"]), "embedding_tables_int8": tables,
+            "fp32_weight_nodes": plan["keep_fp32"], "preprocess": note}
 
 
 def topological_sort(graph: onnx.GraphProto) -> None:

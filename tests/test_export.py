@@ -199,7 +199,8 @@ def test_int8_quantizes_encoder_only_and_leaves_no_files(ner_bundles, tmp_path, 
         assert ("MatMulInteger" in ops) if kind.startswith("bert") else ("DynamicQuantizeLSTM" in ops)
         assert any("classifier" in n for n in matmuls)  # the head stays fp32
         kept = m["made_by"]["variant"]["ner"]["fp32_weight_nodes"]
-        assert kept == (["/encoder/bert/encoder/layer.0/output/dense/MatMul", "/classifier/MatMul"]
+        assert kept == (["/encoder/bert/encoder/layer.0/intermediate/dense/MatMul",
+                         "/encoder/bert/encoder/layer.0/output/dense/MatMul", "/classifier/MatMul"]
                         if kind.startswith("bert") else ["/classifier/MatMul"])
         res = verify_bundle(str(out), model, feat, make_examples(), batch_size=4, progress=False, threads=1)
         assert res["ner"]["max_abs_logit_diff"] < 0.1  # quantized, but still the same model
@@ -209,16 +210,22 @@ def test_int8_quantizes_encoder_only_and_leaves_no_files(ner_bundles, tmp_path, 
 
 
 def test_int8_policies_choose_weight_matmuls(ner_bundles):
-    from nere.export.variants import int8_plan
+    from nere.export.variants import INT8_POLICIES, int8_plan
 
     graph = onnx.load(str(ner_bundles["bert-softmax"][2] / "ner.onnx"))
-    plans = {p: int8_plan(graph, p) for p in ("none", "head", "head+ffn-out")}
+    plans = {p: int8_plan(graph, p) for p in INT8_POLICIES}
     layer = "/encoder/bert/encoder/layer.0/"
     weights = {f"{layer}attention/self/{x}/MatMul" for x in ("query", "key", "value")} | {
         f"{layer}attention/output/dense/MatMul", f"{layer}intermediate/dense/MatMul"}
     assert set(plans["none"]["quantize"]) == weights | {f"{layer}output/dense/MatMul", "/classifier/MatMul"}
     assert set(plans["head"]["quantize"]) == weights | {f"{layer}output/dense/MatMul"}
     assert set(plans["head+ffn-out"]["quantize"]) == weights  # attention-score MatMuls never: no weights
+    assert set(plans["head+ffn"]["quantize"]) == weights - {f"{layer}intermediate/dense/MatMul"}
+    assert set(plans["head+ffn+attn-out"]["quantize"]) == weights - {
+        f"{layer}intermediate/dense/MatMul", f"{layer}attention/output/dense/MatMul"}
+    assert plans["embeddings"]["quantize"] == []
+    for plan in plans.values():  # the tiny model's tables are below the 1M-value threshold
+        assert plan["embeddings"] == []
     with pytest.raises(ValueError, match="int8 policy"):
         int8_plan(graph, "all")
 
@@ -356,3 +363,33 @@ def test_set_metrics_keeps_bundle_loadable(ner_bundles, tmp_path):
     write_manifest(folder, m)
     with pytest.raises(BundleError, match="precision"):  # never records metrics into a bad manifest
         set_metrics(folder, "test", {"f1": 0.1})
+
+
+def test_embedding_rows_quantized_per_row():
+    """Gather(table) -> int8 table with a scale per row: each gathered row within half a step
+    of its own scale, zero rows exact, the fp32 table gone, the output name unchanged."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from nere.export.variants import quantize_embedding_rows
+
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(50, 8)).astype(np.float32) * rng.uniform(0.01, 10, size=(50, 1)).astype(np.float32)
+    table[7] = 0.0
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["emb"], name="emb_gather", axis=0),
+         helper.make_node("Relu", ["emb"], ["out"], name="relu")],
+        "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", "t"])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["b", "t", 8])],
+        initializer=[numpy_helper.from_array(table, "table")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert quantize_embedding_rows(model, ["emb_gather"]) == 1
+    onnx.checker.check_model(model)
+    assert "table" not in {i.name for i in model.graph.initializer}
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    ids = np.array([[0, 7, 49], [3, 3, 12]], dtype=np.int64)
+    got = sess.run(["out"], {"ids": ids})[0]
+    want = np.maximum(table[ids], 0)
+    step = np.abs(table).max(axis=1) / 127
+    assert (np.abs(got - want) <= step[ids][..., None] / 2 + 1e-6).all()
+    assert (got[0, 1] == 0).all()
