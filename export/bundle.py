@@ -186,6 +186,15 @@ def write_bundle(
     return out, manifest
 
 
+def set_made_by(folder: str | Path, key: str, value: Any) -> dict[str, Any]:
+    """Record how the bundle was made (e.g. how its int8 policy was chosen); not hashed."""
+    m = read_manifest_json(folder)
+    m["made_by"][key] = value
+    validate_manifest(m)
+    write_manifest(folder, m)
+    return m
+
+
 def set_metrics(folder: str | Path, split: str, metrics: dict[str, Any]) -> dict[str, Any]:
     """Record measured metrics of ``split`` in the manifest (not hashed: files stay valid)."""
     m = read_manifest_json(folder)

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from nere.export.variants import DEFAULT_INT8_POLICY, INT8_POLICIES, PRECISIONS
+from nere.export.variants import AUTO_DEV_SHARE, AUTO_INT8_CANDIDATES, DEFAULT_INT8_POLICY, INT8_POLICIES, PRECISIONS
 
 
 def _command_line() -> str:
@@ -33,8 +33,11 @@ def _mb(n: int) -> str:
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Bundle folder to write.")
 @click.option("--precision", default="fp32", show_default=True, type=click.Choice(PRECISIONS),
               help="fp32; int8 (CPU, dynamic quantization); fp16 (GPU).")
-@click.option("--int8-policy", default=DEFAULT_INT8_POLICY, show_default=True, type=click.Choice(list(INT8_POLICIES)),
-              help="Which weight MatMuls stay fp32 in int8: " + "; ".join(f"{k}: {v}" for k, v in INT8_POLICIES.items()))
+@click.option("--int8-policy", default=DEFAULT_INT8_POLICY, show_default=True,
+              type=click.Choice([*INT8_POLICIES, "auto"]),
+              help="Which weight MatMuls stay fp32 in int8: " + "; ".join(f"{k}: {v}" for k, v in INT8_POLICIES.items())
+              + f"; auto: the first of {', '.join(AUTO_INT8_CANDIDATES)} (fastest first) whose F1 stays within "
+              "half the int8 tolerance of PyTorch on the dev split of --verify's dataset")
 @click.option("--verify", "dataset", default=None, help="Check the bundle against PyTorch on this dataset (conll04, msra, sanwen, or JSONL path).")
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "dev", "test"]))
 @click.option("--limit", default=None, type=click.IntRange(1), help="Verify on the first N sentences only.")
@@ -52,17 +55,31 @@ def export(checkpoint: str, out_dir: str, precision: str, int8_policy: str, data
     from nere.export.bundle import set_metrics, write_bundle
     from nere.train.checkpoint import TOKENIZER, load_checkpoint
 
+    if int8_policy == "auto" and precision != "int8":
+        raise click.BadParameter("auto chooses an int8 policy: use it with --precision int8", param_hint="--int8-policy")
+    if int8_policy == "auto" and not dataset:
+        raise click.BadParameter("auto chooses the policy on the dev split of a dataset: add --verify DATASET",
+                                 param_hint="--int8-policy")
     examples = _load_examples(dataset, split, limit, data_dir) if dataset else None
     try:
         model, featurizer, config = load_checkpoint(checkpoint)
     except (ValueError, OSError, KeyError) as err:
         raise click.ClickException(f"cannot load checkpoint {checkpoint}: {err}") from err
     say = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    selection = None
+    if int8_policy == "auto":
+        dev = _load_examples(dataset, "dev", limit, data_dir)
+        int8_policy, selection = _choose_int8_policy(model, featurizer, config, Path(checkpoint) / TOKENIZER,
+                                                     Path(out_dir), dev, batch_size, threads, quiet)
     try:
         out, manifest = write_bundle(model, config, Path(checkpoint) / TOKENIZER, out_dir, precision, int8_policy,
                                      command=_command_line(), overwrite=overwrite, progress=say)
     except (ValueError, FileExistsError) as err:
         raise click.ClickException(str(err)) from err
+    if selection is not None:
+        from nere.export.bundle import set_made_by
+
+        manifest = set_made_by(out, "int8_policy_selection", selection)
     made = manifest["made_by"]
     click.echo(f"{out}: {manifest['task']} {manifest['model']} {precision}, {_mb(made['bundle_bytes'])}, "
                f"exported in {made['export_seconds']:.1f}s")
@@ -84,6 +101,43 @@ def export(checkpoint: str, out_dir: str, precision: str, int8_policy: str, data
     if not metrics["passed"]:
         raise click.ClickException(f"parity check failed for {out}: {'; '.join(metrics['problems'])} "
                                    "(the bundle was written; its manifest records the failure)")
+
+
+def _choose_int8_policy(model: Any, featurizer: Any, config: dict[str, Any], tokenizer_file: Path, out: Path,
+                        dev: list, batch_size: int, threads: int | None, quiet: bool) -> tuple[str, dict[str, Any]]:
+    """Export each candidate policy to a scratch folder, verify it on ``dev``, and pick the
+    first (fastest) whose F1 stays within a margin of the int8 tolerance (dev and test are
+    small; see AUTO_DEV_SHARE); the record says what each one measured."""
+    import shutil
+
+    from nere.export.bundle import write_bundle
+    from nere.export.verify import THRESHOLDS, verify_bundle
+
+    th = THRESHOLDS["int8"]
+    limit = th["max_f1_diff"] * AUTO_DEV_SHARE
+    tried = []
+    chosen = None
+    for policy in AUTO_INT8_CANDIDATES:
+        scratch = out.parent / f".{out.name}.int8-{policy}"
+        try:
+            write_bundle(model, config, tokenizer_file, scratch, "int8", policy, overwrite=True)
+            result = verify_bundle(str(scratch), model, featurizer, dev, batch_size, progress=not quiet, threads=threads)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        parts = [result[p] for p in ("ner", "re") if result.get(p)]
+        ok = all(r["f1_diff"] <= limit and r["agreement"] >= th["min_agreement"] for r in parts)
+        diffs = {p: round(float(result[p]["f1_diff"]), 5) for p in ("ner", "re") if result.get(p)}
+        tried.append({"policy": policy, "passed": ok, "f1_diff": diffs})
+        click.echo(f"int8 policy {policy}: dev F1 difference {diffs} (limit {limit:g}) -> {'passes' if ok else 'fails'}",
+                   err=True)
+        if ok:
+            chosen = policy
+            break
+    if chosen is None:
+        chosen = AUTO_INT8_CANDIDATES[-1]
+        click.echo(f"warning: no int8 policy stays within {limit:g} F1 on dev; using the most accurate, {chosen}", err=True)
+    return chosen, {"split": "dev", "sentences": len(dev), "tolerance": th["max_f1_diff"], "dev_limit": limit,
+                    "candidates": tried, "chosen": chosen}
 
 
 def _load_examples(dataset: str, split: str, limit: int | None, data_dir: str | None):

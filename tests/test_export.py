@@ -393,3 +393,40 @@ def test_embedding_rows_quantized_per_row():
     step = np.abs(table).max(axis=1) / 127
     assert (np.abs(got - want) <= step[ids][..., None] / 2 + 1e-6).all()
     assert (got[0, 1] == 0).all()
+
+
+def test_cli_int8_policy_auto_chooses_on_dev(ner_bundles, tmp_path, monkeypatch):
+    """auto tries the candidate policies fastest first on the dev split and records why."""
+    import nere.export.verify as verify
+    from nere.export.variants import AUTO_INT8_CANDIDATES
+    from nere.train.datasets import write_jsonl
+
+    model, _, folder = ner_bundles["bert-crf"]
+    tok = __import__("tokenizers").Tokenizer.from_file(str(folder / TOKENIZER))
+    ckpt = save_checkpoint(model, tok, tmp_path / "ckpt", {})
+    data = _write_jsonl_dataset(tmp_path / "data")
+    write_jsonl(make_examples()[:3], data / "dev.jsonl")
+    out = tmp_path / "out" / "bundle"
+    res = CliRunner().invoke(export, [str(ckpt), "--out", str(out), "--precision", "int8", "--int8-policy", "auto",
+                                      "--verify", str(data), "--quiet", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    sel = read_manifest_json(out)["made_by"]["int8_policy_selection"]
+    assert sel["split"] == "dev" and sel["sentences"] == 3 and sel["tolerance"] == 0.005 and sel["dev_limit"] == 0.0025
+    assert sel["candidates"][0]["policy"] == AUTO_INT8_CANDIDATES[0] and sel["candidates"][0]["passed"]
+    assert sel["chosen"] == AUTO_INT8_CANDIDATES[0] and len(sel["candidates"]) == 1
+    assert read_manifest_json(out)["made_by"]["variant"]["ner"]["policy"] == sel["chosen"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["bundle"]  # scratch bundles removed
+
+    # nothing passes: the most accurate candidate is kept, with a warning
+    monkeypatch.setitem(verify.THRESHOLDS, "int8", {"min_agreement": 2.0, "max_f1_diff": 0.005})
+    res = CliRunner().invoke(export, [str(ckpt), "--out", str(out), "--precision", "int8", "--int8-policy", "auto",
+                                      "--verify", str(data), "--quiet", "--overwrite", "--threads", "1"])
+    assert res.exit_code == 1 and "no int8 policy stays within" in res.output
+    sel = read_manifest_json(out)["made_by"]["int8_policy_selection"]
+    assert [c["policy"] for c in sel["candidates"]] == list(AUTO_INT8_CANDIDATES)
+    assert sel["chosen"] == AUTO_INT8_CANDIDATES[-1] and not any(c["passed"] for c in sel["candidates"])
+
+    for args, msg in ((["--int8-policy", "auto"], "--precision int8"),
+                      (["--precision", "int8", "--int8-policy", "auto"], "--verify DATASET")):
+        res = CliRunner().invoke(export, [str(ckpt), "--out", str(tmp_path / "x"), *args])
+        assert res.exit_code == 2 and msg in res.output and "Traceback" not in res.output
