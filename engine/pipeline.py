@@ -249,17 +249,9 @@ class Pipeline:
     def _found(self, prep: Prepared, rows: np.ndarray, tags: np.ndarray, emissions: np.ndarray) -> Found | None:
         """Spans of one batch, flat, in row order; scores and window-edge distances vectorised."""
         lead, tagset = self.ner.featurizer.lead, self.ner.ner.tagset  # type: ignore[union-attr]
-        n_rows = prep.row_n[rows]
-        at, starts, ends, labels = [], [], [], []
-        for i in np.flatnonzero((tags[:, lead:] != 0).any(axis=1)).tolist():
-            for s, e, lab in tagset.ids_to_spans(tags[i, lead : lead + n_rows[i]]):
-                at.append(i)
-                starts.append(s)
-                ends.append(e)
-                labels.append(lab)
-        if not at:
+        i, s, e, labels = tagset.batch_spans(tags[:, lead:], prep.row_n[rows])
+        if not len(i):
             return None
-        i, s, e = (np.asarray(a, dtype=np.int64) for a in (at, starts, ends))
         csum = np.zeros((tags.shape[0], tags.shape[1] + 1), dtype=np.float64)
         np.cumsum(chosen_probs(emissions, tags), axis=1, out=csum[:, 1:])
         score = (csum[i, lead + e] - csum[i, lead + s]) / (e - s)  # mean tag probability

@@ -1,6 +1,7 @@
 """Tag schemes: spans <-> tags round trips, scheme conversion, lenient decoding, errors."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -158,3 +159,58 @@ def test_overlapping_spans_raise(spans, scheme):
 def test_out_of_range_spans_raise(span):
     with pytest.raises(ValueError, match="outside a sequence of length 6"):
         spans_to_tags([span], 6)
+
+
+def _reference_decode(tags: list[str], scheme: str) -> list[tuple[int, int, str]]:
+    """The lenient decoder written as a plain loop over positions (the first version's
+    implementation), kept here as the reference for the vectorised one."""
+    role_of = {ch: role for role, ch in {"BIO": {"B": "B", "I": "I"}, "BIOES": {"B": "B", "I": "I", "E": "E", "S": "S"},
+                                          "BILOU": {"B": "B", "I": "I", "E": "L", "S": "U"},
+                                          "BMES": {"B": "B", "I": "M", "E": "E", "S": "S"}}[scheme].items()}
+    spans, open_start, open_label, prev = [], -1, None, -2
+    for i, tag in enumerate(tags):
+        if tag == "O":
+            continue
+        letter, label = tag.split("-", 1)
+        role = role_of[letter]
+        if open_label is not None and i != prev + 1:
+            spans.append((open_start, prev + 1, open_label))
+            open_label = None
+        if role in ("B", "S") or label != open_label:
+            if open_label is not None:
+                spans.append((open_start, i, open_label))
+            open_label = None
+            if role == "S":
+                spans.append((i, i + 1, label))
+            else:
+                open_start, open_label = i, label
+        if role == "E" and open_label is not None:
+            spans.append((open_start, i + 1, open_label))
+            open_label = None
+        prev = i
+    if open_label is not None:
+        spans.append((open_start, prev + 1, open_label))
+    return spans
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@settings(max_examples=80, deadline=None)
+@given(data=st.data())
+def test_batch_spans_equal_the_reference_on_any_tag_grid(scheme, data):
+    """Random (often invalid) id grids with ragged lengths: batch_spans, ids_to_spans per row
+    and tags_to_spans all equal the loop decoder."""
+    ts = TagSet(scheme, LABELS)
+    rows, width = data.draw(st.integers(0, 5)), data.draw(st.integers(0, 12))
+    ids = np.array(data.draw(st.lists(st.lists(st.integers(0, len(ts.tags) - 1), min_size=width, max_size=width),
+                                      min_size=rows, max_size=rows)), dtype=np.int64).reshape(rows, width)
+    lengths = np.array(data.draw(st.lists(st.integers(0, width), min_size=rows, max_size=rows)), dtype=np.int64)
+    r, s, e, lab = ts.batch_spans(ids, lengths)
+    got = [[] for _ in range(rows)]
+    for k in range(len(r)):
+        got[int(r[k])].append((int(s[k]), int(e[k]), lab[k]))
+    for i in range(rows):
+        tags = [ts.tags[t] for t in ids[i, : lengths[i]]]
+        want = _reference_decode(tags, scheme)
+        assert got[i] == want
+        assert ts.ids_to_spans(ids[i, : lengths[i]]) == want
+        assert tags_to_spans(tags, scheme) == want

@@ -7,7 +7,9 @@ the featurizer's job.
 
 Decoding is lenient, the way conlleval reads predictions: an inside/end tag that does
 not continue an open entity of the same type starts a new one, so a model's invalid
-sequence still yields spans rather than being dropped. Gold tags are validated.
+sequence still yields spans rather than being dropped. Gold tags are validated. The one
+decoder (:func:`_spans_of_roles`) works on a whole (rows, positions) grid with array
+operations, so the engine decodes a batch without a Python loop per sentence.
 """
 from __future__ import annotations
 
@@ -79,45 +81,55 @@ def spans_to_tags(spans: Iterable[TokenSpan], length: int, scheme: str = "BIOES"
 def tags_to_spans(tags: Sequence[str], scheme: str = "BIOES") -> list[TokenSpan]:
     """Decode tags into token spans (lenient, see module docstring)."""
     scheme = _check_scheme(scheme)
-    items = []
+    codes = np.zeros((1, len(tags)), dtype=np.int8)
+    label_ids = np.zeros((1, len(tags)), dtype=np.int64)
+    labels: dict[str, int] = {}
     for i, tag in enumerate(tags):
         letter, label = split_tag(tag)
         if letter != OUTSIDE:
-            items.append((i, _role_of(letter, scheme), label))
-    return _decode_roles(items)
+            codes[0, i] = _ROLE_CODE[_role_of(letter, scheme)]
+            label_ids[0, i] = labels.setdefault(label, len(labels))  # type: ignore[arg-type]
+    names = list(labels)
+    _, starts, ends, lab = _spans_of_roles(codes, label_ids)
+    return [(s, e, names[k]) for s, e, k in zip(starts.tolist(), ends.tolist(), lab.tolist())]
 
 
-def _decode_roles(items: Iterable[tuple[int, str, str]]) -> list[TokenSpan]:
-    """The one span decoder. ``items`` are (position, role, label) of the non-O positions
-    in order; every position not listed is O. Visiting only those positions keeps the
-    engine's decoding cost proportional to entity tokens, not to all tokens."""
-    spans: list[TokenSpan] = []
-    open_start, open_label, prev = -1, None, -2
-    for i, role, label in items:
-        if open_label is not None and i != prev + 1:  # an O in between closed it
-            spans.append((open_start, prev + 1, open_label))
-            open_label = None
-        if role in (BEGIN, SINGLE) or label != open_label:
-            if open_label is not None:
-                spans.append((open_start, i, open_label))
-            open_label = None
-            if role == SINGLE:
-                spans.append((i, i + 1, label))
-            else:
-                open_start, open_label = i, label
-        if role == END and open_label is not None:
-            spans.append((open_start, i + 1, open_label))
-            open_label = None
-        prev = i
-    if open_label is not None:
-        spans.append((open_start, prev + 1, open_label))
-    return spans
+_ROLE_CODE = {OUTSIDE: 0, BEGIN: 1, INSIDE: 2, END: 3, SINGLE: 4}
+
+
+def _spans_of_roles(codes: np.ndarray, label_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The one span decoder, over a (rows, positions) grid of role codes (0 = O, see
+    ``_ROLE_CODE``) and label indices. Position t continues the entity at t - 1 when both
+    are entity positions, t is inside/end, the labels match and t - 1 left its entity open
+    (begin/inside); every other entity position starts an entity, and a position ends its
+    entity unless t + 1 continues it. Returns (row, start, end exclusive, label index) of
+    every span, in row and position order."""
+    codes = np.asarray(codes)
+    label_ids = np.asarray(label_ids)
+    ent = codes != 0
+    cont = np.zeros(codes.shape, dtype=bool)
+    if codes.shape[1] > 1:
+        here, before = codes[:, 1:], codes[:, :-1]
+        cont[:, 1:] = (((here == 2) | (here == 3)) & ((before == 1) | (before == 2))
+                       & (label_ids[:, 1:] == label_ids[:, :-1]))
+    ends_here = ent.copy()
+    ends_here[:, :-1] &= ~cont[:, 1:]
+    rows, starts = np.nonzero(ent & ~cont)
+    _, ends = np.nonzero(ends_here)
+    return rows, starts, ends + 1, label_ids[rows, starts]
 
 
 @lru_cache(maxsize=64)
-def _id_roles(scheme: str, labels: tuple[str, ...]) -> tuple[tuple[str, str | None], ...]:
+def _id_codes(scheme: str, labels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Per tag id: role code and label index (tag 0 is O)."""
     tags = TagSet(scheme, labels).tags
-    return ((OUTSIDE, None),) + tuple((_role_of(split_tag(t)[0], scheme), split_tag(t)[1]) for t in tags[1:])
+    index = {lab: k for k, lab in enumerate(labels)}
+    codes, label_ids = [0], [0]
+    for t in tags[1:]:
+        letter, label = split_tag(t)
+        codes.append(_ROLE_CODE[_role_of(letter, scheme)])
+        label_ids.append(index[label])
+    return np.asarray(codes, dtype=np.int8), np.asarray(label_ids, dtype=np.int64)
 
 
 def convert_tags(tags: Sequence[str], source: str, target: str) -> list[str]:
@@ -153,10 +165,17 @@ class TagSet:
         return [index[t] for t in spans_to_tags(spans, length, self.scheme)]
 
     def ids_to_spans(self, ids: Sequence[int]) -> list[TokenSpan]:
+        ids = np.asarray(ids, dtype=np.int64).reshape(1, -1)
+        rows, starts, ends, labels = self.batch_spans(ids, np.array([ids.shape[1]]))
+        return [(s, e, lab) for s, e, lab in zip(starts.tolist(), ends.tolist(), labels)]
+
+    def batch_spans(self, ids: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+        """Spans of every row of a (rows, T) tag-id grid; positions at or beyond a row's
+        length count as O. Returns (row, start, end exclusive, label) in row order."""
         ids = np.asarray(ids, dtype=np.int64)
-        roles = _id_roles(self.scheme, tuple(self.labels))
-        where = np.flatnonzero(ids)  # O is id 0: only entity positions are visited
-        values = ids[where].tolist()
-        if values and (min(values) < 0 or max(values) >= len(roles)):
-            raise IndexError(f"tag id outside 0..{len(roles) - 1}")
-        return _decode_roles((i, *roles[v]) for i, v in zip(where.tolist(), values))  # type: ignore[misc]
+        codes, label_ids = _id_codes(self.scheme, tuple(self.labels))
+        if ids.size and (ids.min() < 0 or ids.max() >= len(codes)):
+            raise IndexError(f"tag id outside 0..{len(codes) - 1}")
+        ids = np.where(np.arange(ids.shape[1])[None, :] < np.asarray(lengths)[:, None], ids, 0)
+        rows, starts, ends, lab = _spans_of_roles(codes[ids], label_ids[ids])
+        return rows, starts, ends, [self.labels[k] for k in lab.tolist()]
