@@ -141,3 +141,14 @@ def test_cuda_without_gpu_is_a_clear_error(pristine):
     assert b.provider == CPU
     with pytest.raises(EngineError, match="device 'tpu'"):
         load_bundle(pristine["ner"], device="tpu")
+
+
+def test_session_options_threads_and_no_spinning():
+    """Explicit intra-op threads, one inter-op thread, and idle threads that do not spin
+    (spinning starved the engine's reader/decoding threads: docs/benchmarks.md)."""
+    from nere.engine.bundle import session_options
+
+    so = session_options(3)
+    assert so.intra_op_num_threads == 3 and so.inter_op_num_threads == 1
+    assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert session_options(None).intra_op_num_threads >= 1
