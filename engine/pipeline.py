@@ -195,24 +195,22 @@ class Pipeline:
         tokens = f.tokenize_flat(pieces)
         sent_len = tokens.lengths
         maxc = f.max_content
-        row_sent, row_tok0, row_n, windows = [], [], [], []
-        for si, n in enumerate(sent_len.tolist()):
-            if n <= maxc:  # the common case: one row, or none for a sentence without tokens
-                windows.append(1 if n else 0)
-                if n:
-                    row_sent.append(si)
-                    row_tok0.append(0)
-                    row_n.append(n)
-                continue
-            wins = window_plan(n, maxc)
-            windows.append(len(wins))
-            row_sent.extend([si] * len(wins))
-            row_tok0.extend(wins)
-            row_n.extend([maxc] * len(wins))
-        row_n_arr = np.asarray(row_n, dtype=np.int64)
+        # one model row per sentence that fits, none for a sentence without tokens, and
+        # overlapping windows for the (rare) longer ones; rows stay in sentence order
+        windows = (sent_len > 0).astype(np.int64)
+        long = np.flatnonzero(sent_len > maxc)
+        plans = [window_plan(int(sent_len[si]), maxc) for si in long]
+        windows[long] = [len(w) for w in plans]
+        row_sent = np.repeat(np.arange(len(sent_len)), windows)
+        row_tok0 = np.zeros(len(row_sent), dtype=np.int64)
+        if len(long):
+            first_row = np.cumsum(windows) - windows
+            for si, wins in zip(long.tolist(), plans):
+                row_tok0[first_row[si] : first_row[si] + len(wins)] = wins
+        row_n_arr = np.minimum(sent_len[row_sent], maxc)
         return Prepared(
-            unit, texts, failures, cleaned, sent_doc, sent_no, starts, ends, windows, tokens, sent_len,
-            np.asarray(row_sent, dtype=np.int64), np.asarray(row_tok0, dtype=np.int64), row_n_arr,
+            unit, texts, failures, cleaned, sent_doc, sent_no, starts, ends, windows.tolist(), tokens, sent_len,
+            row_sent, row_tok0, row_n_arr,
             plan_batches(row_n_arr, f, self.batch_tokens),
         )
 

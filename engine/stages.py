@@ -45,26 +45,19 @@ def plan_batches(lengths: np.ndarray, featurizer: Featurizer, budget: int) -> li
 
 
 def collate(featurizer: Featurizer, items: Sequence[Encoded]) -> Batch:
-    """The featurizer's padded batch, widened to the bucket width."""
-    return _widen(featurizer, featurizer.collate(items))
+    """The featurizer's padded batch, padded to the bucket width."""
+    longest = max((len(it.ids) for it in items), default=0)
+    return featurizer.collate(items, _bucket_of(featurizer, longest))
 
 
 def collate_flat(featurizer: Featurizer, tokens: Tokens, starts: np.ndarray, counts: np.ndarray) -> Batch:
     """:func:`collate` of token ranges of flat tokens (see ``Featurizer.collate_flat``)."""
-    return _widen(featurizer, featurizer.collate_flat(tokens.ids, tokens.offsets, starts, counts))
+    longest = int(np.max(counts)) if len(counts) else 0
+    return featurizer.collate_flat(tokens.ids, tokens.offsets, starts, counts, _bucket_of(featurizer, longest))
 
 
-def _widen(featurizer: Featurizer, b: Batch) -> Batch:
-    width = int(bucket_width(b.input_ids.shape[1], featurizer.max_length))
-    extra = width - b.input_ids.shape[1]
-    if extra > 0:
-        b = Batch(
-            np.pad(b.input_ids, ((0, 0), (0, extra)), constant_values=featurizer.pad_id),
-            np.pad(b.attention_mask, ((0, 0), (0, extra))),
-            np.pad(b.offsets, ((0, 0), (0, extra), (0, 0)), constant_values=-1),
-            b.lengths,
-        )
-    return b
+def _bucket_of(featurizer: Featurizer, longest_content: int) -> int:
+    return int(bucket_width(longest_content + featurizer.n_special, featurizer.max_length))
 
 
 def run_stage1(graph: Graph, batch: Batch, outputs: Sequence[str]) -> dict[str, Any]:

@@ -25,23 +25,17 @@ import onnx
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
-# which weight MatMuls stay fp32 in int8 bundles: policy -> (description, groups kept fp32)
-INT8_POLICIES = {
-    "none": "quantize every weight MatMul",
-    "head": "keep the task heads fp32 (weights outside /encoder/: classifier, RE stage 2)",
-    "head+ffn-out": "also keep each transformer layer's FFN output dense fp32",
-    "head+ffn": "also keep both FFN denses (intermediate and output) fp32",
-    "head+ffn+attn-out": "also keep both FFN denses and the attention output dense fp32",
-    "embeddings": "only the embedding tables: every MatMul fp32 (a diagnostic bound)",
+# which weight MatMuls stay fp32 in int8 bundles: policy -> (groups kept fp32, description)
+_POLICIES = {
+    "none": ((), "quantize every weight MatMul"),
+    "head": (("head",), "keep the task heads fp32 (weights outside /encoder/: classifier, RE stage 2)"),
+    "head+ffn-out": (("head", "ffn-out"), "also keep each transformer layer's FFN output dense fp32"),
+    "head+ffn": (("head", "ffn-out", "ffn-in"), "also keep both FFN denses (intermediate and output) fp32"),
+    "head+ffn+attn-out": (("head", "ffn-out", "ffn-in", "attn-out"),
+                          "also keep both FFN denses and the attention output dense fp32"),
+    "embeddings": (("all",), "only the embedding tables: every MatMul fp32 (a diagnostic bound)"),
 }
-_KEPT_GROUPS = {
-    "none": (),
-    "head": ("head",),
-    "head+ffn-out": ("head", "ffn-out"),
-    "head+ffn": ("head", "ffn-out", "ffn-in"),
-    "head+ffn+attn-out": ("head", "ffn-out", "ffn-in", "attn-out"),
-    "embeddings": ("all",),
-}
+INT8_POLICIES = {name: desc for name, (_, desc) in _POLICIES.items()}
 DEFAULT_INT8_POLICY = "head+ffn"
 # `--int8-policy auto`: fastest first; the first whose dev F1 stays within AUTO_DEV_SHARE of
 # the int8 tolerance is kept, else the last (the most accurate of them). Half the tolerance:
@@ -94,7 +88,7 @@ def int8_plan(model: onnx.ModelProto, policy: str = DEFAULT_INT8_POLICY, lstm: b
     quantize, keep, tables = [], [], []
     for node in model.graph.node:
         if node.op_type == "MatMul" and len(node.input) == 2 and node.input[1] in weights:
-            skip = any(_GROUP_TESTS[g](node.name) for g in _KEPT_GROUPS[policy])
+            skip = any(_GROUP_TESTS[g](node.name) for g in _POLICIES[policy][0])
             (keep if skip else quantize).append(node.name)
         elif node.op_type == "LSTM" and lstm:
             quantize.append(node.name)
@@ -171,7 +165,7 @@ def quantize_int8(src: str | Path, dst: str | Path, policy: str = DEFAULT_INT8_P
         if plan["quantize"]:
             quantize_dynamic(
                 str(source), str(Path(tmp) / "q.onnx"), per_channel=True, weight_type=QuantType.QInt8,
-                op_types_to_quantize=["MatMul", "Gather", "LSTM"] if lstm else ["MatMul", "Gather"],
+                op_types_to_quantize=["MatMul", "LSTM"] if lstm else ["MatMul"],
                 nodes_to_quantize=plan["quantize"],
             )
             out = onnx.load(str(Path(tmp) / "q.onnx"))

@@ -84,3 +84,23 @@ def test_batches_respect_token_budget(tmp_path):
         assert len(b) * width <= 256 or len(b) == 1
     big = plan_batches(np.array([62, 62]), f, budget=10)  # wider than the budget: one row each
     assert [len(b) for b in big] == [1, 1]
+
+
+def test_collated_batches_have_bucket_width(tmp_path):
+    """Stage-1 batches are built at the bucket width directly (multiple of 8, capped at
+    max_length), from flat tokens and from items alike, padding beyond each row."""
+    from nere.engine.core.featurize import Encoded, Tokens
+    from nere.engine.stages import collate, collate_flat
+
+    f = load_bundle(make_bundle(tmp_path / "b", max_length=20), device="cpu").featurizer
+    ids = np.arange(5, 45, dtype=np.int64)
+    offs = np.stack([np.arange(40), np.arange(40) + 1], axis=1)
+    tokens = Tokens(ids, offs, np.array([0, 40]))
+    for counts, want in (([3, 1], 8), ([7], 16), ([18], 20)):
+        starts = np.arange(len(counts)) * 2
+        b = collate_flat(f, tokens, starts, np.array(counts))
+        assert b.input_ids.shape[1] == want == b.offsets.shape[1] == b.attention_mask.shape[1]
+        assert (b.attention_mask.sum(axis=1) == np.array(counts) + f.n_special).all()
+        items = [Encoded(ids[s : s + n], offs[s : s + n]) for s, n in zip(starts, counts)]
+        a = collate(f, items)
+        assert (a.input_ids == b.input_ids).all() and (a.offsets == b.offsets).all()

@@ -130,7 +130,7 @@ class Featurizer:
         np.cumsum(counts, out=first[1:])
         return Tokens(ids, offsets, first)
 
-    def collate(self, items: Sequence[Encoded]) -> Batch:
+    def collate(self, items: Sequence[Encoded], min_width: int = 0) -> Batch:
         """Add specials and pad. Items longer than ``max_content`` must be windowed first."""
         if not items:
             return self.collate_flat(np.zeros(0, np.int64), np.zeros((0, 2), np.int64),
@@ -139,18 +139,20 @@ class Featurizer:
         starts = np.cumsum(counts) - counts
         return self.collate_flat(np.concatenate([it.ids for it in items]),
                                  np.concatenate([np.asarray(it.offsets).reshape(-1, 2) for it in items]),
-                                 starts, counts)
+                                 starts, counts, min_width)
 
-    def collate_flat(self, ids: np.ndarray, offsets: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> Batch:
+    def collate_flat(self, ids: np.ndarray, offsets: np.ndarray, starts: np.ndarray, counts: np.ndarray,
+                     min_width: int = 0) -> Batch:
         """A padded batch whose row i holds tokens ``starts[i]:starts[i] + counts[i]`` of the
-        flat ``ids``/``offsets`` (a sentence or a window of one), plus the specials."""
+        flat ``ids``/``offsets`` (a sentence or a window of one), plus the specials; at least
+        ``min_width`` wide (the engine pads to width buckets in the same allocation)."""
         starts = np.asarray(starts, dtype=np.int64)
         counts = np.asarray(counts, dtype=np.int64)
         n = len(counts)
         lengths = counts + self.n_special
         if n and lengths.max() > self.max_length:
             raise ValueError(f"an item has {lengths.max()} tokens > max_length {self.max_length}")
-        width = int(lengths.max()) if n else 0
+        width = max(int(lengths.max()), int(min_width)) if n else 0
         out_ids = np.full((n, width), self.pad_id, dtype=np.int64)
         out_offs = np.full((n, width, 2), -1, dtype=np.int64)
         lead = self.lead
