@@ -184,6 +184,7 @@ class Config:
         return {"name": self.name, "bundle": str(self.bundle.path), "task": self.bundle.task, "model": m.get("model"),
                 "precision": self.precision, "sha256": self.bundle.sha256, "provider": self.engine.provider,
                 "provider_notes": self.bundle.notes, "batch_tokens": self.engine.batch_tokens,
+                "streams": self.engine.streams, "threads_per_stream": self.engine.call_threads,
                 "checkpoint": self.checkpoint, "baseline_key": self.baseline_key, "metrics": verified_metrics(m),
                 "bundle_bytes": (m.get("made_by") or {}).get("bundle_bytes"), "re_bundle": re_}
 
@@ -210,6 +211,7 @@ class Settings:
     text_col: str = "text"
     device: str = "cpu"
     budgets: list[int | None] = field(default_factory=lambda: [None])
+    streams: list[int] = field(default_factory=lambda: [1])
     sizes: list[int] = field(default_factory=lambda: [1, 8, 32, 128])
     threads: int = 1
     repeats: int = 3
@@ -233,6 +235,8 @@ class Settings:
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--batch-tokens", "batch_tokens", multiple=True, type=click.IntRange(1),
               help="Engine token budget per batch (repeatable; default: the engine's).")
+@click.option("--streams", "streams", multiple=True, type=click.IntRange(1),
+              help="Model calls at once, each with threads/streams threads (repeatable; default 1).")
 @click.option("--batch-sizes", default="1,8,32,128", show_default=True, help="Documents per latency batch.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="onnxruntime and torch threads [default: all cores].")
 @click.option("--repeats", type=click.IntRange(1), default=3, show_default=True)
@@ -252,7 +256,7 @@ class Settings:
 @click.option("--rss-corpus", multiple=True, type=click.Path(dir_okay=False),
               help="Also measure `nere extract`'s peak RSS over this whole corpus (repeatable: memory vs size).")
 @click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False), help="Report folder.")
-def bench(models, re_model, corpus, id_col, text_col, device, batch_tokens, batch_sizes, threads, repeats, limit,
+def bench(models, re_model, corpus, id_col, text_col, device, batch_tokens, streams, batch_sizes, threads, repeats, limit,
           baseline, checkpoint, re_checkpoint, baseline_batch_docs, latency_seconds, do_latency, do_rss, rss_corpus,
           out) -> None:
     """Measure throughput, latency and memory of bundles over a Parquet corpus."""
@@ -263,6 +267,7 @@ def bench(models, re_model, corpus, id_col, text_col, device, batch_tokens, batc
         if not Path(path).is_file():
             raise click.ClickException(f"corpus {path}: no such file")
     st = Settings(list(models), corpus, Path(out), re_model, id_col, text_col, device, list(batch_tokens) or [None],
+                  list(dict.fromkeys(streams)) or [1],
                   _int_list(batch_sizes, "--batch-sizes"), threads or os.cpu_count() or 1, repeats, limit, baseline,
                   checkpoint, re_checkpoint, baseline_batch_docs, latency_seconds, do_latency, do_rss,
                   list(rss_corpus))
@@ -280,27 +285,40 @@ def bench(models, re_model, corpus, id_col, text_col, device, batch_tokens, batc
 
 
 def load_configs(st: Settings) -> list[Config]:
-    """Load every bundle once; one Engine per bundle and token budget."""
+    """Load every bundle once per threads-per-call; one Engine per bundle, token budget and
+    stream count."""
     from nere.engine.api import Engine
     from nere.engine.bundle import load_bundle
 
-    re_bundle = re_ckpt = None
+    loaded: dict[tuple[str, int], Any] = {}
+
+    def bundle_at(path: str, streams: int) -> Any:
+        key = (str(path), max(1, st.threads // streams))
+        if key not in loaded:
+            loaded[key] = load_bundle(path, st.device, key[1])
+        return loaded[key]
+
+    re_ckpt = None
     if st.re_model is not None:
-        re_bundle = load_bundle(st.re_model, st.device, st.threads)
+        re_bundle = bundle_at(st.re_model, 1)
         if re_bundle.re is None:
             raise EngineError(f"--re-model {st.re_model}: bundle has no relation stage (task {re_bundle.task})")
         re_ckpt = st.re_checkpoint or checkpoint_of(re_bundle.manifest)
     configs: list[Config] = []
     for path in st.models:
-        bundle = load_bundle(path, st.device, st.threads)
+        bundle = bundle_at(path, 1)
         if bundle.ner is None:
             raise EngineError(f"bundle {path} is RE-only: pass it as --re-model next to an NER bundle")
         ckpt = st.checkpoint or checkpoint_of(bundle.manifest)
         for bt in st.budgets:
-            name = Path(path).name + (f"+{Path(st.re_model).name}" if re_bundle is not None else "")
-            name += f"@{bt}" if len(st.budgets) > 1 else ""
-            engine = Engine(bundle, re_bundle, device=st.device, threads=st.threads, batch_tokens=bt)
-            configs.append(Config(name, bundle, re_bundle, engine, ckpt, re_ckpt))
+            for streams in st.streams:
+                name = Path(path).name + (f"+{Path(st.re_model).name}" if st.re_model is not None else "")
+                name += f"@{bt}" if len(st.budgets) > 1 else ""
+                name += f"x{streams}" if len(st.streams) > 1 else ""
+                re_b = bundle_at(st.re_model, streams) if st.re_model is not None else None
+                engine = Engine(bundle_at(path, streams), re_b, device=st.device, threads=st.threads, batch_tokens=bt,
+                                streams=streams)
+                configs.append(Config(name, bundle, re_b, engine, ckpt, re_ckpt))
     names = [c.name for c in configs]
     if len(set(names)) != len(names):
         raise EngineError(f"two --model folders share a name ({', '.join(names)}): give each bundle its own folder name")
@@ -321,7 +339,7 @@ def run_bench(st: Settings) -> dict[str, Any]:
         _echo(f"[profile] {c.name} ({c.precision}, {c.engine.provider}, batch_tokens {c.engine.batch_tokens})")
         end_to_end(c.engine, st.corpus, min(st.limit or 256, 256), scratch / "warmup", *cols)
         c.profile = profile_pass(c.engine, st.corpus, st.limit, *cols)
-        c.profile.recorder.replay()  # warm-up of the replay path
+        c.profile.recorder.replay(c.engine.streams)  # warm-up of the replay path
     stats: CorpusStats = configs[0].profile.stats
 
     baselines = _baselines(configs, st)
@@ -330,7 +348,7 @@ def run_bench(st: Settings) -> dict[str, Any]:
         for c in configs:
             seconds, _ = end_to_end(c.engine, st.corpus, st.limit, scratch / "e2e", *cols)
             c.e2e.append(seconds)
-            c.model.append(c.profile.recorder.replay())
+            c.model.append(c.profile.recorder.replay(c.engine.streams))
             _echo(f"[{r + 1}/{st.repeats}] {c.name}: end to end {c.profile.stats.documents / seconds:,.1f} docs/s, "
                   f"model only {c.profile.stats.documents / c.model[-1]:,.1f} docs/s")
         for b in baselines:
@@ -366,14 +384,15 @@ def _memory(configs: list[Config], baselines: list[dict], st: Settings) -> None:
         bt = c.engine.batch_tokens
         if st.do_rss:
             c.memory = _strip(extract_peak(str(c.bundle.path), st.corpus, st.device, st.threads, st.limit, bt,
-                                           st.id_col, st.text_col, re_path))
+                                           st.id_col, st.text_col, re_path, c.engine.streams))
             _echo(f"[rss] {c.name}: peak {c.memory['peak_rss_mb']} MB")
         key = str(c.bundle.path)
         if key in seen:
             continue  # memory vs corpus size: once per bundle
         seen.add(key)
         for rc in st.rss_corpus:
-            m = _strip(extract_peak(key, rc, st.device, st.threads, None, bt, st.id_col, st.text_col, re_path),
+            m = _strip(extract_peak(key, rc, st.device, st.threads, None, bt, st.id_col, st.text_col, re_path,
+                                    c.engine.streams),
                        keep_timeline=True)
             m["corpus"] = rc
             c.rss_scaling.append(m)
@@ -470,7 +489,7 @@ def build_report(configs: list[Config], baselines: list[dict], stats: CorpusStat
         "machine": {**machine_info(), "load_avg_start": load_start, "load_avg_end": load_avg()},
         "versions": versions(bool(baselines)),
         "settings": {"device": st.device, "threads": st.threads, "repeats": st.repeats, "limit": st.limit,
-                     "batch_sizes": st.sizes, "batch_tokens": st.budgets, "baseline_batch_docs": st.baseline_batch_docs,
+                     "batch_sizes": st.sizes, "batch_tokens": st.budgets, "streams": st.streams, "baseline_batch_docs": st.baseline_batch_docs,
                      "re_model": st.re_model, "statistic": "median of repeats; warm-up excluded"},
         "corpus": {"path": str(st.corpus), "documents": stats.documents, "sentences": stats.sentences,
                    "model_rows": stats.rows, "tokens": stats.tokens, "characters": stats.characters},

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,9 @@ import nere.engine.pipeline as pipeline_module
 from nere.engine.api import UNIT_CHARS, UNIT_DOCS, Engine
 from nere.engine.parquet_io import iter_units, open_inputs, resolve_inputs
 from nere.engine.stages import run_stage1, run_stage2
+
+
+RECENT_STAGE1 = 256  # stage-1 outputs a stage-2 call may refer to without a copy
 
 
 @dataclass
@@ -62,7 +66,10 @@ class Recorder:
         self.calls: list[tuple[str, tuple, int | None]] = []  # (stage, args, index of the stage-1 call feeding it)
         self.seconds = {"stage1": 0.0, "stage2": 0.0}
         self.batches = {"stage1": 0, "stage2": 0}
-        self._last: tuple[int, dict] | None = None  # index and outputs of the latest stage-1 call
+        # (call index, id of its hidden states) of the latest stage-1 calls. Ids, not the
+        # objects: nothing is kept alive. The newest entry with a given id is the live object
+        # (an id is only reused after its first owner was freed).
+        self._recent: list[tuple[int, int]] = []
 
     def stage1(self, graph, batch, outputs):
         t = time.perf_counter()
@@ -71,7 +78,8 @@ class Recorder:
         self.batches["stage1"] += 1
         if self.keep:
             self.calls.append(("stage1", (graph, batch, tuple(outputs)), None))
-            self._last = (len(self.calls) - 1, out)
+            if "hidden" in out:  # the pipeline decodes a group of batches at a time: keep a few
+                self._recent = [*self._recent[-(RECENT_STAGE1 - 1):], (len(self.calls) - 1, id(out["hidden"]))]
         return out
 
     def stage2(self, graph, hidden, width, rows, head, tail, budget):
@@ -80,7 +88,7 @@ class Recorder:
         self.seconds["stage2"] += time.perf_counter() - t
         self.batches["stage2"] += 1
         if self.keep:
-            ref = self._last[0] if self._last is not None and self._last[1].get("hidden") is hidden else None
+            ref = next((k for k, h in reversed(self._recent) if h == id(hidden)), None)
             kept = None if ref is not None else np.array(hidden.numpy() if hasattr(hidden, "numpy") else hidden)
             self.calls.append(("stage2", (graph, kept, width, rows, head, tail, budget), ref))
         return out
@@ -99,18 +107,36 @@ class Recorder:
     def model_seconds(self) -> float:
         return self.seconds["stage1"] + self.seconds["stage2"]
 
-    def replay(self) -> float:
-        """Seconds to run every recorded stage call again, in order, and nothing else."""
-        last: dict = {}
-        started = time.perf_counter()
-        for stage, args, _ in self.calls:
-            if stage == "stage1":
-                last = run_stage1(*args)
+    def replay(self, streams: int = 1) -> float:
+        """Seconds to run every recorded stage call again, and nothing else: each stage-1
+        call with the stage-2 calls that read its outputs, ``streams`` of those at once
+        (as many as the engine keeps in flight)."""
+        jobs: list[list[tuple[str, tuple, int | None]]] = []
+        job_of: dict[int, int] = {}  # stage-1 call index -> its job
+        for k, call in enumerate(self.calls):
+            if call[0] == "stage2" and call[2] is not None:
+                jobs[job_of[call[2]]].append(call)  # reads that stage-1 call's hidden states
                 continue
-            graph, kept, width, rows, head, tail, budget = args
-            # a stage-2 call with no kept copy read the latest stage-1 call's hidden states
-            run_stage2(graph, last["hidden"] if kept is None else kept, width, rows, head, tail, budget)
+            job_of[k] = len(jobs)
+            jobs.append([call])  # a stage-1 call, or a stage-2 call with its own copy of the hidden states
+        started = time.perf_counter()
+        if streams <= 1 or len(jobs) < 2:
+            for job in jobs:
+                _run_job(job)
+        else:
+            with ThreadPoolExecutor(max_workers=streams) as pool:
+                list(pool.map(_run_job, jobs))
         return time.perf_counter() - started
+
+
+def _run_job(job: list[tuple[str, tuple, int | None]]) -> None:
+    last: dict = {}
+    for stage, args, _ in job:
+        if stage == "stage1":
+            last = run_stage1(*args)
+            continue
+        graph, kept, width, rows, head, tail, budget = args
+        run_stage2(graph, last["hidden"] if kept is None else kept, width, rows, head, tail, budget)
 
 
 @dataclass

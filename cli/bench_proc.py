@@ -127,11 +127,12 @@ def _thin(points: list, keep: int = 400) -> list:
 
 
 def extract_cmd(bundle: str, corpus: str, out_dir: str, device: str, threads: int, limit: int | None,
-                batch_tokens: int | None, id_col: str, text_col: str, re_bundle: str | None = None) -> list[str]:
+                batch_tokens: int | None, id_col: str, text_col: str, re_bundle: str | None = None,
+                streams: int = 1) -> list[str]:
     """``nere extract`` as a child process (through this module's wrapper, which reports its peak)."""
     cmd = [sys.executable, "-m", "nere.bench_proc", "extract", str(corpus), "--model", str(bundle), "--out", str(out_dir),
            "--device", device, "--threads", str(threads), "--id-col", id_col, "--text-col", text_col,
-           "--no-progress", "--overwrite"]
+           "--no-progress", "--overwrite", "--streams", str(streams)]
     if limit is not None:
         cmd += ["--limit", str(limit)]
     if batch_tokens is not None:
@@ -142,12 +143,13 @@ def extract_cmd(bundle: str, corpus: str, out_dir: str, device: str, threads: in
 
 
 def extract_peak(bundle: str, corpus: str, device: str, threads: int, limit: int | None, batch_tokens: int | None,
-                 id_col: str = "id", text_col: str = "text", re_bundle: str | None = None) -> dict[str, Any]:
+                 id_col: str = "id", text_col: str = "text", re_bundle: str | None = None,
+                 streams: int = 1) -> dict[str, Any]:
     """Peak RSS (and GPU memory) of ``nere extract`` over the corpus, plus its summary's rates."""
     with tempfile.TemporaryDirectory(prefix="nere-bench-") as tmp:
         out_dir = Path(tmp) / "out"
         r = measure(extract_cmd(bundle, corpus, str(out_dir), device, threads, limit, batch_tokens, id_col, text_col,
-                                re_bundle), gpu=device == "cuda")
+                                re_bundle, streams), gpu=device == "cuda")
         summary_file = out_dir / "summary.json"
         if r["returncode"] == 0 and summary_file.is_file():
             s = json.loads(summary_file.read_text())

@@ -58,16 +58,24 @@ class Engine:
         threads: int | None = None,
         batch_tokens: int | None = None,
         max_doc_chars: int = DEFAULT_MAX_DOC_CHARS,
+        streams: int = 1,
     ) -> None:
+        """``threads``: CPU threads in all [default: all cores]; ``streams``: stage-1 model
+        calls running at once, each with ``threads // streams`` onnxruntime threads (more
+        streams suit recurrent encoders, whose operators parallelise poorly inside one call)."""
+        if streams < 1:
+            raise EngineError(f"streams must be positive, got {streams}")
+        total = int(threads or os.cpu_count() or 1)
+        self.call_threads = max(1, total // streams)
         if not isinstance(bundle, Bundle):
-            bundle = load_bundle(bundle, device, threads)
+            bundle = load_bundle(bundle, device, self.call_threads)
         if re_bundle is not None and not isinstance(re_bundle, Bundle):
-            re_bundle = load_bundle(re_bundle, device, threads)
+            re_bundle = load_bundle(re_bundle, device, self.call_threads)
         self.bundle, self.re_bundle = bundle, re_bundle
-        self.device, self.threads = device, threads
+        self.device, self.threads, self.streams = device, threads, int(streams)
         if batch_tokens is None:
             batch_tokens = BATCH_TOKENS["cuda" if bundle.provider == CUDA else "cpu"]
-        self.pipeline = Pipeline(bundle, re_bundle, batch_tokens, max_doc_chars)
+        self.pipeline = Pipeline(bundle, re_bundle, batch_tokens, max_doc_chars, streams)
 
     @classmethod
     def load(
@@ -78,9 +86,10 @@ class Engine:
         threads: int | None = None,
         batch_tokens: int | None = None,
         max_doc_chars: int = DEFAULT_MAX_DOC_CHARS,
+        streams: int = 1,
     ) -> "Engine":
         """Load and verify the bundle(s); raises BundleError/EngineError with one line."""
-        return cls(bundle, re_bundle, device, threads, batch_tokens, max_doc_chars)
+        return cls(bundle, re_bundle, device, threads, batch_tokens, max_doc_chars, streams)
 
     @property
     def provider(self) -> str:
@@ -96,6 +105,8 @@ class Engine:
             "provider": self.provider,
             "device": self.device,
             "threads": self.threads or os.cpu_count(),
+            "streams": self.streams,
+            "threads_per_stream": self.call_threads,
             "batch_tokens": self.batch_tokens,
             "provider_notes": self.bundle.notes + (self.re_bundle.notes if self.re_bundle else []),
             "bundle": self.bundle.describe(),

@@ -13,6 +13,7 @@ Relation score: the softmax probability of the predicted relation label.
 """
 from __future__ import annotations
 
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence, TypeVar
@@ -35,7 +36,16 @@ from nere.engine.segment import (
     split_sentences,
     window_plan,
 )
-from nere.engine.stages import chosen_probs, collate, collate_flat, plan_batches, run_stage1, run_stage2
+from nere.engine.stages import (
+    DECODE_GROUP_FACTOR,
+    collate,
+    collate_flat,
+    decode_groups,
+    plan_batches,
+    run_stage1,
+    run_stage2,
+    span_scores,
+)
 from nere.engine.tables import build, entity_schema, failure_schema, relation_schema
 
 
@@ -91,6 +101,11 @@ class Found:
     dist: np.ndarray  # tokens to the nearest window edge inside the sentence
     t0: np.ndarray  # first token of the row's window
 
+    def part(self, keep: slice, first_row: int) -> "Found":
+        """The spans in ``keep``, with rows renumbered from ``first_row`` (one batch of a group)."""
+        return Found(self.row[keep] - first_row, self.sent[keep], self.start[keep], self.end[keep],
+                     self.label[keep], self.score[keep], self.dist[keep], self.t0[keep])
+
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -125,18 +140,19 @@ def _token_spans(offsets: np.ndarray, spans: list[tuple[int, int, str]]) -> list
     return out
 
 
-def _ahead(work: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
-    """``work(item)`` for each item in order, the next one computed in a worker thread
-    while the caller handles the current one."""
+def _ahead(work: Callable[[T], R], items: Sequence[T], depth: int = 1, workers: int = 1) -> Iterator[R]:
+    """``work(item)`` for each item, yielded in order, with up to ``depth`` later items
+    submitted to ``workers`` threads while the caller handles the current one."""
     if len(items) < 2:
         yield from (work(x) for x in items)
         return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nere-stage1") as pool:
-        pending = pool.submit(work, items[0])
-        for k in range(1, len(items) + 1):
-            done = pending.result()
+    depth = max(1, min(int(depth), len(items) - 1))
+    with ThreadPoolExecutor(max_workers=max(1, min(int(workers), depth)), thread_name_prefix="nere-stage1") as pool:
+        pending = deque(pool.submit(work, x) for x in items[:depth])
+        for k in range(depth, len(items) + depth):
+            done = pending.popleft().result()
             if k < len(items):
-                pending = pool.submit(work, items[k])
+                pending.append(pool.submit(work, items[k]))
             yield done
 
 
@@ -149,6 +165,7 @@ class Pipeline:
         re_bundle: Bundle | None = None,
         batch_tokens: int = 8192,
         max_doc_chars: int = DEFAULT_MAX_DOC_CHARS,
+        streams: int = 1,
     ) -> None:
         if ner.ner is None:
             raise EngineError(
@@ -161,10 +178,13 @@ class Pipeline:
                 raise EngineError(f"bundle {ner.path} is a joint bundle with its own relation stage; drop the RE bundle")
         if batch_tokens < 1:
             raise EngineError(f"batch_tokens must be positive, got {batch_tokens}")
+        if streams < 1:
+            raise EngineError(f"streams must be positive, got {streams}")
         self.ner = ner
         self.re_bundle = re_bundle
         self.batch_tokens = int(batch_tokens)
         self.max_doc_chars = int(max_doc_chars)
+        self.streams = int(streams)  # stage-1 calls in flight at once (worker threads)
         self.relations = "joint" if ner.re is not None else ("separate" if re_bundle is not None else None)
 
     # ---------------------------------------------------------------- prepare (CPU)
@@ -216,9 +236,14 @@ class Pipeline:
 
     # ---------------------------------------------------------------- infer (model)
     def infer(self, prep: Prepared, overlap: bool = True) -> UnitResult:
-        """With ``overlap``, stage 1 runs one batch ahead in a worker thread (onnxruntime
-        releases the GIL), so decoding batch k overlaps the model's work on batch k + 1;
-        without it every step runs in turn (for profiling)."""
+        """With ``overlap``, stage 1 runs ahead in ``streams`` worker threads (onnxruntime
+        releases the GIL), so decoding overlaps the model's work on the next batches;
+        without it every step runs in turn (for profiling).
+
+        Decoding (Viterbi or argmax, spans, scores) runs once per *group* of consecutive
+        batches (:func:`decode_groups`) rather than once per batch: batches are ordered
+        by width, so a group pads little, and a Viterbi pass costs a Python-level step per
+        position whatever the number of rows."""
         f, spec = self.ner.featurizer, self.ner.ner
         assert spec is not None
         n_sent = len(prep.tokens)
@@ -230,19 +255,48 @@ class Pipeline:
             batch = prep.rows_batch(f, rows)
             return batch, run_stage1(self.ner.stage1, batch, want)
 
-        outputs = _ahead(stage1, prep.batches) if overlap else map(stage1, prep.batches)
-        for rows, (batch, out) in zip(prep.batches, outputs):
-            emissions = np.asarray(out["emissions"], dtype=np.float32)
-            tags = decode_tags(emissions, batch.lengths, spec.crf)
-            found = self._found(prep, rows, tags, emissions)
-            if found is None:
-                continue
-            for c in zip(found.sent.tolist(), found.start.tolist(), found.end.tolist(), found.label,
-                         found.score.tolist(), found.dist.tolist()):
-                cands[c[0]].append(c[1:])
-            if self.relations == "joint":
-                self._joint_relations(found, batch.input_ids.shape[1], out["hidden"], rel_cands)
+        groups = decode_groups(prep.batches, prep.row_n, f, DECODE_GROUP_FACTOR * self.batch_tokens)
+        depth = max((len(g) for g in groups), default=1)
+        outputs = iter(_ahead(stage1, prep.batches, depth, self.streams) if overlap else map(stage1, prep.batches))
+        for group in groups:
+            self._decode(prep, [(prep.batches[k], *next(outputs)) for k in group], cands, rel_cands)
         return self._assemble(prep, cands, rel_cands)
+
+    def _decode(self, prep: Prepared, items: list[tuple[np.ndarray, Batch, dict[str, Any]]],
+                cands: list[list[Candidate]], rel_cands: list[list]) -> None:
+        """Tags, spans and (joint bundles) relations of a group of stage-1 batches; the
+        group's emissions are stacked, zero-padded to its widest batch."""
+        spec = self.ner.ner
+        assert spec is not None
+        if len(items) == 1:
+            rows, batch, out = items[0]
+            emissions, lengths = np.asarray(out["emissions"], dtype=np.float32), batch.lengths
+        else:
+            rows = np.concatenate([it[0] for it in items])
+            lengths = np.concatenate([it[1].lengths for it in items])
+            width = max(it[1].input_ids.shape[1] for it in items)
+            emissions = np.zeros((len(rows), width, len(spec.tagset.tags)), dtype=np.float32)
+            r0 = 0
+            for _, batch, out in items:
+                em = out["emissions"]
+                emissions[r0 : r0 + em.shape[0], : em.shape[1]] = em
+                r0 += em.shape[0]
+        tags = decode_tags(emissions, lengths, spec.crf)
+        found = self._found(prep, rows, tags, emissions)
+        if found is None:
+            return
+        for c in zip(found.sent.tolist(), found.start.tolist(), found.end.tolist(), found.label,
+                     found.score.tolist(), found.dist.tolist()):
+            cands[c[0]].append(c[1:])
+        if self.relations != "joint":
+            return
+        bounds = np.searchsorted(found.row, np.cumsum([0] + [len(it[0]) for it in items]))  # rows ascend
+        r0 = 0
+        for k, (batch_rows, batch, out) in enumerate(items):
+            if bounds[k + 1] > bounds[k]:
+                self._joint_relations(found.part(slice(bounds[k], bounds[k + 1]), r0), batch.input_ids.shape[1],
+                                      out["hidden"], rel_cands)
+            r0 += len(batch_rows)
 
     def _found(self, prep: Prepared, rows: np.ndarray, tags: np.ndarray, emissions: np.ndarray) -> Found | None:
         """Spans of one batch, flat, in row order; scores and window-edge distances vectorised."""
@@ -250,9 +304,7 @@ class Pipeline:
         i, s, e, labels = tagset.batch_spans(tags[:, lead:], prep.row_n[rows])
         if not len(i):
             return None
-        csum = np.zeros((tags.shape[0], tags.shape[1] + 1), dtype=np.float64)
-        np.cumsum(chosen_probs(emissions, tags), axis=1, out=csum[:, 1:])
-        score = (csum[i, lead + e] - csum[i, lead + s]) / (e - s)  # mean tag probability
+        score = span_scores(emissions, tags, i, lead + s, lead + e)  # mean tag probability
         r = rows[i]
         t0, n, sent = prep.row_tok0[r], prep.row_n[r], prep.row_sent[r]
         dist = edge_distance(t0 + s, t0 + e, t0, t0 + n, prep.sent_len[sent])

@@ -20,6 +20,7 @@ from nere.engine.core.featurize import Batch, Encoded, Featurizer, Tokens
 
 WIDTH_STEP = 8
 PAIR_BUDGET_FACTOR = 8  # stage-2 pair-positions per call, in units of batch_tokens
+DECODE_GROUP_FACTOR = 8  # positions decoded together, in units of batch_tokens
 
 
 def bucket_width(n_tokens: np.ndarray | int, max_length: int) -> np.ndarray | int:
@@ -42,6 +43,23 @@ def plan_batches(lengths: np.ndarray, featurizer: Featurizer, budget: int) -> li
     if start < len(order):
         batches.append(order[start:])
     return batches
+
+
+def decode_groups(batches: Sequence[np.ndarray], row_tokens: np.ndarray, featurizer: Featurizer,
+                  budget: int) -> list[list[int]]:
+    """Consecutive batches decoded together: each group's rows x widest batch width stays
+    within ``budget`` (a batch alone may exceed it). ``row_tokens``: content tokens per row."""
+    groups: list[list[int]] = []
+    rows = width = 0
+    for k, b in enumerate(batches):
+        w = _bucket_of(featurizer, int(row_tokens[b].max())) if len(b) else 0
+        if groups and (rows + len(b)) * max(width, w) <= budget:
+            groups[-1].append(k)
+            rows, width = rows + len(b), max(width, w)
+        else:
+            groups.append([k])
+            rows, width = len(b), w
+    return groups
 
 
 def collate(featurizer: Featurizer, items: Sequence[Encoded]) -> Batch:
@@ -91,9 +109,20 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def chosen_probs(emissions: np.ndarray, tags: np.ndarray) -> np.ndarray:
-    """Softmax probability of each position's decoded tag, (B, T)."""
-    return np.take_along_axis(softmax(emissions), tags[..., None], axis=-1)[..., 0]
+def span_scores(emissions: np.ndarray, tags: np.ndarray, rows: np.ndarray, starts: np.ndarray,
+                ends: np.ndarray) -> np.ndarray:
+    """Per span: the mean over its positions ``starts:ends`` of ``rows`` of the softmax
+    probability of the decoded tag. Only the spans' own positions are exponentiated (most
+    positions of a batch are outside every entity)."""
+    lens = np.asarray(ends) - np.asarray(starts)
+    first = np.cumsum(lens) - lens
+    r = np.repeat(rows, lens)
+    pos = np.repeat(starts, lens) + np.arange(int(lens.sum())) - np.repeat(first, lens)
+    x = np.asarray(emissions[r, pos], dtype=np.float32)  # (positions, tags)
+    chosen = x[np.arange(len(r)), tags[r, pos]]
+    shift = x.max(axis=1)
+    prob = np.exp(chosen - shift) / np.exp(x - shift[:, None]).sum(axis=1)
+    return np.add.reduceat(prob.astype(np.float64), first) / lens
 
 
 def span_masks(starts: np.ndarray, ends: np.ndarray, width: int) -> np.ndarray:

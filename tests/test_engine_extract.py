@@ -267,6 +267,64 @@ def test_overlapped_stage1_equals_serial(engines, kind):
     assert a.entities.equals(b.entities) and a.relations.equals(b.relations)
 
 
+@pytest.mark.parametrize("kind", ["joint", "crf", "char"])
+def test_group_decoding_equals_batch_by_batch(engines, kind, monkeypatch):
+    """Decoding several stage-1 batches together (padded to the widest) changes nothing,
+    relations of joint bundles included."""
+    import nere.engine.pipeline as pipeline_module
+    from nere.engine.pipeline import Unit
+    from nere.engine.stages import decode_groups
+
+    texts = [" ".join(["alice smith works for acme corp"] * (k % 5 + 1) + ["in paris"] * (k % 3))
+             for k in range(60)] + ["北京 张三 " * (k % 7 + 1) for k in range(30)]
+    pipe = engines[kind].pipeline
+    prep = pipe.prepare(Unit(pa.array(range(len(texts))), texts))
+    f = pipe.ner.featurizer
+    grouped = decode_groups(prep.batches, prep.row_n, f, pipeline_module.DECODE_GROUP_FACTOR * pipe.batch_tokens)
+    assert max(len(g) for g in grouped) > 1 and [k for g in grouped for k in g] == list(range(len(prep.batches)))
+    together = pipe.infer(prep)
+    monkeypatch.setattr(pipeline_module, "DECODE_GROUP_FACTOR", 0)  # every batch a group of its own
+    assert all(len(g) == 1 for g in decode_groups(prep.batches, prep.row_n, f, 0))
+    alone = pipe.infer(prep)
+    assert together.entities.num_rows > 0 and (kind != "joint" or together.relations.num_rows > 0)
+    assert together.entities.equals(alone.entities) and together.relations.equals(alone.relations)
+
+
+@pytest.mark.parametrize("kind", ["joint", "crf"])
+def test_streams_change_nothing_in_the_tables(bundles, engines, kind):
+    """Several stage-1 calls in flight at once: the same tables, in the same order."""
+    texts = [" ".join(["alice smith works for acme corp"] * (k % 5 + 1) + ["in paris"] * (k % 3))
+             for k in range(80)]
+    one = engines[kind].extract_all(texts)
+    multi = Engine.load(bundles[kind], device="cpu", threads=2, batch_tokens=64, streams=3)
+    assert multi.streams == 3 and multi.call_threads == 1 and multi.describe()["streams"] == 3
+    got = multi.extract_all(texts)
+    assert one.entities.num_rows > 0 and (kind != "joint" or one.relations.num_rows > 0)
+    assert got.entities.equals(one.entities) and got.relations.equals(one.relations)
+
+
+def test_streams_must_be_positive(bundles):
+    from nere.engine.errors import EngineError
+
+    with pytest.raises(EngineError, match="streams must be positive"):
+        Engine.load(bundles["crf"], device="cpu", streams=0)
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_stage1_worker_runs_depth_items_ahead(depth):
+    """While the caller holds item k, the worker computes items k+1 .. k+depth (no more)."""
+    import time
+
+    from nere.engine.pipeline import _ahead
+
+    started: list[int] = []
+    it = _ahead(lambda x: started.append(x) or x, list(range(8)), depth=depth)
+    assert next(it) == 0
+    time.sleep(0.3)  # the caller is busy with item 0
+    assert started == list(range(depth + 1))
+    assert list(it) == list(range(1, 8))
+
+
 def test_stage1_worker_errors_reach_the_caller():
     from nere.engine.pipeline import _ahead
 

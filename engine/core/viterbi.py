@@ -33,35 +33,36 @@ def viterbi_decode(
         return np.zeros((batch, time), dtype=np.int64)
     if lengths.min() < 1 or lengths.max() > time:
         raise ValueError("every sequence length must be between 1 and the time dimension")
-    # candidates are laid out (row, to, from) so each step's argmax runs over the
-    # contiguous last axis; rows are ordered longest first so the rows still running at
-    # step t are the prefix [:n_at[t]] and finished rows cost nothing
-    trans_t = np.ascontiguousarray(np.asarray(transitions, dtype=np.float32).T)
+    # Layout (time, tags, rows): each step is a few operations on contiguous
+    # (tags, running rows) blocks, and the max over the previous tag is a max over the
+    # FIRST axis, i.e. ntags - 1 elementwise maxima (vectorised), not a reduction over a
+    # short last axis. Rows are ordered longest first, so the rows still running at step t
+    # are the prefix [:n_at[t]] and finished rows cost nothing. No backpointers are stored:
+    # the backward pass recomputes one (tags, rows) argmax per step from the kept scores,
+    # which gives the same choices (same float32 sums, first maximum) at 1/ntags the work.
+    trans = np.asarray(transitions, dtype=np.float32)
     start = np.asarray(start, dtype=np.float32)  # float32 throughout, as pytorch-crf computes
     end = np.asarray(end, dtype=np.float32)
     order = np.argsort(-lengths, kind="stable")
     lens = lengths[order]
-    em = emissions[order]
     steps = int(lens[0])
+    em = np.ascontiguousarray(emissions[order, :steps].transpose(1, 2, 0))
     n_at = np.count_nonzero(lens[None, :] > np.arange(steps)[:, None], axis=1)
-    score = start[None, :] + em[:, 0]  # (B, K)
-    history = np.empty((max(steps - 1, 0), batch, ntags), dtype=np.intp)
-    pick = np.arange(batch * ntags) * ntags  # flat index of each (row, to) candidate block
+    scores = np.empty((steps, ntags, batch), dtype=np.float32)  # best score ending in each tag
+    scores[0] = start[:, None] + em[0]
+    trans3 = trans[:, :, None]  # (from, to, 1)
     for t in range(1, steps):
         n = n_at[t]
-        cand = score[:n, None, :] + trans_t  # cand[b, j, i] = score[b, i] + trans[i, j]
-        best_prev = cand.argmax(axis=2)
-        history[t - 1, :n] = best_prev
-        score[:n] = cand.ravel()[pick[: n * ntags] + best_prev.ravel()].reshape(n, ntags) + em[:n, t]
-    tag = (score + end[None, :]).argmax(axis=1)
+        # scores[t, j, b] = max_i (scores[t-1, i, b] + trans[i, j]) + em[t, j, b]
+        np.add((scores[t - 1, :, None, :n] + trans3).max(axis=0), em[t, :, :n], out=scores[t, :, :n])
+    tag = (scores[lens - 1, :, np.arange(batch)] + end[None, :]).argmax(axis=1)  # each row's own last step
     ordered = np.zeros((batch, time), dtype=np.int64)
-    rows = np.arange(batch)
     # walk back; a row's tag stays its best last tag until t reaches its own length
     for t in range(steps - 1, -1, -1):
         n = n_at[t]
         ordered[:n, t] = tag[:n]
         if t > 0:
-            tag[:n] = history[t - 1, rows[:n], tag[:n]]
+            tag[:n] = (scores[t - 1, :, :n] + trans[:, tag[:n]]).argmax(axis=0)
     out = np.empty_like(ordered)
     out[order] = ordered
     return out
