@@ -37,7 +37,7 @@ from nere.engine.segment import (
     window_plan,
 )
 from nere.engine.stages import (
-    DECODE_GROUP_FACTOR,
+    DECODE_GROUP_POSITIONS,
     collate,
     collate_flat,
     decode_groups,
@@ -255,7 +255,7 @@ class Pipeline:
             batch = prep.rows_batch(f, rows)
             return batch, run_stage1(self.ner.stage1, batch, want)
 
-        groups = decode_groups(prep.batches, prep.row_n, f, DECODE_GROUP_FACTOR * self.batch_tokens)
+        groups = decode_groups(prep.batches, prep.row_n, f, max(DECODE_GROUP_POSITIONS, self.batch_tokens))
         depth = max((len(g) for g in groups), default=1)
         outputs = iter(_ahead(stage1, prep.batches, depth, self.streams) if overlap else map(stage1, prep.batches))
         for group in groups:

@@ -20,7 +20,8 @@ from nere.engine.core.featurize import Batch, Encoded, Featurizer, Tokens
 
 WIDTH_STEP = 8
 PAIR_BUDGET_FACTOR = 8  # stage-2 pair-positions per call, in units of batch_tokens
-DECODE_GROUP_FACTOR = 8  # positions decoded together, in units of batch_tokens
+DECODE_GROUP_POSITIONS = 32768  # padded positions decoded together (8 CPU batches; a CUDA batch is larger
+                                # and decodes alone, so no extra GPU memory is held)
 
 
 def bucket_width(n_tokens: np.ndarray | int, max_length: int) -> np.ndarray | int:

@@ -280,10 +280,11 @@ def test_group_decoding_equals_batch_by_batch(engines, kind, monkeypatch):
     pipe = engines[kind].pipeline
     prep = pipe.prepare(Unit(pa.array(range(len(texts))), texts))
     f = pipe.ner.featurizer
-    grouped = decode_groups(prep.batches, prep.row_n, f, pipeline_module.DECODE_GROUP_FACTOR * pipe.batch_tokens)
+    grouped = decode_groups(prep.batches, prep.row_n, f, max(pipeline_module.DECODE_GROUP_POSITIONS, pipe.batch_tokens))
     assert max(len(g) for g in grouped) > 1 and [k for g in grouped for k in g] == list(range(len(prep.batches)))
     together = pipe.infer(prep)
-    monkeypatch.setattr(pipeline_module, "DECODE_GROUP_FACTOR", 0)  # every batch a group of its own
+    monkeypatch.setattr(pipeline_module, "DECODE_GROUP_POSITIONS", 0)
+    monkeypatch.setattr(pipe, "batch_tokens", 0)  # budget 0: every batch a group of its own
     assert all(len(g) == 1 for g in decode_groups(prep.batches, prep.row_n, f, 0))
     alone = pipe.infer(prep)
     assert together.entities.num_rows > 0 and (kind != "joint" or together.relations.num_rows > 0)

@@ -105,6 +105,27 @@ def test_viterbi_equals_brute_force():
         assert viterbi_decode(em, [time], trans, start, end)[0].tolist() == list(best)
 
 
+def test_viterbi_with_ties_returns_a_best_path_per_row():
+    """Integer scores make many paths tie: every row's path must still score the maximum
+    (over all paths of its own length), whatever the other rows' lengths."""
+    rng = np.random.default_rng(5)
+
+    def score(p, em, trans, start, end):
+        return start[p[0]] + end[p[-1]] + sum(em[t, p[t]] for t in range(len(p))) + sum(
+            trans[p[t - 1], p[t]] for t in range(1, len(p)))
+
+    for _ in range(30):
+        ntags, time, batch = int(rng.integers(1, 4)), int(rng.integers(1, 6)), int(rng.integers(1, 5))
+        trans, start, end = (rng.integers(-1, 2, size=s).astype(np.float32) for s in ((ntags, ntags), ntags, ntags))
+        em = rng.integers(-1, 2, size=(batch, time, ntags)).astype(np.float32)
+        lengths = rng.integers(1, time + 1, size=batch)
+        got = viterbi_decode(em, lengths, trans, start, end)
+        for b, n in enumerate(lengths):
+            best = max(score(p, em[b], trans, start, end) for p in itertools.product(range(ntags), repeat=int(n)))
+            assert score(got[b, :n].tolist(), em[b], trans, start, end) == best
+            assert (got[b, n:] == 0).all()
+
+
 def test_viterbi_transitions_are_from_to():
     # emissions are flat; the only reward is moving 0 -> 1: the path must be 0, 1
     trans = np.array([[0.0, 5.0], [-5.0, 0.0]], dtype=np.float32)
