@@ -150,7 +150,9 @@ def write_bundle(
                 details[spec.name] = make_variant(fp32, final, precision, int8_policy)
             graphs[STAGES[spec.name]] = {"file": final.name, **graph_io(final)}
         shutil.rmtree(tmp / "fp32", ignore_errors=True)
-        shutil.copyfile(tokenizer_file, tmp / TOKENIZER)
+        tokenizer_note = write_tokenizer(tokenizer_file, tmp / TOKENIZER)
+        if tokenizer_note:
+            say(tokenizer_note)
         ner = ner_section(model)
         if ner is not None and ner["decoding"] == "crf":
             np.savez(tmp / CRF, **model.crf_arrays())
@@ -174,6 +176,7 @@ def write_bundle(
                 "bundle_bytes": bundle_bytes(tmp),
                 "dummy_max_abs_diff_fp32": parity,
                 **({"variant": details} if details else {}),
+                **({"tokenizer": tokenizer_note} if tokenizer_note else {}),
             },
         }
         validate_manifest(manifest)
@@ -184,6 +187,21 @@ def write_bundle(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out, manifest
+
+
+def write_tokenizer(source: str | Path, dest: Path) -> str | None:
+    """Copy the checkpoint's tokenizer into the bundle; a legacy character tokenizer is
+    written in its faster equivalent form (same ids and offsets). Returns a note saying so."""
+    from tokenizers import Tokenizer
+
+    from nere.train.vocab import faster_equivalent
+
+    faster = faster_equivalent(Tokenizer.from_file(str(source)))
+    if faster is None:
+        shutil.copyfile(source, dest)
+        return None
+    faster.save(str(dest))
+    return "character tokenizer written as BPE without merges (same tokens and offsets as the checkpoint's WordLevel + one-character split, less CPU)"
 
 
 def set_made_by(folder: str | Path, key: str, value: Any) -> dict[str, Any]:

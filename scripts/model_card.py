@@ -1,6 +1,6 @@
 """Write a model card (Markdown) next to a shipped bundle, from what was measured.
 
-    python scripts/model_card.py artifacts/en-conll04-joint-int8 runs/conll04-joint-1+5
+    python scripts/model_card.py artifacts/en-conll04-joint-int8 runs/conll04-joint-learned
 
 Reads the bundle's manifest.json (export command, precision, verified test metrics) and
 the checkpoint's metrics.json (training command, data, dev/test scores, hardware, time);
@@ -21,6 +21,16 @@ def scores(d: dict, keys=("accuracy", "precision", "recall", "f1", "macro_f1", "
     return ", ".join(f"{k} {fmt(d[k])}" for k in keys if isinstance(d.get(k), float))
 
 
+def _moved(command: str, checkpoint: Path) -> list[str]:
+    """A line when the training command wrote to another folder than the checkpoint read."""
+    words = command.split()
+    out = words[words.index("--out") + 1] if "--out" in words[:-1] else None
+    if out is None or Path(out) == checkpoint:
+        return []
+    return [f"- The training run's folder `{out}` was renamed to `{checkpoint}` after training "
+            "(docs/results.md, NER against the targets)."]
+
+
 def card(bundle: Path, checkpoint: Path) -> str:
     man = json.loads((bundle / "manifest.json").read_text())
     met = json.loads((checkpoint / "metrics.json").read_text())
@@ -36,7 +46,9 @@ def card(bundle: Path, checkpoint: Path) -> str:
         f"- Entity labels: {', '.join(man['ner']['entity_labels']) if man.get('ner') else '-'}; "
         f"relation labels: {', '.join(man['re']['relation_labels'][1:]) if man.get('re') else '-'}.",
         f"- Trained with: `{met['command']}` on {met['hardware']} in {met['seconds']:.0f} s.",
+        *_moved(met["command"], checkpoint),
         f"- Exported with: `{man['made_by']['command']}`.",
+        *([f"- Tokenizer: {man['made_by']['tokenizer']}."] if man["made_by"].get("tokenizer") else []),
         "",
         "## Measured on the test split",
         "",
