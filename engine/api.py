@@ -62,7 +62,8 @@ class Engine:
     ) -> None:
         """``threads``: CPU threads in all [default: all cores]; ``streams``: stage-1 model
         calls running at once, each with ``threads // streams`` onnxruntime threads (more
-        streams suit recurrent encoders, whose operators parallelise poorly inside one call)."""
+        streams suit recurrent encoders, whose operators parallelise poorly inside one call).
+        A ``Bundle`` passed in already loaded keeps the threads its sessions were opened with."""
         if streams < 1:
             raise EngineError(f"streams must be positive, got {streams}")
         total = int(threads or os.cpu_count() or 1)

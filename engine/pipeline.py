@@ -299,7 +299,8 @@ class Pipeline:
             r0 += len(batch_rows)
 
     def _found(self, prep: Prepared, rows: np.ndarray, tags: np.ndarray, emissions: np.ndarray) -> Found | None:
-        """Spans of one batch, flat, in row order; scores and window-edge distances vectorised."""
+        """Spans of a group of batches (rows stacked), flat, in row order; scores and
+        window-edge distances vectorised."""
         lead, tagset = self.ner.featurizer.lead, self.ner.ner.tagset  # type: ignore[union-attr]
         i, s, e, labels = tagset.batch_spans(tags[:, lead:], prep.row_n[rows])
         if not len(i):

@@ -105,6 +105,23 @@ def test_same_input_same_bytes(tmp_path, bundle):
     assert len(a) == 3 * 2 and a == b  # 400 docs, units of 256 -> two parts per table
 
 
+def test_cli_streams_write_the_same_bytes(tmp_path, bundle):
+    """`nere extract --streams 2` (two model calls in flight) writes byte-identical tables."""
+    corpus = write_corpus(tmp_path / "c.parquet", 300)
+    runs = {}
+    for streams in ("1", "2"):
+        out = tmp_path / f"s{streams}"
+        code, output = cli(str(corpus), "--model", str(bundle), "--out", str(out), "--threads", "2",
+                           "--batch-tokens", "256", "--streams", streams)
+        assert code == 0, output
+        summary = json.loads((out / "summary.json").read_text())
+        assert (summary["streams"], summary["threads_per_stream"]) == (int(streams), 2 // int(streams))
+        runs[streams] = files_bytes(out)
+    assert runs["1"] == runs["2"] and len(runs["1"]) == 3
+    code, output = cli(str(corpus), "--model", str(bundle), "--out", str(tmp_path / "bad"), "--streams", "0")
+    assert code == 2 and "--streams" in output and "Traceback" not in output
+
+
 def test_int_ids_non_string_text_and_limit(tmp_path, bundle):
     pq.write_table(pa.table({"id": pa.array([1, 2, 3], pa.int64()), "text": [10, None, 30]}), tmp_path / "n.parquet")
     engine = Engine.load(bundle, device="cpu")

@@ -104,3 +104,18 @@ def test_collated_batches_have_bucket_width(tmp_path):
         items = [Encoded(ids[s : s + n], offs[s : s + n]) for s, n in zip(starts, counts)]
         a = collate(f, items)
         assert (a.input_ids == b.input_ids).all() and (a.offsets == b.offsets).all()
+
+
+def test_span_scores_are_mean_softmax_probabilities_of_the_decoded_tags():
+    import numpy as np
+
+    from nere.engine.stages import span_scores
+
+    rng = np.random.default_rng(0)
+    em = rng.normal(0, 3, (4, 9, 5)).astype(np.float32)
+    tags = rng.integers(0, 5, (4, 9))
+    rows, starts, ends = np.array([0, 0, 2, 3]), np.array([0, 4, 3, 8]), np.array([3, 5, 9, 9])
+    got = span_scores(em, tags, rows, starts, ends)
+    probs = np.exp(em) / np.exp(em).sum(-1, keepdims=True)
+    want = [np.mean([probs[r, p, tags[r, p]] for p in range(s, e)]) for r, s, e in zip(rows, starts, ends)]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
