@@ -18,6 +18,7 @@ import pyarrow as pa
 from nere.engine.bundle import CUDA, Bundle, load_bundle
 from nere.engine.errors import EngineError
 from nere.engine.parquet_io import (
+    FIRST_UNIT_DOCS,
     OUTPUTS,
     RunState,
     background,
@@ -150,8 +151,9 @@ class Engine:
             ids, texts = pa.array(data[id_col]), list(data[text_col])
             if len(ids) != len(texts):
                 raise EngineError(f"columns {id_col!r} and {text_col!r} differ in length")
-            return (Unit(ids.slice(a, UNIT_DOCS), texts[a : a + UNIT_DOCS], "<table>", a)
-                    for a in range(0, len(texts), UNIT_DOCS))
+            starts = [0, *range(min(FIRST_UNIT_DOCS, UNIT_DOCS), len(texts), UNIT_DOCS)] if texts else []
+            ends = [*starts[1:], len(texts)]
+            return (Unit(ids.slice(a, b - a), texts[a:b], "<table>", a) for a, b in zip(starts, ends))
         batches = [data] if isinstance(data, (pa.Table, pa.RecordBatch)) else data
         return self._units_of_batches(batches, id_col, text_col)
 
@@ -164,7 +166,8 @@ class Engine:
             for col in (id_col, text_col):
                 if col not in batch.schema.names:
                     raise EngineError(f"input table has no column {col!r} (it has {', '.join(batch.schema.names)})")
-            yield from units_of_batch(batch, id_col, text_col, UNIT_DOCS, UNIT_CHARS, "<table>", row)
+            first = min(FIRST_UNIT_DOCS, UNIT_DOCS) if row == 0 else None
+            yield from units_of_batch(batch, id_col, text_col, UNIT_DOCS, UNIT_CHARS, "<table>", row, first)
             row += batch.num_rows
 
     # ------------------------------------------------------------------ streaming
