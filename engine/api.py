@@ -127,9 +127,10 @@ class Engine:
         units = self._units(data, id_col, text_col)
         results: list[UnitResult] = []
         id_type = None
-        for unit, prepared in background((u, self.pipeline.prepare(u)) for u in units):
+        prepared = background((u, self.pipeline.prepare(u)) for u in units)
+        for unit, result in self.pipeline.infer_stream(prepared):
             id_type = unit.ids.type
-            results.append(self.pipeline.infer(prepared))
+            results.append(result)
         id_type = id_type or pa.int64()
         schemas = {"entities": entity_schema(id_type), "relations": relation_schema(id_type),
                    "failures": failure_schema(id_type)}
@@ -217,8 +218,8 @@ class Engine:
         try:
             if not state.complete:
                 units = iter_units(files, id_col, text_col, unit_docs, unit_chars, limit, state.done)
-                for fi, unit, prepared in background((fi, u, self.pipeline.prepare(u)) for fi, u in units):
-                    result = self.pipeline.infer(prepared)
+                prepared = background(((fi, u), self.pipeline.prepare(u)) for fi, u in units)
+                for (fi, unit), result in self.pipeline.infer_stream(prepared):
                     part = part or state.new_part(schemas)
                     part.add(fi, unit, result)
                     if part.stats["documents"] >= part_docs:

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -109,6 +110,7 @@ class Found:
 
 T = TypeVar("T")
 R = TypeVar("R")
+K = TypeVar("K")
 
 ENTITY_COLUMNS = ("doc", "entity_id", "start", "end", "text", "label", "score", "sentence_index")
 
@@ -140,19 +142,18 @@ def _token_spans(offsets: np.ndarray, spans: list[tuple[int, int, str]]) -> list
     return out
 
 
-def _ahead(work: Callable[[T], R], items: Sequence[T], depth: int = 1, workers: int = 1) -> Iterator[R]:
+def _ahead(work: Callable[[T], R], items: Iterable[T], depth: int = 1, workers: int = 1) -> Iterator[R]:
     """``work(item)`` for each item, yielded in order, with up to ``depth`` later items
-    submitted to ``workers`` threads while the caller handles the current one."""
-    if len(items) < 2:
-        yield from (work(x) for x in items)
-        return
-    depth = max(1, min(int(depth), len(items) - 1))
+    submitted to ``workers`` threads while the caller handles the current one. ``items``
+    is consumed lazily (one item per result yielded), so it may be an open-ended stream."""
+    it = iter(items)
+    depth = max(1, int(depth))
     with ThreadPoolExecutor(max_workers=max(1, min(int(workers), depth)), thread_name_prefix="nere-stage1") as pool:
-        pending = deque(pool.submit(work, x) for x in items[:depth])
-        for k in range(depth, len(items) + depth):
+        pending = deque(pool.submit(work, x) for x in islice(it, depth))
+        while pending:
             done = pending.popleft().result()
-            if k < len(items):
-                pending.append(pool.submit(work, items[k]))
+            for x in islice(it, 1):
+                pending.append(pool.submit(work, x))
             yield done
 
 
@@ -236,31 +237,55 @@ class Pipeline:
 
     # ---------------------------------------------------------------- infer (model)
     def infer(self, prep: Prepared, overlap: bool = True) -> UnitResult:
-        """With ``overlap``, stage 1 runs ahead in ``streams`` worker threads (onnxruntime
-        releases the GIL), so decoding overlaps the model's work on the next batches;
-        without it every step runs in turn (for profiling).
+        """One unit's tables (see :meth:`infer_stream`); without ``overlap`` every step
+        runs in turn in this thread (for profiling)."""
+        return next(self.infer_stream([(None, prep)], overlap))[1]
 
-        Decoding (Viterbi or argmax, spans, scores) runs once per *group* of consecutive
-        batches (:func:`decode_groups`) rather than once per batch: batches are ordered
-        by width, so a group pads little, and a Viterbi pass costs a Python-level step per
-        position whatever the number of rows."""
-        f, spec = self.ner.featurizer, self.ner.ner
-        assert spec is not None
-        n_sent = len(prep.tokens)
-        cands: list[list[Candidate]] = [[] for _ in range(n_sent)]
-        rel_cands: list[list] = [[] for _ in range(n_sent)]
+    def infer_stream(self, preps: Iterable[tuple[K, Prepared]], overlap: bool = True
+                     ) -> Iterator[tuple[K, UnitResult]]:
+        """(key, tables) for each (key, prepared unit), in order.
+
+        Stage 1 runs ahead in ``streams`` worker threads (onnxruntime releases the GIL)
+        over one stream of batches that runs on from one unit into the next, so the model
+        keeps working while a unit's last batches are decoded, its tables assembled and
+        the caller writes them. Decoding (Viterbi or argmax, spans, scores) runs once per
+        *group* of consecutive batches (:func:`decode_groups`) rather than once per batch:
+        batches are ordered by width, so a group pads little, and a Viterbi pass costs a
+        Python-level step per position whatever the number of rows."""
+        f = self.ner.featurizer
         want = ["emissions", "hidden"] if self.relations == "joint" else ["emissions"]
+        budget = max(DECODE_GROUP_POSITIONS, self.batch_tokens)
 
-        def stage1(rows: np.ndarray) -> tuple[Batch, dict[str, Any]]:
+        def batches() -> Iterator[tuple[K, Prepared, list[list[int]], np.ndarray | None]]:
+            for key, prep in preps:
+                groups = decode_groups(prep.batches, prep.row_n, f, budget)
+                if not prep.batches:
+                    yield key, prep, groups, None  # a unit with nothing to run still yields its tables
+                for rows in prep.batches:
+                    yield key, prep, groups, rows
+
+        def stage1(item: tuple[K, Prepared, list[list[int]], np.ndarray | None]) -> tuple[Any, ...]:
+            rows, prep = item[3], item[1]
+            if rows is None:
+                return (*item, None, None)
             batch = prep.rows_batch(f, rows)
-            return batch, run_stage1(self.ner.stage1, batch, want)
+            return (*item, batch, run_stage1(self.ner.stage1, batch, want))
 
-        groups = decode_groups(prep.batches, prep.row_n, f, max(DECODE_GROUP_POSITIONS, self.batch_tokens))
-        depth = max((len(g) for g in groups), default=1)
-        outputs = iter(_ahead(stage1, prep.batches, depth, self.streams) if overlap else map(stage1, prep.batches))
-        for group in groups:
-            self._decode(prep, [(prep.batches[k], *next(outputs)) for k in group], cands, rel_cands)
-        return self._assemble(prep, cands, rel_cands)
+        depth = budget // max(1, self.batch_tokens) + 1  # about one decoding group in flight
+        results = _ahead(stage1, batches(), depth, self.streams) if overlap else map(stage1, batches())
+        current: Prepared | None = None
+        for key, prep, groups, rows, batch, out in results:
+            if prep is not current:
+                current, g, group = prep, 0, []
+                cands: list[list[Candidate]] = [[] for _ in range(len(prep.tokens))]
+                rel_cands: list[list] = [[] for _ in range(len(prep.tokens))]
+            if rows is not None:
+                group.append((rows, batch, out))
+                if len(group) == len(groups[g]):
+                    self._decode(prep, group, cands, rel_cands)
+                    g, group = g + 1, []
+            if g == len(groups):  # the unit's last group is decoded
+                yield key, self._assemble(prep, cands, rel_cands)
 
     def _decode(self, prep: Prepared, items: list[tuple[np.ndarray, Batch, dict[str, Any]]],
                 cands: list[list[Candidate]], rel_cands: list[list]) -> None:

@@ -292,6 +292,34 @@ def test_group_decoding_equals_batch_by_batch(engines, kind, monkeypatch):
 
 
 @pytest.mark.parametrize("kind", ["joint", "crf"])
+def test_one_stage1_stream_across_units(engines, kind, monkeypatch):
+    """infer_stream: the same tables as unit by unit (an all-blank unit included), in
+    order, and the next unit's batches are queued before this unit's tables come out."""
+    import nere.engine.pipeline as pipeline_module
+    from nere.engine.pipeline import Unit
+
+    pipe = engines[kind].pipeline
+    texts = [" ".join(["alice smith works for acme corp"] * (k % 5 + 1) + ["in paris"] * (k % 3)) for k in range(90)]
+    chunks = [texts[:30], [" ", ""], texts[30:70], texts[70:]]
+    preps = [pipe.prepare(Unit(pa.array([f"{u}-{i}" for i in range(len(c))]), c)) for u, c in enumerate(chunks)]
+    assert not preps[1].batches and all(len(p.batches) > 1 for p in (preps[0], preps[2], preps[3]))
+    one_by_one = [pipe.infer(p) for p in preps]
+    events = []
+    real = pipeline_module.decode_groups
+    monkeypatch.setattr(pipeline_module, "decode_groups", lambda *a: events.append("queued") or real(*a))
+    got = []
+    for key, result in pipe.infer_stream(enumerate(preps)):
+        events.append(f"out {key}")
+        got.append((key, result))
+    assert [k for k, _ in got] == [0, 1, 2, 3]
+    for (_, a), b in zip(got, one_by_one):
+        assert a.entities.equals(b.entities) and a.relations.equals(b.relations) and a.failures.equals(b.failures)
+    assert one_by_one[0].entities.num_rows > 0 and one_by_one[1].failed == 2
+    # unit 1 (and unit 2 behind it, as unit 1 has no batches) is queued before unit 0 is out
+    assert events.index("out 0") > 2 and events[:3] == ["queued"] * 3
+
+
+@pytest.mark.parametrize("kind", ["joint", "crf"])
 def test_streams_change_nothing_in_the_tables(bundles, engines, kind):
     """Several stage-1 calls in flight at once: the same tables, in the same order."""
     texts = [" ".join(["alice smith works for acme corp"] * (k % 5 + 1) + ["in paris"] * (k % 3))
