@@ -70,3 +70,18 @@ def test_export_writes_the_faster_form(tmp_path):
     build_vocab_tokenizer(["张三"], level="char").save(str(fast))
     assert write_tokenizer(fast, tmp_path / "copy.json") is None
     assert (tmp_path / "copy.json").read_bytes() == fast.read_bytes()
+
+
+def test_engine_switches_off_the_piece_cache_of_character_vocabularies_only(monkeypatch):
+    import nere.engine.core.featurize as featurize
+    from nere.engine.core.featurize import Featurizer, is_mergeless_bpe
+
+    char = build_vocab_tokenizer(["张三 在北京"], level="char")
+    word = build_vocab_tokenizer(["Alice works ."], level="word")
+    real_bpe = Tokenizer(models.BPE(vocab={"a": 0, "b": 1, "ab": 2, UNK: 3}, merges=[("a", "b")], unk_token=UNK))
+    assert is_mergeless_bpe(char) and not is_mergeless_bpe(word) and not is_mergeless_bpe(real_bpe)
+    switched = []
+    monkeypatch.setattr(featurize, "is_mergeless_bpe", lambda tok: switched.append(tok) or is_mergeless_bpe(tok))
+    f = Featurizer(char, max_length=16, pad_token="[PAD]")
+    assert switched == [char]
+    assert f.tokenize(["张三在 上海"])[0].ids.tolist() == [5, 6, 7, 1, 1]  # still tokenizes the same
