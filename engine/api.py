@@ -18,7 +18,6 @@ import pyarrow as pa
 from nere.engine.bundle import CUDA, Bundle, load_bundle
 from nere.engine.errors import EngineError
 from nere.engine.parquet_io import (
-    FIRST_UNIT_DOCS,
     OUTPUTS,
     RunState,
     background,
@@ -152,9 +151,8 @@ class Engine:
             ids, texts = pa.array(data[id_col]), list(data[text_col])
             if len(ids) != len(texts):
                 raise EngineError(f"columns {id_col!r} and {text_col!r} differ in length")
-            starts = [0, *range(min(FIRST_UNIT_DOCS, UNIT_DOCS), len(texts), UNIT_DOCS)] if texts else []
-            ends = [*starts[1:], len(texts)]
-            return (Unit(ids.slice(a, b - a), texts[a:b], "<table>", a) for a, b in zip(starts, ends))
+            return (Unit(ids.slice(a, UNIT_DOCS), texts[a : a + UNIT_DOCS], "<table>", a)
+                    for a in range(0, len(texts), UNIT_DOCS))
         batches = [data] if isinstance(data, (pa.Table, pa.RecordBatch)) else data
         return self._units_of_batches(batches, id_col, text_col)
 
@@ -167,8 +165,7 @@ class Engine:
             for col in (id_col, text_col):
                 if col not in batch.schema.names:
                     raise EngineError(f"input table has no column {col!r} (it has {', '.join(batch.schema.names)})")
-            first = min(FIRST_UNIT_DOCS, UNIT_DOCS) if row == 0 else None
-            yield from units_of_batch(batch, id_col, text_col, UNIT_DOCS, UNIT_CHARS, "<table>", row, first)
+            yield from units_of_batch(batch, id_col, text_col, UNIT_DOCS, UNIT_CHARS, "<table>", row)
             row += batch.num_rows
 
     # ------------------------------------------------------------------ streaming

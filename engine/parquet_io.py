@@ -1,11 +1,9 @@
 """Streaming Parquet in; atomic part files and a progress record out.
 
 Reading: only the id and text columns, record batch by record batch, cut into *units*
-(at most ``unit_docs`` rows and about ``unit_chars`` characters; the very first unit of a
-run holds at most ``FIRST_UNIT_DOCS`` rows, so the model starts after a few documents are
-prepared rather than a whole unit). Unit boundaries depend only on the files and these
-settings, so a resumed run sees exactly the units of an uninterrupted one and writes
-byte-identical parts.
+(at most ``unit_docs`` rows and about ``unit_chars`` characters). Unit boundaries depend
+only on the files and these settings, so a resumed run sees exactly the units of an
+uninterrupted one and writes byte-identical parts.
 
 Writing: a part collects whole units; its files are written under a temporary name in
 the same folder, then ``os.replace``d, and only then is ``progress.json`` (itself
@@ -99,13 +97,8 @@ def open_inputs(files: Sequence[Path], id_col: str, text_col: str) -> list[Input
     return out
 
 
-FIRST_UNIT_DOCS = 32  # the first unit of a run: the model waits only for this many documents
-
-
-def _char_cuts(texts: pa.Array, unit_docs: int, unit_chars: int, first_docs: int | None = None
-               ) -> list[tuple[int, int]]:
-    """Row ranges of a record batch: <= unit_docs rows (the first <= first_docs) and about
-    unit_chars characters."""
+def _char_cuts(texts: pa.Array, unit_docs: int, unit_chars: int) -> list[tuple[int, int]]:
+    """Row ranges of a record batch: <= unit_docs rows and about unit_chars characters."""
     n = len(texts)
     if pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type):
         lengths = pc.fill_null(pc.utf8_length(texts), 0).to_pylist()
@@ -113,8 +106,7 @@ def _char_cuts(texts: pa.Array, unit_docs: int, unit_chars: int, first_docs: int
         lengths = [0] * n
     cuts, start, acc = [], 0, 0
     for i, length in enumerate(lengths):
-        cap = first_docs if first_docs is not None and not cuts else unit_docs
-        if i > start and (acc + length > unit_chars or i - start >= cap):
+        if i > start and (acc + length > unit_chars or i - start >= unit_docs):
             cuts.append((start, i))
             start, acc = i, 0
         acc += length
@@ -124,13 +116,12 @@ def _char_cuts(texts: pa.Array, unit_docs: int, unit_chars: int, first_docs: int
 
 
 def units_of_batch(batch: pa.RecordBatch | pa.Table, id_col: str, text_col: str, unit_docs: int, unit_chars: int,
-                   source: str, row0: int, first_docs: int | None = None) -> Iterator[Unit]:
-    """Units of one record batch; ``first_docs`` caps the first one (see FIRST_UNIT_DOCS)."""
+                   source: str, row0: int) -> Iterator[Unit]:
     ids = batch.column(id_col)
     texts = batch.column(text_col)
     if isinstance(ids, pa.ChunkedArray):
         ids, texts = ids.combine_chunks(), texts.combine_chunks()
-    for a, b in _char_cuts(texts, unit_docs, unit_chars, first_docs):
+    for a, b in _char_cuts(texts, unit_docs, unit_chars):
         yield Unit(ids.slice(a, b - a), texts.slice(a, b - a).to_pylist(), source, row0 + a)
 
 
@@ -157,8 +148,7 @@ def iter_units(
                         return
                     batch = batch.slice(0, left)
                     left -= batch.num_rows
-                first = min(FIRST_UNIT_DOCS, unit_docs) if fi == 0 and row == 0 else None
-                for unit in units_of_batch(batch, id_col, text_col, unit_docs, unit_chars, str(inp.path), row, first):
+                for unit in units_of_batch(batch, id_col, text_col, unit_docs, unit_chars, str(inp.path), row):
                     if not done(fi, unit.row0, unit.row0 + len(unit.texts)):
                         yield fi, unit
                 row += batch.num_rows

@@ -272,23 +272,3 @@ def test_device_cuda_without_gpu_is_one_line(tmp_path, bundle):
     code, output = cli(str(corpus), "--model", str(bundle), "--out", str(tmp_path / "o"), "--device", "cuda")
     assert code != 0 and output.startswith("Error: device cuda:") and len(output.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
-
-
-def test_first_unit_is_small_so_the_model_starts_early(tmp_path, bundle):
-    """The run's first unit holds FIRST_UNIT_DOCS documents, later ones up to unit_docs;
-    boundaries depend only on the input (two files, a limit), and the tables do not."""
-    from nere.engine.parquet_io import FIRST_UNIT_DOCS, iter_units, open_inputs, resolve_inputs
-
-    a = write_corpus(tmp_path / "a.parquet", 300)
-    b = write_corpus(tmp_path / "b.parquet", 40)
-    files = open_inputs(resolve_inputs([a, b]), "id", "text")
-    sizes = [(fi, len(u.texts)) for fi, u in iter_units(files, "id", "text", 256, 10**9)]
-    assert sizes == [(0, FIRST_UNIT_DOCS), (0, 256 - FIRST_UNIT_DOCS), (0, 44), (1, 40)]
-    assert [len(u.texts) for _, u in iter_units(files, "id", "text", 256, 10**9, limit=20)] == [20]
-    assert [len(u.texts) for _, u in iter_units(files, "id", "text", 16, 10**9, limit=40)] == [16, 16, 8]
-    engine = Engine.load(bundle, device="cpu", threads=1)
-    texts = pl.read_parquet(a)["text"].to_list()
-    assert [len(u.texts) for u in engine._units(texts, "id", "text")] == [FIRST_UNIT_DOCS, 256, 300 - 256 - FIRST_UNIT_DOCS]
-    whole = engine.extract_all(str(a))
-    assert whole.entities.equals(engine.extract_all(pa.table({"id": pl.read_parquet(a)["id"].to_list(),
-                                                                "text": texts})).entities)
