@@ -159,6 +159,7 @@ class Config:
         self.latency: list[dict] = []
         self.memory: dict[str, Any] | None = None
         self.rss_scaling: list[dict] = []
+        self.compute: dict[str, Any] | None = None
 
     @property
     def precision(self) -> str:
@@ -369,6 +370,7 @@ def run_bench(st: Settings) -> dict[str, Any]:
 
     if st.do_rss or st.rss_corpus:
         _memory(configs, baselines, st)
+    _compute(configs, st)
     shutil.rmtree(scratch, ignore_errors=True)
     return build_report(configs, baselines, stats, st, started, load_start)
 
@@ -402,6 +404,31 @@ def _memory(configs: list[Config], baselines: list[dict], st: Settings) -> None:
             b["memory"] = _strip(baseline_peak(b["checkpoint"], st.corpus, st.device, st.threads, st.limit,
                                                st.baseline_batch_docs, st.id_col, st.text_col, b["re_checkpoint"]))
             _echo(f"[rss] {b['name']}: peak {b['memory']['peak_rss_mb']} MB")
+
+
+def _compute(configs: list[Config], st: Settings) -> None:
+    """Stage-1 weight FLOPs per token against the device's measured matmul rate (one rate
+    per provider and dtype); skipped with the reason when the graphs cannot be read."""
+    try:
+        from nere.bench_compute import compute_section, matmul_gflops
+    except ImportError as err:  # pragma: no cover - the bench extra always brings numpy
+        for c in configs:
+            c.compute = {"skipped": str(err)}
+        return
+    rates: dict[tuple[str, str], dict[str, Any]] = {}
+    for c in configs:
+        s = c.profile.stats
+        provider = c.engine.provider
+        dtype = "float16" if provider == "CUDAExecutionProvider" and c.precision == "fp16" else "float32"
+        try:
+            if (provider, dtype) not in rates:
+                rates[(provider, dtype)] = matmul_gflops(provider, st.threads, dtype)
+                _echo(f"[compute] {provider} {dtype} MatMul: {rates[(provider, dtype)]['gflops']:,} GFLOP/s")
+            c.compute = compute_section(Path(c.bundle.path) / c.bundle.stage1.file, rates[(provider, dtype)],
+                                        s.tokens / statistics.median(c.e2e) if c.e2e else None,
+                                        s.tokens / statistics.median(c.model) if c.model else None)
+        except ImportError as err:  # onnx is in the export extra
+            c.compute = {"skipped": f"cannot read graphs ({err}); install the export extra"}
 
 
 def _strip(m: dict[str, Any], keep_timeline: bool = False) -> dict[str, Any]:
@@ -466,6 +493,7 @@ def build_report(configs: list[Config], baselines: list[dict], stats: CorpusStat
             "latency": c.latency,
             "memory": c.memory,
             "rss_scaling": c.rss_scaling,
+            "compute": c.compute,
         })
     base_out = []
     for b in baselines:

@@ -76,6 +76,19 @@ def markdown(r: dict[str, Any]) -> str:
         p = m["breakdown_s"]
         lines.append(_row([m["name"], *(_f(p.get(k), 2) for k in ("read", "prepare", "stage1", "stage2",
                                                                      "decode_assemble", "parquet_encode", "total"))]))
+    computed = [m for m in r["models"] if (m.get("compute") or {}).get("stage1_weight_flops_per_token")]
+    if computed:
+        y = computed[0]["compute"]["yardstick"]
+        lines += ["", f"## Compute (stage-1 weight FLOPs per content token vs one {y['matmul'].split(' ', 1)[1]} "
+                      f"MatMul on {y['provider']}, {y['threads']} threads)", "",
+                  _row(["model", "MFLOP/token", "yardstick GFLOP/s", "tokens/s it allows", "e2e share", "model-only share"]),
+                  _row(["---"] * 6)]
+        for m in computed:
+            c = m["compute"]
+            yard = f"{_f(c['yardstick']['gflops'])} ({c['yardstick']['matmul'].split()[0]})"
+            lines.append(_row([m["name"], _f(c["stage1_weight_flops_per_token"] / 1e6, 2), yard,
+                               _f(c["tokens_per_s_at_matmul_rate"], 0), _f(c["end_to_end_fraction"], 3),
+                               _f(c["model_only_fraction"], 3)]))
     scaling = [(m["name"], x) for m in r["models"] for x in m["rss_scaling"]]
     if scaling:
         lines += ["", "## Peak RSS vs corpus size (`nere extract` child process)", "",

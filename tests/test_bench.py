@@ -29,7 +29,7 @@ TEXTS = [
     "Bob works for Acme Corp .",
 ]
 MODEL_KEYS = {"name", "bundle", "task", "model", "precision", "sha256", "provider", "provider_notes", "batch_tokens",
-              "streams", "threads_per_stream", "checkpoint", "baseline_key", "re_bundle", "metrics", "bundle_bytes", "end_to_end", "model_only", "end_to_end_over_model_only",
+              "streams", "threads_per_stream", "checkpoint", "compute", "baseline_key", "re_bundle", "metrics", "bundle_bytes", "end_to_end", "model_only", "end_to_end_over_model_only",
               "breakdown_s", "model_batches", "outputs", "latency", "memory", "rss_scaling"}
 RATE_KEYS = {"seconds", "documents_per_s", "sentences_per_s", "tokens_per_s", "seconds_all"}
 
@@ -70,6 +70,9 @@ def test_bench_writes_report_with_stable_keys(tiny, tmp_path):
     for m in r["models"]:
         assert set(m) == MODEL_KEYS
         assert set(m["end_to_end"]) == RATE_KEYS and set(m["model_only"]) == RATE_KEYS
+        # the fixture graphs are lookup tables: no weight products, so no share of the rate
+        assert m["compute"]["stage1_weight_flops_per_token"] == 0 and m["compute"]["yardstick"]["gflops"] > 0
+        assert m["compute"]["end_to_end_fraction"] is None
         assert len(m["end_to_end"]["seconds_all"]) == 2 and len(m["model_only"]["seconds_all"]) == 2
         assert m["end_to_end"]["documents_per_s"] > 0 and m["end_to_end_over_model_only"] > 0
         assert [x["batch_size"] for x in m["latency"]] == [1, 2]
@@ -253,3 +256,47 @@ def test_make_corpus_repeats_documents(tmp_path):
     assert sorted(re.findall(r"[A-Z] [a-z] \.", " ".join(first))) == sorted(sents)
     assert all(2 <= d.count(" .") <= 3 for d in first[:-1])  # only a pass's last document may be shorter
     assert mc.main(["--source", "nope:test", "--docs", "3", "--out", str(tmp_path / "x.parquet")]) == 1
+
+
+def test_weight_flops_per_token_counts_weight_products(tmp_path):
+    """2 x multiply-adds with weight matrices: MatMul (also through a Cast), quantized
+    MatMul, Gemm (its bias ignored), LSTM input + recurrent weights; activation x
+    activation products are not weights and are left out."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from nere.bench_compute import weight_flops_per_token
+
+    def init(name, shape, dtype=np.float32):
+        return numpy_helper.from_array(np.zeros(shape, dtype), name)
+
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h1"]),                      # 4 x 3
+        helper.make_node("Cast", ["w2"], ["w2f"], to=TensorProto.FLOAT),
+        helper.make_node("MatMul", ["h1", "w2f"], ["h2"]),                    # 3 x 5 through a Cast
+        helper.make_node("MatMulInteger", ["q", "w3", "zp", "zp"], ["h3"]),   # 5 x 2 int8
+        helper.make_node("Gemm", ["h2", "w4", "b4"], ["h4"]),                 # 5 x 6, bias 1-D
+        helper.make_node("MatMul", ["h4", "h4"], ["scores"]),                 # activations only
+        helper.make_node("LSTM", ["seq", "W", "R", "B"], ["out"], hidden_size=4),  # W (2,16,3), R (2,16,4)
+    ]
+    inits = [init("w1", (4, 3)), init("w2", (3, 5), np.float16), init("w3", (5, 2), np.int8), init("zp", (), np.int8),
+             init("w4", (5, 6)), init("b4", (6,)), init("W", (2, 16, 3)), init("R", (2, 16, 4)), init("B", (2, 32))]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, None)], inits)
+    path = tmp_path / "g.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    assert weight_flops_per_token(path) == 2 * (12 + 15 + 10 + 30) + 2 * (96 + 128)
+
+
+def test_matmul_rate_and_compute_section():
+    from nere.bench_compute import compute_section, matmul_gflops
+
+    rate = matmul_gflops("CPUExecutionProvider", 1, seconds=0.01)
+    assert rate["gflops"] > 0 and rate["provider"] == "CPUExecutionProvider" and rate["matmul"].startswith("float32")
+    fake = {"gflops": 100.0, "matmul": "float32 1024x1024 @ 1024x1024", "provider": "CPUExecutionProvider", "threads": 1}
+    sec = compute_section(ROOT / "artifacts" / "en-conll04-joint-int8" / "ner.onnx", fake, 2000.0, 4000.0)
+    flops = sec["stage1_weight_flops_per_token"]
+    assert 20e6 < flops < 23e6  # MiniLM-L6: 6 x (4 x 384^2 + 2 x 384 x 1536) multiply-adds, x2
+    assert sec["tokens_per_s_at_matmul_rate"] == round(100e9 / flops, 1)
+    assert sec["end_to_end_fraction"] == round(2000.0 * flops / 100e9, 4) and sec["model_only_fraction"] > 0
