@@ -212,7 +212,7 @@ class Settings:
     text_col: str = "text"
     device: str = "cpu"
     budgets: list[int | None] = field(default_factory=lambda: [None])
-    streams: list[int] = field(default_factory=lambda: [1])
+    streams: list[int | None] = field(default_factory=lambda: [None])  # None: the engine's default
     sizes: list[int] = field(default_factory=lambda: [1, 8, 32, 128])
     threads: int = 1
     repeats: int = 3
@@ -237,7 +237,8 @@ class Settings:
 @click.option("--batch-tokens", "batch_tokens", multiple=True, type=click.IntRange(1),
               help="Engine token budget per batch (repeatable; default: the engine's).")
 @click.option("--streams", "streams", multiple=True, type=click.IntRange(1),
-              help="Model calls at once, each with threads/streams threads (repeatable; default 1).")
+              help="Model calls at once, each with threads/streams threads (repeatable; default: the engine's, "
+                   "2 for BiLSTM bundles on 2+ threads, else 1).")
 @click.option("--batch-sizes", default="1,8,32,128", show_default=True, help="Documents per latency batch.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="onnxruntime and torch threads [default: all cores].")
 @click.option("--repeats", type=click.IntRange(1), default=3, show_default=True)
@@ -268,7 +269,7 @@ def bench(models, re_model, corpus, id_col, text_col, device, batch_tokens, stre
         if not Path(path).is_file():
             raise click.ClickException(f"corpus {path}: no such file")
     st = Settings(list(models), corpus, Path(out), re_model, id_col, text_col, device, list(batch_tokens) or [None],
-                  list(dict.fromkeys(streams)) or [1],
+                  list(dict.fromkeys(streams)) or [None],
                   _int_list(batch_sizes, "--batch-sizes"), threads or os.cpu_count() or 1, repeats, limit, baseline,
                   checkpoint, re_checkpoint, baseline_batch_docs, latency_seconds, do_latency, do_rss,
                   list(rss_corpus))
@@ -288,7 +289,7 @@ def bench(models, re_model, corpus, id_col, text_col, device, batch_tokens, stre
 def load_configs(st: Settings) -> list[Config]:
     """Load every bundle once per threads-per-call; one Engine per bundle, token budget and
     stream count."""
-    from nere.engine.api import Engine
+    from nere.engine.api import Engine, auto_streams, bundle_model_kind
     from nere.engine.bundle import load_bundle
 
     loaded: dict[tuple[str, int], Any] = {}
@@ -312,7 +313,8 @@ def load_configs(st: Settings) -> list[Config]:
             raise EngineError(f"bundle {path} is RE-only: pass it as --re-model next to an NER bundle")
         ckpt = st.checkpoint or checkpoint_of(bundle.manifest)
         for bt in st.budgets:
-            for streams in st.streams:
+            for asked in st.streams:
+                streams = asked if asked is not None else auto_streams(bundle_model_kind(path), st.threads)
                 name = Path(path).name + (f"+{Path(st.re_model).name}" if st.re_model is not None else "")
                 name += f"@{bt}" if len(st.budgets) > 1 else ""
                 name += f"x{streams}" if len(st.streams) > 1 else ""

@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -37,6 +38,26 @@ PART_DOCS = 50_000  # documents per part file: a killed run redoes at most one p
 FAILURE_SAMPLE = 100  # failures listed in the summary (all are in failures/)
 
 
+RECURRENT_KINDS = ("bilstm",)  # model kinds (manifest "model") whose stage 1 is an LSTM
+
+
+def auto_streams(model_kind: str | None, threads: int) -> int:
+    """Default stage-1 calls in flight: 2 single-threaded-ish calls for recurrent encoders
+    on 2+ threads, whose LSTM operator parallelises poorly inside one call (measured on 2
+    cores: +3-17% documents/s for every BiLSTM bundle, docs/benchmarks.md "Streams"); 1 for
+    everything else (transformers use all threads well inside one call: -15% with 2)."""
+    recurrent = bool(model_kind) and str(model_kind).startswith(RECURRENT_KINDS)
+    return 2 if recurrent and threads >= 2 else 1
+
+
+def bundle_model_kind(bundle: str | Path) -> str | None:
+    """The manifest's model kind, read without verifying the bundle (load_bundle does that)."""
+    try:
+        return json.loads((Path(bundle) / "manifest.json").read_text(encoding="utf-8")).get("model")
+    except (OSError, ValueError, AttributeError):
+        return None  # load_bundle reports what is wrong with the bundle
+
+
 @dataclass
 class Extraction:
     """Everything :meth:`Engine.extract_all` produces for an in-memory input."""
@@ -58,15 +79,18 @@ class Engine:
         threads: int | None = None,
         batch_tokens: int | None = None,
         max_doc_chars: int = DEFAULT_MAX_DOC_CHARS,
-        streams: int = 1,
+        streams: int | None = None,
     ) -> None:
         """``threads``: CPU threads in all [default: all cores]; ``streams``: stage-1 model
-        calls running at once, each with ``threads // streams`` onnxruntime threads (more
-        streams suit recurrent encoders, whose operators parallelise poorly inside one call).
-        A ``Bundle`` passed in already loaded keeps the threads its sessions were opened with."""
+        calls running at once, each with ``threads // streams`` onnxruntime threads
+        [default: :func:`auto_streams`]. A ``Bundle`` passed in already loaded keeps the
+        threads its sessions were opened with."""
+        total = int(threads or os.cpu_count() or 1)
+        if streams is None:
+            streams = auto_streams(bundle.manifest.get("model") if isinstance(bundle, Bundle) else bundle_model_kind(bundle),
+                                   total)
         if streams < 1:
             raise EngineError(f"streams must be positive, got {streams}")
-        total = int(threads or os.cpu_count() or 1)
         self.call_threads = max(1, total // streams)
         if not isinstance(bundle, Bundle):
             bundle = load_bundle(bundle, device, self.call_threads)
@@ -87,7 +111,7 @@ class Engine:
         threads: int | None = None,
         batch_tokens: int | None = None,
         max_doc_chars: int = DEFAULT_MAX_DOC_CHARS,
-        streams: int = 1,
+        streams: int | None = None,
     ) -> "Engine":
         """Load and verify the bundle(s); raises BundleError/EngineError with one line."""
         return cls(bundle, re_bundle, device, threads, batch_tokens, max_doc_chars, streams)
