@@ -289,7 +289,7 @@ def bench(models, re_model, corpus, id_col, text_col, device, batch_tokens, stre
 def load_configs(st: Settings) -> list[Config]:
     """Load every bundle once per threads-per-call; one Engine per bundle, token budget and
     stream count."""
-    from nere.engine.api import Engine, auto_streams, bundle_model_kind
+    from nere.engine.api import Engine, auto_streams, read_manifest_json
     from nere.engine.bundle import load_bundle
 
     loaded: dict[tuple[str, int], Any] = {}
@@ -300,8 +300,8 @@ def load_configs(st: Settings) -> list[Config]:
             loaded[key] = load_bundle(path, st.device, key[1])
         return loaded[key]
 
-    re_ckpt = None
-    if st.re_model is not None:
+    re_bundle = re_ckpt = None
+    if st.re_model is not None:  # one RE call at a time, with all threads
         re_bundle = bundle_at(st.re_model, 1)
         if re_bundle.re is None:
             raise EngineError(f"--re-model {st.re_model}: bundle has no relation stage (task {re_bundle.task})")
@@ -314,14 +314,13 @@ def load_configs(st: Settings) -> list[Config]:
         ckpt = st.checkpoint or checkpoint_of(bundle.manifest)
         for bt in st.budgets:
             for asked in st.streams:
-                streams = asked if asked is not None else auto_streams(bundle_model_kind(path), st.threads)
+                streams = asked if asked is not None else auto_streams(read_manifest_json(path), st.threads)
                 name = Path(path).name + (f"+{Path(st.re_model).name}" if st.re_model is not None else "")
                 name += f"@{bt}" if len(st.budgets) > 1 else ""
                 name += f"x{streams}" if len(st.streams) > 1 else ""
-                re_b = bundle_at(st.re_model, streams) if st.re_model is not None else None
-                engine = Engine(bundle_at(path, streams), re_b, device=st.device, threads=st.threads, batch_tokens=bt,
-                                streams=streams)
-                configs.append(Config(name, bundle, re_b, engine, ckpt, re_ckpt))
+                engine = Engine(bundle_at(path, streams), re_bundle, device=st.device, threads=st.threads,
+                                batch_tokens=bt, streams=streams)
+                configs.append(Config(name, bundle, re_bundle, engine, ckpt, re_ckpt))
     names = [c.name for c in configs]
     if len(set(names)) != len(names):
         raise EngineError(f"two --model folders share a name ({', '.join(names)}): give each bundle its own folder name")
@@ -411,12 +410,8 @@ def _memory(configs: list[Config], baselines: list[dict], st: Settings) -> None:
 def _compute(configs: list[Config], st: Settings) -> None:
     """Stage-1 weight FLOPs per token against the device's measured matmul rate (one rate
     per provider and dtype); skipped with the reason when the graphs cannot be read."""
-    try:
-        from nere.bench_compute import compute_section, matmul_gflops
-    except ImportError as err:  # pragma: no cover - the bench extra always brings numpy
-        for c in configs:
-            c.compute = {"skipped": str(err)}
-        return
+    from nere.bench_compute import compute_section, matmul_gflops
+
     rates: dict[tuple[str, str], dict[str, Any]] = {}
     for c in configs:
         s = c.profile.stats

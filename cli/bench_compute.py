@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from nere.engine.bundle import RECURRENT_OPS
+
 MATMUL_OPS = {"MatMul", "MatMulInteger", "DynamicQuantizeMatMul", "QLinearMatMul", "Gemm", "FusedMatMul", "Attention"}
-RNN_OPS = {"LSTM", "DynamicQuantizeLSTM", "GRU", "RNN"}
 PASS_THROUGH = {"Cast", "Identity", "Transpose", "DequantizeLinear"}  # weight -> weight, same number of elements
 MATMUL_SIZE = {"cpu": 1024, "cuda": 8192}
 
@@ -38,7 +39,7 @@ def weight_flops_per_token(graph_path: str | Path) -> int:
     for node in model.graph.node:  # nodes are topologically sorted
         if node.op_type in PASS_THROUGH and node.input and node.input[0] in sizes:
             sizes[node.output[0]] = sizes[node.input[0]]
-        elif node.op_type in RNN_OPS:
+        elif node.op_type in RECURRENT_OPS:
             w, r = node.input[1], node.input[2]  # (directions, gates x hidden, input) and (..., hidden)
             total += 2 * (sizes[w][0] + sizes[r][0])
         elif node.op_type in MATMUL_OPS:

@@ -38,24 +38,23 @@ PART_DOCS = 50_000  # documents per part file: a killed run redoes at most one p
 FAILURE_SAMPLE = 100  # failures listed in the summary (all are in failures/)
 
 
-RECURRENT_KINDS = ("bilstm",)  # model kinds (manifest "model") whose stage 1 is an LSTM
+def auto_streams(manifest: dict[str, Any] | None, threads: int) -> int:
+    """Default stage-1 calls in flight: 2 on 2+ threads when the bundle's stage-1 graph is
+    recurrent (``graphs.stage1.recurrent``, recorded by export from the graph's operators),
+    whose LSTM operator parallelises poorly inside one call (measured on 2 cores: +3-17%
+    documents/s for every BiLSTM bundle, docs/benchmarks.md "Streams"); 1 otherwise
+    (transformers use all threads well inside one call: -15% with 2)."""
+    stage1 = ((manifest or {}).get("graphs") or {}).get("stage1") or {}
+    return 2 if stage1.get("recurrent") is True and threads >= 2 else 1
 
 
-def auto_streams(model_kind: str | None, threads: int) -> int:
-    """Default stage-1 calls in flight: 2 single-threaded-ish calls for recurrent encoders
-    on 2+ threads, whose LSTM operator parallelises poorly inside one call (measured on 2
-    cores: +3-17% documents/s for every BiLSTM bundle, docs/benchmarks.md "Streams"); 1 for
-    everything else (transformers use all threads well inside one call: -15% with 2)."""
-    recurrent = bool(model_kind) and str(model_kind).startswith(RECURRENT_KINDS)
-    return 2 if recurrent and threads >= 2 else 1
-
-
-def bundle_model_kind(bundle: str | Path) -> str | None:
-    """The manifest's model kind, read without verifying the bundle (load_bundle does that)."""
+def read_manifest_json(bundle: str | Path) -> dict[str, Any] | None:
+    """A bundle's manifest as JSON, unverified (load_bundle verifies it); None if unreadable."""
     try:
-        return json.loads((Path(bundle) / "manifest.json").read_text(encoding="utf-8")).get("model")
-    except (OSError, ValueError, AttributeError):
+        m = json.loads((Path(bundle) / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return None  # load_bundle reports what is wrong with the bundle
+    return m if isinstance(m, dict) else None
 
 
 @dataclass
@@ -83,19 +82,19 @@ class Engine:
     ) -> None:
         """``threads``: CPU threads in all [default: all cores]; ``streams``: stage-1 model
         calls running at once, each with ``threads // streams`` onnxruntime threads
-        [default: :func:`auto_streams`]. A ``Bundle`` passed in already loaded keeps the
-        threads its sessions were opened with."""
+        [default: :func:`auto_streams`]; a separate RE bundle runs one call at a time with all
+        ``threads``. A ``Bundle`` passed in already loaded keeps the threads its sessions
+        were opened with."""
         total = int(threads or os.cpu_count() or 1)
         if streams is None:
-            streams = auto_streams(bundle.manifest.get("model") if isinstance(bundle, Bundle) else bundle_model_kind(bundle),
-                                   total)
+            streams = auto_streams(bundle.manifest if isinstance(bundle, Bundle) else read_manifest_json(bundle), total)
         if streams < 1:
             raise EngineError(f"streams must be positive, got {streams}")
         self.call_threads = max(1, total // streams)
         if not isinstance(bundle, Bundle):
             bundle = load_bundle(bundle, device, self.call_threads)
         if re_bundle is not None and not isinstance(re_bundle, Bundle):
-            re_bundle = load_bundle(re_bundle, device, self.call_threads)
+            re_bundle = load_bundle(re_bundle, device, total)  # its calls run one at a time, in this thread
         self.bundle, self.re_bundle = bundle, re_bundle
         self.device, self.threads, self.streams = device, threads, int(streams)
         if batch_tokens is None:

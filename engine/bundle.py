@@ -284,6 +284,9 @@ def select_providers(device: str) -> list:
     return [CPU]
 
 
+RECURRENT_OPS = frozenset({"LSTM", "GRU", "RNN", "DynamicQuantizeLSTM"})  # ONNX ops of recurrent encoders
+
+
 def session_options(threads: int | None) -> ort.SessionOptions:
     """Explicit threads (no oversubscription when several engines share a host)."""
     so = ort.SessionOptions()

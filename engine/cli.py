@@ -42,8 +42,8 @@ def _print_summary(s: dict[str, Any]) -> None:
               help="Padded tokens per model batch [default: 4096 on CPU, 65536 on CUDA].")
 @click.option("--threads", type=click.IntRange(1), default=None, help="onnxruntime CPU threads [default: all cores].")
 @click.option("--streams", type=click.IntRange(1), default=None,
-              help="Model calls at once, each with threads/streams threads [default: 2 for BiLSTM bundles on 2+ "
-                   "threads, else 1].")
+              help="Model calls at once, each with threads/streams threads [default: 2 for bundles with a "
+                   "recurrent (BiLSTM) stage 1 on 2+ threads, else 1].")
 @click.option("--resume", is_flag=True, help="Continue a killed run in --out; finished parts are kept.")
 @click.option("--overwrite", is_flag=True, help="Replace the results already in --out.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N input rows.")

@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from nere.engine.bundle import CUDA, ORT_TO_NUMPY, Graph
-from nere.engine.core.featurize import Batch, Encoded, Featurizer, Tokens
+from nere.engine.core.featurize import Batch, Encoded, Featurizer, Tokens, expand_ranges
 
 WIDTH_STEP = 8
 PAIR_BUDGET_FACTOR = 8  # stage-2 pair-positions per call, in units of batch_tokens
@@ -116,14 +116,10 @@ def span_scores(emissions: np.ndarray, tags: np.ndarray, rows: np.ndarray, start
     probability of the decoded tag. Only the spans' own positions are exponentiated (most
     positions of a batch are outside every entity)."""
     lens = np.asarray(ends) - np.asarray(starts)
-    first = np.cumsum(lens) - lens
-    r = np.repeat(rows, lens)
-    pos = np.repeat(starts, lens) + np.arange(int(lens.sum())) - np.repeat(first, lens)
-    x = np.asarray(emissions[r, pos], dtype=np.float32)  # (positions, tags)
-    chosen = x[np.arange(len(r)), tags[r, pos]]
-    shift = x.max(axis=1)
-    prob = np.exp(chosen - shift) / np.exp(x - shift[:, None]).sum(axis=1)
-    return np.add.reduceat(prob.astype(np.float64), first) / lens
+    span, pos = expand_ranges(np.asarray(starts), lens)
+    r = np.asarray(rows)[span]
+    prob = softmax(emissions[r, pos])[np.arange(len(r)), tags[r, pos]]  # (positions,)
+    return np.add.reduceat(prob.astype(np.float64), np.cumsum(lens) - lens) / lens
 
 
 def span_masks(starts: np.ndarray, ends: np.ndarray, width: int) -> np.ndarray:

@@ -302,6 +302,7 @@ def validate_manifest(m: Any) -> None:
         _need(isinstance(g, dict), f"graphs.{stage} missing")
         _need(g.get("file") in files, f"graphs.{stage}.file must name a file listed in files")
         ins = _check_io(stage, "inputs", g.get("inputs"))
+        _need(isinstance(g.get("recurrent", False), bool), f"graphs.{stage}.recurrent must be true or false")
         outs = _check_io(stage, "outputs", g.get("outputs"))
         if stage == "stage1":
             _need("input_ids" in ins, "graphs.stage1 needs an input_ids input")

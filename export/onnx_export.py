@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 import torch
 
+from nere.engine.bundle import RECURRENT_OPS
 from nere.train.models.base import GraphSpec
 
 OPSET = 17
@@ -65,13 +66,15 @@ def value_info(v: onnx.ValueInfoProto) -> dict[str, Any]:
     return {"name": v.name, "dtype": dtype, "shape": shape}
 
 
-def graph_io(path: str | Path) -> dict[str, list[dict[str, Any]]]:
-    """Inputs and outputs of a saved graph, as the manifest records them."""
+def graph_io(path: str | Path) -> dict[str, Any]:
+    """Inputs and outputs of a saved graph, as the manifest records them, and whether it
+    holds a recurrent operator (the engine runs such graphs as several concurrent calls)."""
     model = onnx.load(str(path), load_external_data=False)
     inits = {i.name for i in model.graph.initializer}
     return {
         "inputs": [value_info(v) for v in model.graph.input if v.name not in inits],
         "outputs": [value_info(v) for v in model.graph.output],
+        "recurrent": any(n.op_type in RECURRENT_OPS for n in model.graph.node),
     }
 
 

@@ -124,6 +124,10 @@ def test_bench_separate_re_bundle(tiny, tmp_path):
         assert (m["streams"], m["threads_per_stream"]) == (streams, 2 // streams)
         assert m["outputs"]["relations"] > 0 and m["model_batches"]["stage2"] > 0
     assert one["outputs"] == two["outputs"]
+    # the RE bundle runs one call at a time: it keeps all threads whatever the NER streams
+    engine = Engine(tiny["ner"], tiny["re"], device="cpu", threads=2, streams=2)
+    threads_of = lambda b: b.stage1.session.get_session_options().intra_op_num_threads  # noqa: E731
+    assert (threads_of(engine.bundle), threads_of(engine.re_bundle)) == (1, 2)
     engine = Engine(tiny["ner"], tiny["re"], device="cpu", threads=1)
     calls = profile_pass(engine, tiny["corpus"], None).recorder.calls
     # the RE bundle's own stage 1 feeds its stage 2

@@ -274,14 +274,18 @@ def test_device_cuda_without_gpu_is_one_line(tmp_path, bundle):
     assert not (tmp_path / "o").exists()
 
 
-def test_default_streams_follow_the_model_kind(tmp_path, bundle):
-    """Two model calls at once for BiLSTM bundles on 2+ threads, one otherwise; an
-    explicit value wins; an unreadable manifest falls back to 1 (load reports the error)."""
-    from nere.engine.api import auto_streams, bundle_model_kind
+def test_default_streams_follow_the_recurrent_flag(tmp_path, bundle):
+    """Two model calls at once when stage 1 is recurrent (graphs.stage1.recurrent) on 2+
+    threads, one otherwise; an explicit value wins; an unreadable manifest falls back to 1
+    (load reports the error)."""
+    from nere.engine.api import auto_streams, read_manifest_json
 
-    assert auto_streams("bilstm-crf", 2) == 2 and auto_streams("bilstm", 16) == 2
-    assert auto_streams("bilstm-crf", 1) == 1 and auto_streams("bert-crf", 8) == 1 and auto_streams(None, 4) == 1
-    assert bundle_model_kind(bundle) == "test-lookup" and bundle_model_kind(tmp_path / "missing") is None
+    rec = {"graphs": {"stage1": {"recurrent": True}}}
+    assert auto_streams(rec, 2) == 2 and auto_streams(rec, 16) == 2 and auto_streams(rec, 1) == 1
+    assert auto_streams({"graphs": {"stage1": {"recurrent": False}}}, 8) == 1 and auto_streams(None, 4) == 1
+    assert auto_streams({"graphs": {"stage1": {}}}, 4) == 1  # bundles exported before the flag
+    m = read_manifest_json(bundle)
+    assert m["graphs"]["stage1"].get("recurrent") is not True and read_manifest_json(tmp_path / "missing") is None
     engine = Engine.load(bundle, device="cpu", threads=2)
     assert (engine.streams, engine.call_threads) == (1, 2)
     assert Engine.load(bundle, device="cpu", threads=2, streams=2).streams == 2

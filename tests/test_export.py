@@ -98,6 +98,7 @@ def test_ner_bundle_contents_and_parity(kind, ner_bundles):
     assert set(m["files"]) == {p.name for p in folder.iterdir()} - {"manifest.json"}
     assert (m["task"], m["model"], m["precision"], m["re"]) == ("ner", kind, "fp32", None)
     assert m["ner"]["decoding"] == ("crf" if crf else "softmax")
+    assert m["graphs"]["stage1"]["recurrent"] is kind.startswith("bilstm")  # read from the graph's operators
     assert m["ner"]["tags"] == model.tagset.tags and m["ner"]["entity_labels"] == ["Loc", "Org", "Per"]
     assert m["tokenizer"]["max_length"] == model.config["featurizer"]["max_length"]
     assert m["tokenizer"]["cls_token"] == ("[CLS]" if kind.startswith("bert") else None)
@@ -197,6 +198,7 @@ def test_int8_quantizes_encoder_only_and_leaves_no_files(ner_bundles, tmp_path, 
         ops = {n.op_type for n in onnx.load(str(out / "ner.onnx")).graph.node}
         matmuls = [n.name for n in onnx.load(str(out / "ner.onnx")).graph.node if n.op_type == "MatMul"]
         assert ("MatMulInteger" in ops) if kind.startswith("bert") else ("DynamicQuantizeLSTM" in ops)
+        assert m["graphs"]["stage1"]["recurrent"] is (kind == "bilstm")  # also the quantized LSTM
         assert any("classifier" in n for n in matmuls)  # the head stays fp32
         kept = m["made_by"]["variant"]["ner"]["fp32_weight_nodes"]
         assert kept == (["/encoder/bert/encoder/layer.0/intermediate/dense/MatMul",

@@ -256,3 +256,14 @@ def test_collate_flat_rows_are_token_ranges(data, specials):
         assert b.offsets[r, f.lead : f.lead + n].tolist() == offsets[s : s + n].tolist()
         assert (b.offsets[r, : f.lead] == -1).all() and (b.offsets[r, f.lead + n :] == -1).all()
         assert b.lengths[r] == len(want_ids)
+
+
+def test_expand_ranges_lists_every_position_with_its_range():
+    import numpy as np
+
+    from nere.engine.core.featurize import expand_ranges
+
+    owner, pos = expand_ranges(np.array([5, 0, 9, 2]), np.array([2, 0, 3, 1]))
+    assert owner.tolist() == [0, 0, 2, 2, 2, 3] and pos.tolist() == [5, 6, 9, 10, 11, 2]
+    owner, pos = expand_ranges(np.zeros(0, np.int64), np.zeros(0, np.int64))
+    assert owner.size == 0 and pos.size == 0

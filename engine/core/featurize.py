@@ -158,9 +158,8 @@ class Featurizer:
         out_ids = np.full((n, width), self.pad_id, dtype=np.int64)
         out_offs = np.full((n, width, 2), -1, dtype=np.int64)
         lead = self.lead
-        row = np.repeat(np.arange(n), counts)
-        col = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-        src = np.repeat(starts, counts) + col
+        row, src = expand_ranges(starts, counts)
+        col = src - starts[row]
         out_ids[row, lead + col] = ids[src]
         out_offs[row, lead + col] = offsets[src]
         if lead and n:
@@ -176,6 +175,15 @@ class Featurizer:
             return item, False
         m = self.max_content
         return Encoded(item.ids[:m], item.offsets[:m]), True
+
+
+def expand_ranges(starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every position of the ranges ``starts[k]:starts[k] + counts[k]``, flat and in order,
+    with the index k of its range: (range index, position) arrays, no Python loop."""
+    counts = np.asarray(counts, dtype=np.int64)
+    owner = np.repeat(np.arange(len(counts)), counts)
+    first = np.cumsum(counts) - counts
+    return owner, np.asarray(starts, dtype=np.int64)[owner] + np.arange(int(counts.sum())) - first[owner]
 
 
 def _no_piece_cache(tokenizer: Tokenizer) -> None:
