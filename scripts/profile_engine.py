@@ -25,12 +25,14 @@ def main() -> None:
     ap.add_argument("--corpus", required=True)
     ap.add_argument("--docs", type=int, default=500)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--streams", type=int, default=1,
+                    help="engine streams (sets threads per model call; the passes here are serial) [default: 1]")
     ap.add_argument("--passes", type=int, default=3)
     ap.add_argument("--top", type=int, default=18)
     args = ap.parse_args()
 
     table = pq.read_table(args.corpus, columns=["id", "text"]).slice(0, args.docs)
-    pipe = Engine.load(args.bundle, device="cpu", threads=args.threads).pipeline
+    pipe = Engine.load(args.bundle, device="cpu", threads=args.threads, streams=args.streams).pipeline
     unit = Unit(table.column("id").combine_chunks(), table.column("text").to_pylist())
     for _ in range(2):
         pipe.infer(pipe.prepare(unit), overlap=False)
