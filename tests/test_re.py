@@ -13,6 +13,7 @@ from nere.engine.core.types import NO_RELATION, Entity, Example, Relation
 from nere.train.checkpoint import load_checkpoint, save_checkpoint
 from nere.train.datasets import write_jsonl
 from nere.train.re_features import collate_pairs, pair_sentences, sample_pairs, type_pairs_of
+from nere.train.models.re import relative_positions
 from nere.train.re_task import build_re, evaluate_re, predict_re, re_batches
 from nere.train.trainer import TrainConfig, fit
 from nere.train.vocab import CLS, PAD, SEP, build_vocab_tokenizer
@@ -180,6 +181,84 @@ def test_batch_invariance_and_checkpoint_round_trip(kind, tmp_path):
         hidden = graphs[0].module(*graphs[0].dummy)
         logits = graphs[1].module(hidden, *graphs[1].dummy[1:])
     assert logits.shape == (3, len(model.relation_labels))
+
+
+@pytest.mark.parametrize("kernel", [1, 3, 5])
+def test_same_conv_is_conv1d(kernel):
+    from torch.nn import functional as F
+
+    from nere.train.models.re import same_conv
+
+    torch.manual_seed(kernel)
+    x, w, b = torch.randn(4, 9, 6), torch.randn(5, 6, kernel), torch.randn(5)
+    want = F.conv1d(x.transpose(1, 2), w, b, padding=kernel // 2).transpose(1, 2)
+    assert torch.allclose(same_conv(x, w, b), want, atol=1e-5)
+    assert torch.allclose(same_conv(x[:, :1], w), F.conv1d(x[:, :1].transpose(1, 2), w, padding=kernel // 2).transpose(1, 2), atol=1e-5)
+
+
+def _pair_batch(model, feat, exs):
+    sents, _ = pair_sentences(exs, feat, model.relation_labels, model.entity_labels)
+    b = collate_pairs(sents, feat)
+    return b, model.forward_stage1(b["input_ids"], b["attention_mask"])
+
+
+@pytest.mark.parametrize("kind", ["bilstm", "bilstm-att"])
+def test_recurrent_token_layer_split_across_stages_is_the_concat_layer(kind):
+    """W_s state (stage 1) + W_p [pos1; pos2] (stage 2) == the layer over the concatenation."""
+    torch.manual_seed(0)
+    exs = toy_examples()
+    model, _, feat, _ = tiny_re(kind, exs)
+    model.eval()
+    with torch.no_grad():
+        b, hidden = _pair_batch(model, feat, exs)
+        got, valid, states = model.token_features(hidden, b["pair_index"], b["head_mask"], b["tail_mask"])
+        rows = hidden.index_select(0, b["pair_index"])
+        h = model.encoder.hidden_size
+        p1 = model.pos1(relative_positions(b["head_mask"], model.max_distance))
+        p2 = model.pos2(relative_positions(b["tail_mask"], model.max_distance))
+        x = torch.cat([rows[..., :h], p1, p2], dim=-1) * valid.unsqueeze(-1)
+        want = torch.tanh(model.mix(x)) * valid.unsqueeze(-1)
+    assert torch.equal(valid, rows[..., h]) and valid.sum() > 0
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_acnn_window_attention_split_across_stages_is_the_paper_convolution():
+    """r_i = tanh(s_i W z_i + b) over [word; pos1; pos2] windows, as one convolution would give it."""
+    from torch.nn import functional as F
+
+    torch.manual_seed(0)
+    exs = toy_examples()
+    model, _, feat, _ = tiny_re("acnn", exs)
+    model.eval()
+    with torch.no_grad():
+        b, hidden = _pair_batch(model, feat, exs)
+        pi, hm, tm = b["pair_index"], b["head_mask"], b["tail_mask"]
+        got = model.forward_stage2(hidden, pi, hm, tm, b["head_type"], b["tail_type"])
+        # the reference: one convolution over the concatenated features, scaled per window
+        words = model.encoder(b["input_ids"], b["attention_mask"]).index_select(0, pi)
+        valid = b["attention_mask"].to(torch.float32).index_select(0, pi)
+        words = words * valid.unsqueeze(-1)
+        p1 = model.pos1(relative_positions(hm, model.max_distance))
+        p2 = model.pos2(relative_positions(tm, model.max_distance))
+        x = torch.cat([words, p1, p2], dim=-1) * valid.unsqueeze(-1)
+        e1 = (words * hm.unsqueeze(-1)).sum(1) / hm.sum(1, keepdim=True)
+        e2 = (words * tm.unsqueeze(-1)).sum(1) / tm.sum(1, keepdim=True)
+        d = words.shape[-1] ** -0.5
+        a1 = torch.softmax((words @ e1.unsqueeze(-1)).squeeze(-1) * d + (1 - valid) * -1e4, dim=1)
+        a2 = torch.softmax((words @ e2.unsqueeze(-1)).squeeze(-1) * d + (1 - valid) * -1e4, dim=1)
+        s = valid.sum(1, keepdim=True) * (a1 + a2) / 2
+        wz = F.conv1d(x.transpose(1, 2), model.conv.weight, padding=model.conv.padding).transpose(1, 2)
+        r = torch.tanh(wz * s.unsqueeze(-1) + model.conv.bias)
+        g = model.U(r) @ model.relation_embedding
+        att = torch.softmax(g + (1 - valid.unsqueeze(-1)) * -1e4, dim=1)
+        pooled = torch.einsum("ptc,ptr->pcr", r, att).max(dim=-1).values
+        want = model.out(torch.cat([pooled, e1, e2], dim=-1))
+    assert torch.allclose(got, want, atol=1e-4)
+
+
+def test_acnn_rejects_an_even_kernel():
+    with pytest.raises(ValueError, match="odd"):
+        build_re("acnn", toy_examples(), encoder="random", head={**TINY_HEAD, "kernel": 4}, lstm=TINY_LSTM)
 
 
 def test_transe_distance_and_margin_loss():

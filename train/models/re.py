@@ -22,16 +22,22 @@ Kinds:
 - ``bilstm-att``: Zhou et al. (2016) attention BiLSTM: the same token features ->
   attention pooling (alpha = softmax(w^T tanh(H)), h* = tanh(H alpha)) -> linear (with
   e1's and e2's mean states, as for ``bilstm``).
-- ``acnn``: Wang et al. (2016) multi-level attention CNN, simplified: stage 1 is only the
-  word-embedding lookup (the CNN is pair-specific, so it lives in stage 2); stage 2 adds
-  position embeddings, input attention (each word's similarity to e1 and to e2), a
-  convolution, relation-aware attention pooling, and a linear classifier.
+- ``acnn``: Wang et al. (2016) multi-level attention CNN, simplified: position embeddings,
+  input attention (each word's similarity to e1 and to e2) scaling each convolution window,
+  relation-aware attention pooling, and a linear classifier.
 
 Position embeddings are added after the shared encoder (not before it, as in the
 papers), because the sentence is encoded once for all its pairs. The recurrent and
-convolutional kinds append the attention mask as the last channel of ``hidden`` so that
-stage 2 pools over real tokens only (stage 2 gets no attention mask of its own), which
-keeps results independent of the padding a batch adds.
+convolutional kinds put the attention mask in ``hidden`` so that stage 2 pools over real
+tokens only (stage 2 gets no attention mask of its own), which keeps results independent
+of the padding a batch adds.
+
+What is linear in a token's features is computed once per sentence, in stage 1, not once
+per pair: the recurrent kinds' per-token layer ``W [state; pos1; pos2]`` is ``W_s state``
+(stage 1) plus ``W_p [pos1; pos2]`` (stage 2, 2 x pos_dim wide instead of the state
+width), and ACNN's convolution of ``[word; pos1; pos2]`` windows is the convolution of the
+words (stage 1) plus that of the positions (stage 2). ``hidden`` is therefore
+``[states (H) | mask (1) | sentence part (S)]`` (``_MaskChannelModel.split_hidden``).
 """
 from __future__ import annotations
 
@@ -312,12 +318,28 @@ class BertSoftmaxRE(PairClassifier):
 
 
 # ------------------------------------------------------------------ recurrent / CNN kinds
+def same_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """1-D convolution of ``x`` (N, T, F) with ``weight`` (C, F, K), K odd, zero 'same' padding: (N, T, C).
+
+    Equals ``F.conv1d(x.transpose(1, 2), weight, bias, padding=K // 2).transpose(1, 2)``,
+    computed as one MatMul over the K shifted copies of ``x`` laid side by side: no layout
+    transposes around the convolution (in onnxruntime they cost a third of it), and a
+    MatMul is what int8 dynamic quantization handles.
+    """
+    channels, features, k = weight.shape
+    pad = k // 2
+    steps = x.shape[1]
+    padded = F.pad(x, (0, 0, pad, pad))
+    windows = torch.cat([padded[:, j:j + steps] for j in range(k)], dim=-1)  # block j = x[t + j - pad]
+    out = windows @ weight.permute(2, 1, 0).reshape(k * features, channels)
+    return out if bias is None else out + bias
+
+
 class _MaskChannelModel(PairClassifier):
-    """Stage 1 appends the attention mask as the last channel of ``hidden``; stage 2 adds
-    position embeddings of the distances to e1 and e2 to each token's features."""
+    """Recurrent and convolutional RE kinds: stage 1 outputs ``[states | mask | sentence part]``
+    (module docstring), stage 2 adds position embeddings of each token's distances to e1 and e2."""
 
     encoder_type = "bilstm"
-    uses_mix = True
 
     def __init__(self, config: dict[str, Any], pretrained_path: str | None = None) -> None:
         super().__init__(config, pretrained_path)
@@ -328,27 +350,41 @@ class _MaskChannelModel(PairClassifier):
         self.pos2 = nn.Embedding(2 * self.max_distance + 1, pos_dim)
         self.dropout = nn.Dropout(config.get("dropout", 0.3))
         self.feature_size = self.encoder.hidden_size + 2 * pos_dim
-        # positions join the states after the shared encoder: a per-token layer mixes them,
-        # else max pooling would pool states and positions separately (pair-blind states)
-        self.mix_size = int(h.get("mix_size", self.encoder.hidden_size))
-        self.mix = nn.Linear(self.feature_size, self.mix_size) if self.uses_mix else None
+
+    @property
+    def sentence_part_size(self) -> int:
+        """Width S of the per-sentence part of ``hidden``."""
+        raise NotImplementedError
+
+    def sentence_part(self, states: torch.Tensor) -> torch.Tensor:
+        """The pair-independent, linear part of the per-token features (B, T, S), from masked states."""
+        raise NotImplementedError
 
     @property
     def stage1_size(self) -> int:
-        return int(self.encoder.hidden_size) + 1
+        return int(self.encoder.hidden_size) + 1 + self.sentence_part_size
 
     def forward_stage1(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         m = attention_mask.unsqueeze(-1).to(torch.float32)
-        return torch.cat([self.encoder(input_ids, attention_mask) * m, m], dim=-1)
+        states = self.encoder(input_ids, attention_mask) * m
+        return torch.cat([states, m, self.sentence_part(states)], dim=-1)
 
-    def token_features(self, hidden, pair_index, head_mask, tail_mask):
-        """(pair rows' token features with positions (P, T, F), their valid mask (P, T), raw states)."""
-        rows = hidden.index_select(0, pair_index)
-        valid, states = rows[..., -1], rows[..., :-1]
+    def split_hidden(self, hidden: torch.Tensor, pair_index: torch.Tensor):
+        """(states (P, T, H), valid (P, T), sentence part (P, T, S)) of each pair's sentence.
+
+        Sliced per sentence, then gathered per pair: no (P, T, H + 1 + S) copy to split.
+        """
+        h = int(self.encoder.hidden_size)
+        states = hidden[..., :h].index_select(0, pair_index)
+        valid = hidden[..., h].index_select(0, pair_index)
+        part = hidden[..., h + 1:].index_select(0, pair_index)
+        return states, valid, part
+
+    def positions(self, head_mask: torch.Tensor, tail_mask: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """[pos1; pos2] embeddings of each token's clipped distance to e1 and e2, zero on padding: (P, T, 2 pos_dim)."""
         p1 = self.pos1(relative_positions(head_mask, self.max_distance))
         p2 = self.pos2(relative_positions(tail_mask, self.max_distance))
-        x = torch.cat([states, p1, p2], dim=-1) * valid.unsqueeze(-1)
-        return x, valid, states
+        return torch.cat([p1, p2], dim=-1) * valid.unsqueeze(-1)
 
     @staticmethod
     def with_entities(pooled: torch.Tensor, states: torch.Tensor, head_mask: torch.Tensor,
@@ -356,13 +392,38 @@ class _MaskChannelModel(PairClassifier):
         """[pooled; mean state of e1; mean state of e2]: says which pair this is outright."""
         return torch.cat([pooled, masked_mean(states, head_mask), masked_mean(states, tail_mask)], dim=-1)
 
-    def mixed(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """tanh(W [state; pos1; pos2] + b) per token, zero on padding: (P, T, mix_size)."""
-        return torch.tanh(self.mix(self.dropout(x))) * valid.unsqueeze(-1)
+
+class _MixedTokens(_MaskChannelModel):
+    """Recurrent kinds: positions join the states in a per-token layer, else max pooling
+    would pool states and positions separately (pair-blind states).
+
+    ``mixed = tanh(W [dropout(state); dropout(pos1; pos2)] + b) * valid``, with ``W``'s state
+    columns applied in stage 1. In training, the states' dropout mask is drawn per sentence
+    (shared by its pairs) rather than per pair; evaluation is the same function.
+    """
+
+    def __init__(self, config: dict[str, Any], pretrained_path: str | None = None) -> None:
+        super().__init__(config, pretrained_path)
+        self.mix_size = int(self.head_config.get("mix_size", self.encoder.hidden_size))
+        self.mix = nn.Linear(self.feature_size, self.mix_size)
+
+    @property
+    def sentence_part_size(self) -> int:
+        return self.mix_size
+
+    def sentence_part(self, states: torch.Tensor) -> torch.Tensor:
+        return self.dropout(states) @ self.mix.weight[:, :self.encoder.hidden_size].t()
+
+    def token_features(self, hidden, pair_index, head_mask, tail_mask):
+        """(mixed token features (P, T, mix_size), valid (P, T), raw states (P, T, H))."""
+        states, valid, part = self.split_hidden(hidden, pair_index)
+        pos = self.dropout(self.positions(head_mask, tail_mask, valid))
+        mixed = part + pos @ self.mix.weight[:, self.encoder.hidden_size:].t() + self.mix.bias
+        return torch.tanh(mixed) * valid.unsqueeze(-1), valid, states
 
 
 @register("re", "bilstm")
-class BiLSTMRE(_MaskChannelModel):
+class BiLSTMRE(_MixedTokens):
     """BiLSTM states + position embeddings -> tanh layer -> max pooling over real tokens,
     with e1's and e2's mean states -> linear."""
 
@@ -372,13 +433,12 @@ class BiLSTMRE(_MaskChannelModel):
 
     def stage2(self, hidden, pair_index, head_mask, tail_mask, head_type, tail_type):
         x, valid, states = self.token_features(hidden, pair_index, head_mask, tail_mask)
-        x = self.mixed(x, valid)
         pooled = (x + (1.0 - valid.unsqueeze(-1)) * NEG_INF).max(dim=1).values
         return self.out(self.dropout(self.with_entities(pooled, states, head_mask, tail_mask))), {}
 
 
 @register("re", "bilstm-att")
-class BiLSTMAttentionRE(_MaskChannelModel):
+class BiLSTMAttentionRE(_MixedTokens):
     """Zhou et al. 2016 on H = the mixed token features: alpha = softmax(w^T tanh(H)),
     r = H alpha, h* = tanh(r) -> linear."""
 
@@ -389,14 +449,13 @@ class BiLSTMAttentionRE(_MaskChannelModel):
 
     def stage2(self, hidden, pair_index, head_mask, tail_mask, head_type, tail_type):
         x, valid, states = self.token_features(hidden, pair_index, head_mask, tail_mask)
-        x = self.mixed(x, valid)
         alpha = masked_softmax(self.att(torch.tanh(x)).squeeze(-1), valid)
         r = torch.tanh((x * alpha.unsqueeze(-1)).sum(dim=1))
         return self.out(self.dropout(self.with_entities(r, states, head_mask, tail_mask))), {"attention": alpha}
 
 
 class EmbeddingEncoder(nn.Module):
-    """ACNN's stage 1: the word-embedding lookup (+ dropout in training)."""
+    """ACNN's encoder: the word-embedding lookup (+ dropout in training)."""
 
     def __init__(self, vocab_size: int, embedding_dim: int = 128, dropout: float = 0.3, pad_id: int = 0,
                  **_: Any) -> None:
@@ -414,15 +473,16 @@ class ACNN(_MaskChannelModel):
     """Wang et al. 2016, simplified: input attention on e1/e2, convolution, attention pooling.
 
     Input attention: alpha_j = softmax_i(w_i . e_j / sqrt(d)) for j in (e1, e2), e_j the mean
-    embedding of the entity; token inputs are scaled by n * (alpha_1 + alpha_2) / 2 (n =
-    sentence length, so uniform attention leaves them unchanged). Pooling attention
-    (the paper's second level): G = R U W_L scores every position for every relation
-    embedding, softmax over positions, pool, max over relations. The classifier reads the
-    pooled features with e1's and e2's mean embeddings (a linear softmax layer in place of
-    the paper's distance-based objective).
+    embedding of the entity. As in the paper, it scales each convolution window z_i (the
+    words and positions around token i): r_i = tanh(s_i W z_i + b), s_i = n (alpha_1 +
+    alpha_2) / 2 (n = sentence length, so uniform attention leaves the window unchanged).
+    Since s_i multiplies a whole window, W z_i splits into the words' convolution (stage 1,
+    once per sentence) and the positions' (stage 2, 2 x pos_dim channels). Pooling
+    attention (the paper's second level): G = R U W_L scores every position for every
+    relation embedding, softmax over positions, pool, max over relations. The classifier
+    reads the pooled features with e1's and e2's mean embeddings (a linear softmax layer in
+    place of the paper's distance-based objective).
     """
-
-    uses_mix = False  # the convolution mixes words and positions
 
     def build_encoder(self, config: dict[str, Any], pretrained_path: str | None) -> nn.Module:
         spec = dict(config["encoder"])
@@ -434,21 +494,30 @@ class ACNN(_MaskChannelModel):
         super().__init__(config, pretrained_path)
         h = self.head_config
         channels, rel_dim, kernel = int(h.get("channels", 200)), int(h.get("rel_dim", 64)), int(h.get("kernel", 3))
-        self.conv = nn.Conv1d(self.feature_size, channels, kernel, padding=kernel // 2)
+        if kernel < 1 or kernel % 2 == 0:
+            raise ValueError(f"acnn: head.kernel must be odd (a window centred on each token), got {kernel}")
+        self.conv = nn.Conv1d(self.feature_size, channels, kernel, padding=kernel // 2)  # holds W (C, F, K) and b
         self.U = nn.Linear(channels, rel_dim, bias=False)
         self.relation_embedding = nn.Parameter(torch.randn(rel_dim, len(self.relation_labels)) / rel_dim**0.5)
         self.out = nn.Linear(channels + 2 * self.encoder.hidden_size, len(self.relation_labels))
 
+    @property
+    def sentence_part_size(self) -> int:
+        return int(self.conv.out_channels)
+
+    def sentence_part(self, states: torch.Tensor) -> torch.Tensor:
+        return same_conv(states, self.conv.weight[:, :self.encoder.hidden_size])
+
     def stage2(self, hidden, pair_index, head_mask, tail_mask, head_type, tail_type):
-        x, valid, words = self.token_features(hidden, pair_index, head_mask, tail_mask)
+        words, valid, conv_words = self.split_hidden(hidden, pair_index)
         e1, e2 = masked_mean(words, head_mask), masked_mean(words, tail_mask)
         scale = words.shape[-1] ** -0.5  # scaled dot products: raw ones saturate the softmax
         a1 = masked_softmax((words * e1.unsqueeze(1)).sum(-1) * scale, valid)
         a2 = masked_softmax((words * e2.unsqueeze(1)).sum(-1) * scale, valid)
-        n = valid.sum(dim=1, keepdim=True)
-        x = x * (n * (a1 + a2) / 2).unsqueeze(-1)
-        r = torch.tanh(self.conv(x.transpose(1, 2))).transpose(1, 2) * valid.unsqueeze(-1)  # (P, T, C)
-        g = self.U(r) @ self.relation_embedding  # (P, T, R)
-        att = masked_softmax(g, valid.unsqueeze(-1), dim=1)
+        window_scale = valid.sum(dim=1, keepdim=True) * (a1 + a2) / 2  # (P, T), 0 on padding
+        conv_pos = same_conv(self.positions(head_mask, tail_mask, valid), self.conv.weight[:, self.encoder.hidden_size:])
+        r = torch.tanh((conv_words + conv_pos) * window_scale.unsqueeze(-1) + self.conv.bias)  # (P, T, C)
+        g = r @ (self.U.weight.t() @ self.relation_embedding)  # (P, T, R): R U W_L with U W_L multiplied once
+        att = masked_softmax(g, valid.unsqueeze(-1), dim=1)  # 0 on padding, so r there never counts
         pooled = torch.einsum("ptc,ptr->pcr", r, att).max(dim=-1).values  # (P, C)
         return self.out(self.dropout(torch.cat([pooled, e1, e2], dim=-1))), {"input_attention": (a1, a2)}
