@@ -442,7 +442,8 @@ class Pipeline:
             toks = _token_spans(enc.offsets, [(cs - base, ce - base, lab) for cs, ce, lab, _ in typed])
             size = min(n, f.max_content)
             chosen: dict[tuple[int, int], tuple[int, int]] = {}  # (head, tail) -> (distance, window)
-            for w in window_plan(n, f.max_content) if n > f.max_content else [0]:
+            windows = window_plan(n, f.max_content) if n > f.max_content else [0]
+            for w in windows:
                 inside = [k for k, tk in enumerate(toks) if tk is not None and w <= tk[0] and tk[1] <= w + size]
                 if len(inside) < 2:
                     continue
@@ -450,6 +451,9 @@ class Pipeline:
                                         type_pairs=spec.type_pairs)
                 for h, t, _ in pairs:
                     kh, kt = inside[h], inside[t]
+                    if len(windows) == 1:  # the usual case: one window, nothing to choose
+                        chosen[(kh, kt)] = (0, w)
+                        continue
                     dist = min(edge_distance(*toks[kh], w, w + size, n), edge_distance(*toks[kt], w, w + size, n))
                     if (kh, kt) not in chosen or dist > chosen[(kh, kt)][0]:
                         chosen[(kh, kt)] = (dist, w)

@@ -56,8 +56,11 @@ NEG_INF = -1e4  # masked scores: exp() underflows to 0 in fp32 and fp16 alike
 
 # ---------------------------------------------------------------------------- helpers
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``x`` (P, T, H) over the positions where ``mask`` (P, T) is 1."""
-    total = (x * mask.unsqueeze(-1)).sum(dim=1)
+    """Mean of ``x`` (P, T, H) over the positions where ``mask`` (P, T) is 1.
+
+    The sum is a (P, 1, T) @ (P, T, H) product: no (P, T, H) temporary per pair.
+    """
+    total = (mask.unsqueeze(1) @ x).squeeze(1)
     return total / mask.sum(dim=1, keepdim=True).clamp(min=1.0)
 
 
@@ -512,12 +515,11 @@ class ACNN(_MaskChannelModel):
         words, valid, conv_words = self.split_hidden(hidden, pair_index)
         e1, e2 = masked_mean(words, head_mask), masked_mean(words, tail_mask)
         scale = words.shape[-1] ** -0.5  # scaled dot products: raw ones saturate the softmax
-        a1 = masked_softmax((words * e1.unsqueeze(1)).sum(-1) * scale, valid)
-        a2 = masked_softmax((words * e2.unsqueeze(1)).sum(-1) * scale, valid)
-        window_scale = valid.sum(dim=1, keepdim=True) * (a1 + a2) / 2  # (P, T), 0 on padding
+        alpha = masked_softmax((words @ torch.stack([e1, e2], dim=-1)) * scale, valid.unsqueeze(-1))  # (P, T, 2)
+        window_scale = valid.sum(dim=1, keepdim=True) * alpha.sum(dim=-1) / 2  # (P, T), 0 on padding
         conv_pos = same_conv(self.positions(head_mask, tail_mask, valid), self.conv.weight[:, self.encoder.hidden_size:])
         r = torch.tanh((conv_words + conv_pos) * window_scale.unsqueeze(-1) + self.conv.bias)  # (P, T, C)
         g = r @ (self.U.weight.t() @ self.relation_embedding)  # (P, T, R): R U W_L with U W_L multiplied once
         att = masked_softmax(g, valid.unsqueeze(-1), dim=1)  # 0 on padding, so r there never counts
-        pooled = torch.einsum("ptc,ptr->pcr", r, att).max(dim=-1).values  # (P, C)
-        return self.out(self.dropout(torch.cat([pooled, e1, e2], dim=-1))), {"input_attention": (a1, a2)}
+        pooled = (att.transpose(1, 2) @ r).max(dim=1).values  # (P, R, C) -> (P, C); att^T is the small side
+        return self.out(self.dropout(torch.cat([pooled, e1, e2], dim=-1))), {"input_attention": (alpha[..., 0], alpha[..., 1])}
