@@ -400,9 +400,11 @@ class _MixedTokens(_MaskChannelModel):
     """Recurrent kinds: positions join the states in a per-token layer, else max pooling
     would pool states and positions separately (pair-blind states).
 
-    ``mixed = tanh(W [dropout(state); dropout(pos1; pos2)] + b) * valid``, with ``W``'s state
-    columns applied in stage 1. In training, the states' dropout mask is drawn per sentence
-    (shared by its pairs) rather than per pair; evaluation is the same function.
+    ``mixed = tanh(W [dropout(state); dropout(pos1; pos2)] + b)``, with ``W``'s state columns
+    and ``b`` applied in stage 1. In training, the states' dropout mask is drawn per sentence
+    (shared by its pairs) rather than per pair; evaluation is the same function. Padding
+    positions are not zeroed: both poolings mask them (max pooling adds NEG_INF there,
+    attention gives them weight 0), so no per-pair multiply is spent on it.
     """
 
     def __init__(self, config: dict[str, Any], pretrained_path: str | None = None) -> None:
@@ -415,14 +417,13 @@ class _MixedTokens(_MaskChannelModel):
         return self.mix_size
 
     def sentence_part(self, states: torch.Tensor) -> torch.Tensor:
-        return self.dropout(states) @ self.mix.weight[:, :self.encoder.hidden_size].t()
+        return self.dropout(states) @ self.mix.weight[:, :self.encoder.hidden_size].t() + self.mix.bias
 
     def token_features(self, hidden, pair_index, head_mask, tail_mask):
-        """(mixed token features (P, T, mix_size), valid (P, T), raw states (P, T, H))."""
+        """(mixed token features (P, T, mix_size), undefined on padding; valid (P, T); raw states (P, T, H))."""
         states, valid, part = self.split_hidden(hidden, pair_index)
         pos = self.dropout(self.positions(head_mask, tail_mask, valid))
-        mixed = part + pos @ self.mix.weight[:, self.encoder.hidden_size:].t() + self.mix.bias
-        return torch.tanh(mixed) * valid.unsqueeze(-1), valid, states
+        return torch.tanh(part + pos @ self.mix.weight[:, self.encoder.hidden_size:].t()), valid, states
 
 
 @register("re", "bilstm")
