@@ -105,6 +105,11 @@ class Bundle:
     def provider(self) -> str:
         return self.stage1.provider
 
+    @property
+    def tokenizer_sha256(self) -> str:
+        """Hash of the tokenizer file: two bundles with the same one tokenize text alike."""
+        return self.files[self.manifest["tokenizer"]["file"]]
+
     def describe(self) -> dict[str, Any]:
         """What a run summary records about this bundle."""
         return {

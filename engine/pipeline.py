@@ -187,6 +187,9 @@ class Pipeline:
         self.max_doc_chars = int(max_doc_chars)
         self.streams = int(streams)  # stage-1 calls in flight at once (worker threads)
         self.relations = "joint" if ner.re is not None else ("separate" if re_bundle is not None else None)
+        # an RE bundle with the NER bundle's tokenizer reuses the unit's tokens (the usual
+        # case: both built from the same training text, or the same pretrained BERT)
+        self.reuse_tokens = re_bundle is not None and re_bundle.tokenizer_sha256 == ner.tokenizer_sha256
 
     # ---------------------------------------------------------------- prepare (CPU)
     def prepare(self, unit: Unit) -> Prepared:
@@ -424,7 +427,8 @@ class Pipeline:
     def _separate_relations(self, prep: Prepared, sent_ents: list[tuple[int, list[tuple[int, int, str, int]]]]
                             ) -> list[tuple]:
         """Relations from a separate RE bundle: its own tokenizer re-encodes the sentences
-        that have candidate pairs; NER character spans map onto its tokens. A long
+        that have candidate pairs (unless it is the NER bundle's, whose tokens the unit
+        already holds); NER character spans map onto its tokens. A long
         sentence is windowed and each pair is scored once, in the window where both
         entities lie farthest from an edge; pairs no window holds together are skipped."""
         rb = self.re_bundle
@@ -434,7 +438,10 @@ class Pipeline:
         jobs = [(si, typed) for si, ents in sent_ents if len(typed := [e for e in ents if e[2] in type_ids]) >= 2]
         if not jobs:
             return []
-        encs = f.tokenize([prep.texts[prep.sent_doc[si]][prep.sent_start[si] : prep.sent_end[si]] for si, _ in jobs])
+        if self.reuse_tokens:
+            encs = [prep.tokens.encoded(si) for si, _ in jobs]
+        else:
+            encs = f.tokenize([prep.texts[prep.sent_doc[si]][prep.sent_start[si] : prep.sent_end[si]] for si, _ in jobs])
         rows: list[Encoded] = []
         row_pairs: list[list[tuple]] = []
         for (si, typed), enc in zip(jobs, encs):

@@ -175,7 +175,16 @@ def test_joint_bundle_relations(engines):
 
 def test_separate_re_bundle(engines, bundles):
     engine = Engine.load(bundles["word"], re_bundle=bundles["re"], device="cpu", threads=1)
+    assert engine.pipeline.reuse_tokens  # same tokenizer file: the unit's tokens serve both bundles
     assert _triples(engine.extract(RE_TEXTS)[1]) == RE_EXPECTED
+    retokenized = Engine.load(bundles["word"], re_bundle=bundles["re"], device="cpu", threads=1)
+    retokenized.pipeline.reuse_tokens = False
+    for a, b in zip(engine.extract(RE_TEXTS), retokenized.extract(RE_TEXTS)):
+        assert a.equals(b)
+    # a character NER bundle in front: its tokens are not the RE bundle's, which re-tokenizes
+    mixed = Engine.load(bundles["char"], re_bundle=bundles["re"], device="cpu", threads=1)
+    assert not mixed.pipeline.reuse_tokens
+    mixed.extract(RE_TEXTS)
     # an RE model with a shorter window than the sentence: windowed, near pairs still found
     short = Engine.load(bundles["word"], re_bundle=bundles["re_short"], device="cpu", threads=1)
     text = "alice smith works for acme corp " + "the " * 20 + "paris"
