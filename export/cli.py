@@ -11,7 +11,14 @@ from typing import Any
 
 import click
 
-from nere.export.variants import AUTO_DEV_SHARE, AUTO_INT8_CANDIDATES, DEFAULT_INT8_POLICY, INT8_POLICIES, PRECISIONS
+from nere.export.variants import (
+    AUTO_DEV_SHARE,
+    AUTO_INT8_CANDIDATES,
+    DEFAULT_INT8_POLICY,
+    INT8_POLICIES,
+    PRECISIONS,
+    auto_int8_candidates,
+)
 
 
 def _command_line() -> str:
@@ -36,8 +43,9 @@ def _mb(n: int) -> str:
 @click.option("--int8-policy", default=DEFAULT_INT8_POLICY, show_default=True,
               type=click.Choice([*INT8_POLICIES, "auto"]),
               help="Which weight MatMuls stay fp32 in int8: " + "; ".join(f"{k}: {v}" for k, v in INT8_POLICIES.items())
-              + f"; auto: the first of {', '.join(AUTO_INT8_CANDIDATES)} (fastest first) whose F1 stays within "
-              "half the int8 tolerance of PyTorch on the dev split of --verify's dataset")
+              + f"; auto: the first of {', '.join(AUTO_INT8_CANDIDATES)} (fastest first; none is not tried for "
+              "BERT encoders) whose F1 stays within half the int8 tolerance of PyTorch on the dev split of "
+              "--verify's dataset")
 @click.option("--verify", "dataset", default=None, help="Check the bundle against PyTorch on this dataset (conll04, msra, sanwen, or JSONL path).")
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "dev", "test"]))
 @click.option("--limit", default=None, type=click.IntRange(1), help="Verify on the first N sentences only.")
@@ -117,7 +125,8 @@ def _choose_int8_policy(model: Any, featurizer: Any, config: dict[str, Any], tok
     limit = th["max_f1_diff"] * AUTO_DEV_SHARE
     tried = []
     chosen = None
-    for policy in AUTO_INT8_CANDIDATES:
+    candidates = auto_int8_candidates(getattr(model, "encoder_type", ""))
+    for policy in candidates:
         scratch = out.parent / f".{out.name}.int8-{policy}"
         try:
             write_bundle(model, config, tokenizer_file, scratch, "int8", policy, overwrite=True)
@@ -134,7 +143,7 @@ def _choose_int8_policy(model: Any, featurizer: Any, config: dict[str, Any], tok
             chosen = policy
             break
     if chosen is None:
-        chosen = AUTO_INT8_CANDIDATES[-1]
+        chosen = candidates[-1]
         click.echo(f"warning: no int8 policy stays within {limit:g} F1 on dev; using the most accurate, {chosen}", err=True)
     return chosen, {"split": "dev", "sentences": len(dev), "tolerance": th["max_f1_diff"], "dev_limit": limit,
                     "candidates": tried, "chosen": chosen}

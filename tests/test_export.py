@@ -400,8 +400,12 @@ def test_embedding_rows_quantized_per_row():
 def test_cli_int8_policy_auto_chooses_on_dev(ner_bundles, tmp_path, monkeypatch):
     """auto tries the candidate policies fastest first on the dev split and records why."""
     import nere.export.verify as verify
-    from nere.export.variants import AUTO_INT8_CANDIDATES
+    from nere.export.variants import auto_int8_candidates
     from nere.train.datasets import write_jsonl
+
+    AUTO_INT8_CANDIDATES = auto_int8_candidates("bert")
+    assert AUTO_INT8_CANDIDATES == ("head+ffn-out", "head+ffn")  # no all-MatMul int8 for transformers
+    assert auto_int8_candidates("bilstm") == ("none", "head+ffn-out", "head+ffn")
 
     model, _, folder = ner_bundles["bert-crf"]
     tok = __import__("tokenizers").Tokenizer.from_file(str(folder / TOKENIZER))
