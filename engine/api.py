@@ -11,6 +11,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -146,11 +147,17 @@ class Engine:
 
     def extract_all(self, data: Any, id_col: str = "id", text_col: str = "text") -> Extraction:
         """Like :meth:`extract`, plus the failed rows (doc_id, source, row, reason) and counts."""
-        units = self._units(data, id_col, text_col)
+        units = iter(self._units(data, id_col, text_col))
         results: list[UnitResult] = []
         id_type = None
-        prepared = background((u, self.pipeline.prepare(u)) for u in units)
-        for unit, result in self.pipeline.infer_stream(prepared):
+        first = list(islice(units, 2))
+        if len(first) < 2:  # one unit (the online case): no reader thread, and no model thread for one batch
+            done: Iterable[tuple[Unit, UnitResult]] = [
+                (u, self.pipeline.infer(prep, overlap=len(prep.batches) > 1))
+                for u in first for prep in [self.pipeline.prepare(u)]]
+        else:
+            done = self.pipeline.infer_stream(background((u, self.pipeline.prepare(u)) for u in chain(first, units)))
+        for unit, result in done:
             id_type = unit.ids.type
             results.append(result)
         id_type = id_type or pa.int64()

@@ -173,6 +173,30 @@ def test_joint_bundle_relations(engines):
         assert 0.0 < r["score"] <= 1.0
 
 
+def test_small_inputs_run_in_the_calling_thread(engines, monkeypatch):
+    """One unit of one batch (the online case) starts no reader or model thread; a larger
+    input still overlaps them; both give the same tables as the step-by-step path."""
+    import threading
+
+    engine = engines["word"]
+    started: list[str] = []
+    real_start = threading.Thread.start
+    monkeypatch.setattr(threading.Thread, "start", lambda self: (started.append(self.name), real_start(self))[1])
+    one = engine.extract(["alice smith works for acme corp"])
+    assert started == []
+    texts = [f"alice smith works for acme corp number {i}" for i in range(600)]  # 3 units
+    many = engine.extract(texts)
+    assert any(n.startswith("nere-reader") for n in started) and any("nere-stage1" in n for n in started)
+    assert one[0].num_rows > 0 and many[0].num_rows == 600 * one[0].num_rows
+    pipe = engine.pipeline
+    from nere.engine.pipeline import Unit
+
+    ids = many[0].column("doc_id").to_pylist()
+    assert ids == sorted(ids)  # document order kept across units
+    step = pipe.infer(pipe.prepare(Unit(pa.array([0]), ["alice smith works for acme corp"])), overlap=False)
+    assert step.entities.equals(one[0])
+
+
 def test_separate_re_bundle(engines, bundles):
     engine = Engine.load(bundles["word"], re_bundle=bundles["re"], device="cpu", threads=1)
     assert engine.pipeline.reuse_tokens  # same tokenizer file: the unit's tokens serve both bundles
