@@ -256,6 +256,16 @@ def test_acnn_window_attention_split_across_stages_is_the_paper_convolution():
     assert torch.allclose(got, want, atol=1e-4)
 
 
+def test_acnn_refuses_a_checkpoint_of_the_per_word_attention():
+    from nere.train.models.re import ACNN
+
+    model, _, _, _ = tiny_re("acnn", toy_examples())
+    assert model.config["head"]["input_attention"] == "window"
+    old = {**model.config, "head": {k: v for k, v in model.config["head"].items() if k != "input_attention"}}
+    with pytest.raises(ValueError, match="retrain"):
+        ACNN(old)
+
+
 def test_acnn_rejects_an_even_kernel():
     with pytest.raises(ValueError, match="odd"):
         build_re("acnn", toy_examples(), encoder="random", head={**TINY_HEAD, "kernel": 4}, lstm=TINY_LSTM)

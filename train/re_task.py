@@ -55,13 +55,13 @@ def build_re(kind: str, train: Sequence[Example], encoder: str = "auto", max_len
     """A fresh RE model of ``kind`` fitted to ``train``: (model, tokenizer, featurizer, notes)."""
     cls = get_model_class("re", kind)
     side = prepare_text_side(cls.encoder_type, [ex.text for ex in train], encoder, max_length, bert_size, lstm)
-    if kind == "acnn":  # stage 1 is the embedding lookup only (see models/re.py)
+    if kind == "acnn":  # its encoder is the embedding lookup only (see models/re.py)
         s = side.encoder
         side.encoder = {"type": "embedding", "vocab_size": s["vocab_size"], "pad_id": s["pad_id"],
                         "embedding_dim": s["embedding_dim"], "dropout": s["dropout"]}
     if dropout is None:
         dropout = 0.1 if cls.encoder_type == "bert" else 0.3
-    config = re_config(train, side, dropout, dict(head or {}))
+    config = re_config(train, side, dropout, cls.fresh_head(dict(head or {})))
     if len(config["relation_labels"]) < 2:
         raise ValueError("the training data has no relations: nothing for an RE model to learn")
     model = cls(config, pretrained_path=side.pretrained_path)

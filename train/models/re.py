@@ -230,6 +230,12 @@ class PairClassifier(NereModel):
         self.head_config: dict[str, Any] = dict(config.get("head") or {})
         self.encoder = self.build_encoder(config, pretrained_path)
 
+    @classmethod
+    def fresh_head(cls, head: dict[str, Any]) -> dict[str, Any]:
+        """The head config of a model about to be trained (what ``__init__`` of a loaded
+        checkpoint may check for; see ACNN)."""
+        return head
+
     # -- stage 1 -------------------------------------------------------------------
     def build_encoder(self, config: dict[str, Any], pretrained_path: str | None) -> nn.Module:
         return build_encoder(config["encoder"], pretrained_path)
@@ -488,6 +494,10 @@ class ACNN(_MaskChannelModel):
     place of the paper's distance-based objective).
     """
 
+    @classmethod
+    def fresh_head(cls, head: dict[str, Any]) -> dict[str, Any]:
+        return {**head, "input_attention": "window"}
+
     def build_encoder(self, config: dict[str, Any], pretrained_path: str | None) -> nn.Module:
         spec = dict(config["encoder"])
         if spec.pop("type") != "embedding":
@@ -497,6 +507,9 @@ class ACNN(_MaskChannelModel):
     def __init__(self, config: dict[str, Any], pretrained_path: str | None = None) -> None:
         super().__init__(config, pretrained_path)
         h = self.head_config
+        if h.get("input_attention") != "window":
+            raise ValueError("this ACNN checkpoint was trained with the earlier per-word input attention, which "
+                             "ACNN no longer computes (it scales convolution windows now): retrain it")
         channels, rel_dim, kernel = int(h.get("channels", 200)), int(h.get("rel_dim", 64)), int(h.get("kernel", 3))
         if kernel < 1 or kernel % 2 == 0:
             raise ValueError(f"acnn: head.kernel must be odd (a window centred on each token), got {kernel}")
