@@ -74,8 +74,11 @@ def main() -> None:
                 seconds[name].append(time.perf_counter() - t0)
         o, n = statistics.median(seconds["old"][1:]), statistics.median(seconds["new"][1:])
         same = labels_only(outs["old"]) == labels_only(outs["new"])
+        gap = max((abs(a[1] - b[1]) for s, t in zip(outs["old"]["labels"], outs["new"]["labels"])
+                   for a, b in zip(s, t)), default=0.0)
         print(f"{kind}: PyTorch predict_re, {len(test)} test sentences, {args.threads} threads: "
-              f"{args.rev} {o:.3f} s, now {n:.3f} s, {o / n:.2f}x; identical labels: {same}")
+              f"{args.rev} {o:.3f} s, now {n:.3f} s, {o / n:.2f}x; identical labels: {same}"
+              + (f", largest probability difference {gap:.1e}" if same else ""))
         if args.export_old:
             out = Path(args.export_old) / f"conll04-re-{kind}-{args.precision}-oldform"
             write_bundle(old_model, config, ckpt / "tokenizer.json", out, precision=args.precision,
