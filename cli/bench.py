@@ -207,7 +207,7 @@ class Settings:
     models: list[str]
     corpus: str
     out_dir: Path
-    re_model: str | None = None
+    re_models: list[str] = field(default_factory=list)
     id_col: str = "id"
     text_col: str = "text"
     device: str = "cpu"
@@ -229,7 +229,8 @@ class Settings:
 
 @click.command("bench")
 @click.option("--model", "-m", "models", multiple=True, required=True, help="NER or joint bundle folder (repeatable).")
-@click.option("--re-model", default=None, help="Separate RE bundle run on every --model's entities.")
+@click.option("--re-model", "re_models", multiple=True,
+              help="Separate RE bundle run on every --model's entities (repeatable: each --model with each).")
 @click.option("--corpus", required=True, type=click.Path(dir_okay=False), help="Parquet corpus (id and text columns).")
 @click.option("--id-col", default="id", show_default=True)
 @click.option("--text-col", default="text", show_default=True)
@@ -247,7 +248,7 @@ class Settings:
 @click.option("--checkpoint", type=click.Path(file_okay=False), default=None,
               help="Checkpoint for the baseline [default: the one each bundle's manifest names].")
 @click.option("--re-checkpoint", type=click.Path(file_okay=False), default=None,
-              help="RE checkpoint for the baseline [default: the one the --re-model manifest names].")
+              help="RE checkpoint for the baseline [default: the one each --re-model manifest names].")
 @click.option("--baseline-batch-docs", type=click.IntRange(1), default=16, show_default=True,
               help="Documents per baseline forward (all their sentences in one padded batch).")
 @click.option("--latency-seconds", type=click.FloatRange(0), default=8.0, show_default=True,
@@ -258,17 +259,20 @@ class Settings:
 @click.option("--rss-corpus", multiple=True, type=click.Path(dir_okay=False),
               help="Also measure `nere extract`'s peak RSS over this whole corpus (repeatable: memory vs size).")
 @click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False), help="Report folder.")
-def bench(models, re_model, corpus, id_col, text_col, device, batch_tokens, streams, batch_sizes, threads, repeats, limit,
+def bench(models, re_models, corpus, id_col, text_col, device, batch_tokens, streams, batch_sizes, threads, repeats, limit,
           baseline, checkpoint, re_checkpoint, baseline_batch_docs, latency_seconds, do_latency, do_rss, rss_corpus,
           out) -> None:
     """Measure throughput, latency and memory of bundles over a Parquet corpus."""
+    if re_checkpoint is not None and len(re_models) != 1:
+        raise click.ClickException("--re-checkpoint names the baseline of one --re-model: give exactly one --re-model "
+                                   "with it (without it, each RE bundle's manifest names its checkpoint)")
     for opt, ck in (("--checkpoint", checkpoint), ("--re-checkpoint", re_checkpoint)):
         if ck is not None and not (Path(ck) / "config.json").is_file():
             raise click.ClickException(f"{opt} {ck}: not a checkpoint folder (no config.json)")
     for path in (corpus, *rss_corpus):
         if not Path(path).is_file():
             raise click.ClickException(f"corpus {path}: no such file")
-    st = Settings(list(models), corpus, Path(out), re_model, id_col, text_col, device, list(batch_tokens) or [None],
+    st = Settings(list(models), corpus, Path(out), list(dict.fromkeys(re_models)), id_col, text_col, device, list(batch_tokens) or [None],
                   list(dict.fromkeys(streams)) or [None],
                   _int_list(batch_sizes, "--batch-sizes"), threads or os.cpu_count() or 1, repeats, limit, baseline,
                   checkpoint, re_checkpoint, baseline_batch_docs, latency_seconds, do_latency, do_rss,
@@ -300,27 +304,30 @@ def load_configs(st: Settings) -> list[Config]:
             loaded[key] = load_bundle(path, st.device, key[1])
         return loaded[key]
 
-    re_bundle = re_ckpt = None
-    if st.re_model is not None:  # one RE call at a time, with all threads
-        re_bundle = bundle_at(st.re_model, 1)
-        if re_bundle.re is None:
-            raise EngineError(f"--re-model {st.re_model}: bundle has no relation stage (task {re_bundle.task})")
-        re_ckpt = st.re_checkpoint or checkpoint_of(re_bundle.manifest)
+    pairings: list[tuple[str | None, Any, str | None]] = [(None, None, None)]  # (path, RE bundle, its checkpoint)
+    if st.re_models:
+        pairings = []
+        for re_path in st.re_models:  # one RE call at a time, with all threads
+            re_bundle = bundle_at(re_path, 1)
+            if re_bundle.re is None:
+                raise EngineError(f"--re-model {re_path}: bundle has no relation stage (task {re_bundle.task})")
+            pairings.append((re_path, re_bundle, st.re_checkpoint or checkpoint_of(re_bundle.manifest)))
     configs: list[Config] = []
     for path in st.models:
         bundle = bundle_at(path, 1)
         if bundle.ner is None:
             raise EngineError(f"bundle {path} is RE-only: pass it as --re-model next to an NER bundle")
         ckpt = st.checkpoint or checkpoint_of(bundle.manifest)
-        for bt in st.budgets:
-            for asked in st.streams:
-                streams = asked if asked is not None else auto_streams(read_manifest_json(path), st.threads)
-                name = Path(path).name + (f"+{Path(st.re_model).name}" if st.re_model is not None else "")
-                name += f"@{bt}" if len(st.budgets) > 1 else ""
-                name += f"x{streams}" if len(st.streams) > 1 else ""
-                engine = Engine(bundle_at(path, streams), re_bundle, device=st.device, threads=st.threads,
-                                batch_tokens=bt, streams=streams)
-                configs.append(Config(name, bundle, re_bundle, engine, ckpt, re_ckpt))
+        for re_path, re_bundle, re_ckpt in pairings:
+            for bt in st.budgets:
+                for asked in st.streams:
+                    streams = asked if asked is not None else auto_streams(read_manifest_json(path), st.threads)
+                    name = Path(path).name + (f"+{Path(re_path).name}" if re_path is not None else "")
+                    name += f"@{bt}" if len(st.budgets) > 1 else ""
+                    name += f"x{streams}" if len(st.streams) > 1 else ""
+                    engine = Engine(bundle_at(path, streams), re_bundle, device=st.device, threads=st.threads,
+                                    batch_tokens=bt, streams=streams)
+                    configs.append(Config(name, bundle, re_bundle, engine, ckpt, re_ckpt))
     names = [c.name for c in configs]
     if len(set(names)) != len(names):
         raise EngineError(f"two --model folders share a name ({', '.join(names)}): give each bundle its own folder name")
@@ -381,18 +388,18 @@ def _memory(configs: list[Config], baselines: list[dict], st: Settings) -> None:
     --rss-corpus, per baseline."""
     from nere.bench_proc import baseline_peak, extract_peak
 
-    re_path = str(st.re_model) if st.re_model else None
     seen: set[str] = set()
     for c in configs:
         bt = c.engine.batch_tokens
+        re_path = str(c.re_bundle.path) if c.re_bundle is not None else None
         if st.do_rss:
             c.memory = _strip(extract_peak(str(c.bundle.path), st.corpus, st.device, st.threads, st.limit, bt,
                                            st.id_col, st.text_col, re_path, c.engine.streams))
             _echo(f"[rss] {c.name}: peak {c.memory['peak_rss_mb']} MB")
         key = str(c.bundle.path)
-        if key in seen:
+        if (key, re_path) in seen:
             continue  # memory vs corpus size: once per bundle
-        seen.add(key)
+        seen.add((key, re_path))
         for rc in st.rss_corpus:
             m = _strip(extract_peak(key, rc, st.device, st.threads, None, bt, st.id_col, st.text_col, re_path,
                                     c.engine.streams),
@@ -515,7 +522,8 @@ def build_report(configs: list[Config], baselines: list[dict], stats: CorpusStat
         "versions": versions(bool(baselines)),
         "settings": {"device": st.device, "threads": st.threads, "repeats": st.repeats, "limit": st.limit,
                      "batch_sizes": st.sizes, "batch_tokens": st.budgets, "streams": st.streams, "baseline_batch_docs": st.baseline_batch_docs,
-                     "re_model": st.re_model, "statistic": "median of repeats; warm-up excluded"},
+                     "re_models": st.re_models, "re_model": st.re_models[0] if st.re_models else None,
+                     "statistic": "median of repeats; warm-up excluded"},
         "corpus": {"path": str(st.corpus), "documents": stats.documents, "sentences": stats.sentences,
                    "model_rows": stats.rows, "tokens": stats.tokens, "characters": stats.characters},
         "models": models,

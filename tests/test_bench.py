@@ -112,6 +112,28 @@ def test_model_only_replays_the_engines_stage_calls(tiny, batch_tokens):
     assert prof.stats.entities == engine.extract_all(str(tiny["corpus"])).entities.num_rows
 
 
+def test_bench_several_re_bundles_side_by_side(tiny, tmp_path):
+    """--re-model is repeatable: every --model runs with every RE bundle, in one report."""
+    import shutil
+
+    other = tmp_path / "re-other"
+    shutil.copytree(tiny["re"], other)
+    out = tmp_path / "report"
+    res = run_cli(["--model", str(tiny["ner"]), "--re-model", str(tiny["re"]), "--re-model", str(other),
+                   "--corpus", str(tiny["corpus"]), "--repeats", "1", "--no-latency", "--no-rss", "--threads", "1",
+                   "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text())
+    assert [m["name"] for m in report["models"]] == ["ner-crf+re-only", "ner-crf+re-other"]
+    assert [m["re_bundle"]["bundle"] for m in report["models"]] == [str(tiny["re"]), str(other)]
+    assert report["models"][0]["outputs"] == report["models"][1]["outputs"]  # the same RE graph
+    assert report["settings"]["re_models"] == [str(tiny["re"]), str(other)]
+    # one --re-checkpoint cannot be the baseline of two RE bundles
+    res = run_cli(["--model", str(tiny["ner"]), "--re-model", str(tiny["re"]), "--re-model", str(other),
+                   "--re-checkpoint", str(tmp_path), "--corpus", str(tiny["corpus"]), "--out", str(out)])
+    assert res.exit_code == 1 and "exactly one --re-model" in res.output and "Traceback" not in res.output
+
+
 def test_bench_separate_re_bundle(tiny, tmp_path):
     out = tmp_path / "report"
     res = run_cli(["--model", str(tiny["ner"]), "--re-model", str(tiny["re"]), "--corpus", str(tiny["corpus"]),
