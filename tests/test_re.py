@@ -180,6 +180,7 @@ def test_batch_invariance_and_checkpoint_round_trip(kind, tmp_path):
     with torch.no_grad():
         hidden = graphs[0].module(*graphs[0].dummy)
         logits = graphs[1].module(hidden, *graphs[1].dummy[1:])
+    assert hidden.shape[-1] == loaded.stage1_size  # the stage-1 layout each kind declares
     assert logits.shape == (3, len(model.relation_labels))
 
 
