@@ -105,6 +105,16 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def tick_label(name: str, precision: str, width: int = 28) -> str:
+    """A bar's label on lines of at most ``width`` characters: a pairing (``ner+re``) or a
+    baseline (``torch-eager-fp32:ckpt``) breaks at its joints, long names at hyphens."""
+    import textwrap
+
+    parts = name.replace(":", ":\n").replace("+", "\n+").split("\n")
+    lines = [ln for part in parts for ln in textwrap.wrap(part, width, break_on_hyphens=True) or [part]]
+    return "\n".join(lines + [f"({precision})"])
+
+
 def plots(r: dict[str, Any], out_dir: Path) -> list[str]:
     """throughput.png, latency.png (when measured) and rss.png (when scaling was measured)."""
     import matplotlib
@@ -117,7 +127,9 @@ def plots(r: dict[str, Any], out_dir: Path) -> list[str]:
     rows = [(m["name"], m["precision"], m["end_to_end"].get("documents_per_s"), m["model_only"].get("documents_per_s"))
             for m in r["models"]]
     rows += [(b["name"], "fp32 torch", b["end_to_end"].get("documents_per_s"), None) for b in r["baselines"]]
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(rows) + 2), 4.5))
+    labels = [tick_label(n, p) for n, p, *_ in rows]
+    height = 4.5 + 0.13 * max(label.count("\n") for label in labels)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.9 * len(rows) + 2), height))
     xs = range(len(rows))
     w = 0.38
     e2e = [x[2] or 0 for x in rows]
@@ -128,7 +140,7 @@ def plots(r: dict[str, Any], out_dir: Path) -> list[str]:
         ax.bar_label(bars, labels=[(f"{v:,.1f}" if v < 100 else f"{v:,.0f}") if v else "" for v in bars.datavalues],
                      fontsize=8, padding=2)
     ax.set_xticks(list(xs))
-    ax.set_xticklabels([f"{n}\n({p})" for n, p, *_ in rows], fontsize=8)
+    ax.set_xticklabels(labels, fontsize=8)
     ax.set_ylabel("documents / second")
     ax.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
     load = r["machine"].get("load_avg_start")

@@ -326,3 +326,12 @@ def test_matmul_rate_and_compute_section():
     assert 20e6 < flops < 23e6  # MiniLM-L6: 6 x (4 x 384^2 + 2 x 384 x 1536) multiply-adds, x2
     assert sec["tokens_per_s_at_matmul_rate"] == round(100e9 / flops, 1)
     assert sec["end_to_end_fraction"] == round(2000.0 * flops / 100e9, 4) and sec["model_only_fraction"] > 0
+
+
+def test_plot_labels_break_at_pairings_and_baselines():
+    from nere.bench_report import tick_label
+
+    assert tick_label("ner-bundle+re-bundle", "int8") == "ner-bundle\n+re-bundle\n(int8)"
+    assert tick_label("torch-eager-fp32:ner-ckpt+re-ckpt", "fp32 torch") == "torch-eager-fp32:\nner-ckpt\n+re-ckpt\n(fp32 torch)"
+    long = tick_label("a-very-long-bundle-folder-name-of-forty-chars", "fp32")
+    assert all(len(line) <= 28 for line in long.splitlines()) and long.endswith("(fp32)")
