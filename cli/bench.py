@@ -388,7 +388,7 @@ def _memory(configs: list[Config], baselines: list[dict], st: Settings) -> None:
     --rss-corpus, per baseline."""
     from nere.bench_proc import baseline_peak, extract_peak
 
-    seen: set[str] = set()
+    seen: set[tuple[str, str | None]] = set()
     for c in configs:
         bt = c.engine.batch_tokens
         re_path = str(c.re_bundle.path) if c.re_bundle is not None else None
@@ -398,7 +398,7 @@ def _memory(configs: list[Config], baselines: list[dict], st: Settings) -> None:
             _echo(f"[rss] {c.name}: peak {c.memory['peak_rss_mb']} MB")
         key = str(c.bundle.path)
         if (key, re_path) in seen:
-            continue  # memory vs corpus size: once per bundle
+            continue  # memory vs corpus size: once per bundle and RE pairing
         seen.add((key, re_path))
         for rc in st.rss_corpus:
             m = _strip(extract_peak(key, rc, st.device, st.threads, None, bt, st.id_col, st.text_col, re_path,

@@ -151,10 +151,11 @@ class Engine:
         results: list[UnitResult] = []
         id_type = None
         first = list(islice(units, 2))
+        done: Iterable[tuple[Unit, UnitResult]] = []
         if len(first) < 2:  # one unit (the online case): no reader thread, and no model thread for one batch
-            done: Iterable[tuple[Unit, UnitResult]] = [
-                (u, self.pipeline.infer(prep, overlap=len(prep.batches) > 1))
-                for u in first for prep in [self.pipeline.prepare(u)]]
+            for unit in first:
+                prep = self.pipeline.prepare(unit)
+                done = [(unit, self.pipeline.infer(prep, overlap=len(prep.batches) > 1))]
         else:
             done = self.pipeline.infer_stream(background((u, self.pipeline.prepare(u)) for u in chain(first, units)))
         for unit, result in done:
