@@ -28,7 +28,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 # which weight MatMuls stay fp32 in int8 bundles: policy -> (groups kept fp32, description)
 _POLICIES = {
     "none": ((), "quantize every weight MatMul"),
-    "head": (("head",), "keep the task heads fp32 (weights outside /encoder/: classifier, RE stage 2)"),
+    "head": (("head",), "keep the task heads fp32 (weights outside /encoder/: classifier, RE stage 2, the recurrent/conv RE kinds' per-sentence projections)"),
     "head+ffn-out": (("head", "ffn-out"), "also keep each transformer layer's FFN output dense fp32"),
     "head+ffn": (("head", "ffn-out", "ffn-in"), "also keep both FFN denses (intermediate and output) fp32"),
     "head+ffn+attn-out": (("head", "ffn-out", "ffn-in", "attn-out"),
