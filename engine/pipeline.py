@@ -241,7 +241,8 @@ class Pipeline:
     # ---------------------------------------------------------------- infer (model)
     def infer(self, prep: Prepared, overlap: bool = True) -> UnitResult:
         """One unit's tables (see :meth:`infer_stream`); without ``overlap`` every step
-        runs in turn in this thread (for profiling)."""
+        runs in turn in this thread (for profiling, and for a unit of one batch, which has
+        nothing to overlap)."""
         return next(self.infer_stream([(None, prep)], overlap))[1]
 
     def infer_stream(self, preps: Iterable[tuple[K, Prepared]], overlap: bool = True
