@@ -126,6 +126,34 @@ class UnitResult:
     tokens: int
 
 
+def _unit_spans(prep: Prepared, founds: list[Found]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], np.ndarray]:
+    """(sentence, start token, end token, label, score) of a unit's entities, ordered by
+    sentence and start, as arrays: the decoded groups concatenated, and the spans of a
+    sentence cut into windows merged (:func:`merge_windows`, a Python step for those rare
+    sentences only). A sentence of one window holds disjoint spans from one row."""
+    sent = np.concatenate([f.sent for f in founds])
+    start = np.concatenate([f.start for f in founds])
+    end = np.concatenate([f.end for f in founds])
+    score = np.concatenate([f.score for f in founds])
+    labels = [lab for f in founds for lab in f.label]
+    multi = np.asarray(prep.sent_windows, dtype=np.int64)[sent] > 1
+    if multi.any():
+        dist = np.concatenate([f.dist for f in founds])
+        by_sent: dict[int, list[Candidate]] = {}
+        for k in np.flatnonzero(multi).tolist():
+            by_sent.setdefault(int(sent[k]), []).append(
+                (int(start[k]), int(end[k]), labels[k], float(score[k]), int(dist[k])))
+        merged = [(s_i, *c[:4]) for s_i, cands in by_sent.items() for c in merge_windows(cands)]
+        one = np.flatnonzero(~multi)
+        sent = np.concatenate([sent[one], np.array([m[0] for m in merged], dtype=np.int64)])
+        start = np.concatenate([start[one], np.array([m[1] for m in merged], dtype=np.int64)])
+        end = np.concatenate([end[one], np.array([m[2] for m in merged], dtype=np.int64)])
+        score = np.concatenate([score[one], np.array([m[4] for m in merged], dtype=score.dtype)])
+        labels = [labels[k] for k in one.tolist()] + [m[3] for m in merged]
+    order = np.lexsort((start, sent))
+    return sent[order], start[order], end[order], [labels[k] for k in order.tolist()], score[order]
+
+
 def _window(enc: Encoded, start: int, n: int) -> Encoded:
     return Encoded(enc.ids[start : start + n], enc.offsets[start : start + n])
 
@@ -281,18 +309,18 @@ class Pipeline:
         for key, prep, groups, rows, batch, out in results:
             if prep is not current:
                 current, g, group = prep, 0, []
-                cands: list[list[Candidate]] = [[] for _ in range(len(prep.tokens))]
+                founds: list[Found] = []
                 rel_cands: list[list] = [[] for _ in range(len(prep.tokens))]
             if rows is not None:
                 group.append((rows, batch, out))
                 if len(group) == len(groups[g]):
-                    self._decode(prep, group, cands, rel_cands)
+                    self._decode(prep, group, founds, rel_cands)
                     g, group = g + 1, []
             if g == len(groups):  # the unit's last group is decoded
-                yield key, self._assemble(prep, cands, rel_cands)
+                yield key, self._assemble(prep, founds, rel_cands)
 
     def _decode(self, prep: Prepared, items: list[tuple[np.ndarray, Batch, dict[str, Any]]],
-                cands: list[list[Candidate]], rel_cands: list[list]) -> None:
+                founds: list["Found"], rel_cands: list[list]) -> None:
         """Tags, spans and (joint bundles) relations of a group of stage-1 batches; the
         group's emissions are stacked, zero-padded to its widest batch."""
         spec = self.ner.ner
@@ -314,9 +342,7 @@ class Pipeline:
         found = self._found(prep, rows, tags, emissions)
         if found is None:
             return
-        for c in zip(found.sent.tolist(), found.start.tolist(), found.end.tolist(), found.label,
-                     found.score.tolist(), found.dist.tolist()):
-            cands[c[0]].append(c[1:])
+        founds.append(found)
         if self.relations != "joint":
             return
         bounds = np.searchsorted(found.row, np.cumsum([0] + [len(it[0]) for it in items]))  # rows ascend
@@ -371,22 +397,13 @@ class Pipeline:
             ))
 
     # ---------------------------------------------------------------- outputs
-    def _assemble(self, prep: Prepared, cands: list[list[Candidate]], rel_cands: list[list]) -> UnitResult:
+    def _assemble(self, prep: Prepared, founds: list[Found], rel_cands: list[list]) -> UnitResult:
         """Merge windows, map token spans to document characters, number entities per
         document and attach relations to entity ids, all in document order."""
-        flat: list[tuple] = []  # (sentence, start token, end token, label, score)
-        ranges: dict[int, tuple[int, int]] = {}  # sentence -> its slice of ``flat``
-        for si, found in enumerate(cands):
-            if found:
-                merged = found if prep.sent_windows[si] == 1 else merge_windows(found)
-                ranges[si] = (len(flat), len(flat) + len(merged))
-                flat.extend((si,) + c[:4] for c in merged)
         unit = prep.unit
-        if not flat:
+        if not founds:
             return self._tables(prep, {k: [] for k in ENTITY_COLUMNS}, [])
-        si = np.fromiter((x[0] for x in flat), dtype=np.int64, count=len(flat))
-        ts = np.fromiter((x[1] for x in flat), dtype=np.int64, count=len(flat))
-        te = np.fromiter((x[2] for x in flat), dtype=np.int64, count=len(flat))
+        si, ts, te, labels, scores = _unit_spans(prep, founds)
         offsets = prep.tokens.offsets
         first_token = prep.tokens.first[si]
         base = np.asarray(prep.sent_start, dtype=np.int64)[si]
@@ -401,15 +418,18 @@ class Pipeline:
             "start": cs.astype(np.int32),
             "end": ce.astype(np.int32),
             "text": [unit.texts[d][a:b] for d, a, b in zip(docs, starts, ends)],  # from the input itself
-            "label": [x[3] for x in flat],
-            "score": np.fromiter((x[4] for x in flat), dtype=np.float32, count=len(flat)),
+            "label": labels,
+            "score": scores.astype(np.float32),
             "sentence_index": np.asarray(prep.sent_no, dtype=np.int32)[si],
         }
+        # sentence -> its slice of the (sentence-ordered) entities
+        present = np.flatnonzero(np.diff(si, prepend=-1))
+        ranges = dict(zip(si[present].tolist(), zip(present.tolist(), np.append(present[1:], len(si)).tolist())))
         rels: list[tuple] = []  # (doc, head_id, tail_id, label index, score)
         for s_i, (k0, k1) in ranges.items():
             if not rel_cands[s_i]:
                 continue
-            ids = {flat[k][1:4]: int(eid[k]) for k in range(k0, k1)}
+            ids = {(int(ts[k]), int(te[k]), labels[k]): int(eid[k]) for k in range(k0, k1)}
             best: dict[tuple[int, int], tuple] = {}
             for head, tail, lab, score, dist in rel_cands[s_i]:
                 h, t = ids.get(head), ids.get(tail)
@@ -420,7 +440,7 @@ class Pipeline:
             d = prep.sent_doc[s_i]
             rels.extend((d, h, t, lab, score) for (h, t), (lab, score, _) in best.items())
         if self.relations == "separate":
-            sent_ents = [(s_i, [(starts[k], ends[k], flat[k][3], int(eid[k])) for k in range(k0, k1)])
+            sent_ents = [(s_i, [(starts[k], ends[k], labels[k], int(eid[k])) for k in range(k0, k1)])
                          for s_i, (k0, k1) in ranges.items()]
             rels = self._separate_relations(prep, sent_ents)
         return self._tables(prep, ent, sorted(rels, key=lambda r: r[:3]))
@@ -492,7 +512,7 @@ class Pipeline:
                        for k in np.flatnonzero(best != 0))
         return out
 
-    def _tables(self, prep: Prepared, ent: dict[str, list], rels: list[tuple]) -> UnitResult:
+    def _tables(self, prep: Prepared, ent: dict[str, Any], rels: list[tuple]) -> UnitResult:
         unit = prep.unit
         id_type = unit.ids.type
         doc_rows = ent.pop("doc")
