@@ -440,16 +440,19 @@ class Pipeline:
             d = prep.sent_doc[s_i]
             rels.extend((d, h, t, lab, score) for (h, t), (lab, score, _) in best.items())
         if self.relations == "separate":
-            sent_ents = [(s_i, [(starts[k], ends[k], labels[k], int(eid[k])) for k in range(k0, k1)])
+            tok_s, tok_e = ts.tolist(), te.tolist()
+            sent_ents = [(s_i, [(starts[k], ends[k], labels[k], int(eid[k]), tok_s[k], tok_e[k]) for k in range(k0, k1)])
                          for s_i, (k0, k1) in ranges.items()]
             rels = self._separate_relations(prep, sent_ents)
         return self._tables(prep, ent, sorted(rels, key=lambda r: r[:3]))
 
-    def _separate_relations(self, prep: Prepared, sent_ents: list[tuple[int, list[tuple[int, int, str, int]]]]
-                            ) -> list[tuple]:
+    def _separate_relations(self, prep: Prepared,
+                            sent_ents: list[tuple[int, list[tuple[int, int, str, int, int, int]]]]) -> list[tuple]:
         """Relations from a separate RE bundle: its own tokenizer re-encodes the sentences
-        that have candidate pairs (unless it is the NER bundle's, whose tokens the unit
-        already holds); NER character spans map onto its tokens. A long
+        that have candidate pairs and the NER character spans map onto its tokens, unless
+        it is the NER bundle's tokenizer: then the unit's tokens and the NER token spans
+        (``sent_ents``: char start, char end, label, entity id, token start, token end)
+        serve as they are. A long
         sentence is windowed and each pair is scored once, in the window where both
         entities lie farthest from an edge; pairs no window holds together are skipped."""
         rb = self.re_bundle
@@ -467,7 +470,10 @@ class Pipeline:
         row_pairs: list[list[tuple]] = []
         for (si, typed), enc in zip(jobs, encs):
             base, n = prep.sent_start[si], len(enc.ids)
-            toks = _token_spans(enc.offsets, [(cs - base, ce - base, lab) for cs, ce, lab, _ in typed])
+            if self.reuse_tokens:
+                toks: list[tuple[int, int] | None] = [(e[4], e[5]) for e in typed]
+            else:
+                toks = _token_spans(enc.offsets, [(e[0] - base, e[1] - base, e[2]) for e in typed])
             size = min(n, f.max_content)
             chosen: dict[tuple[int, int], tuple[int, int]] = {}  # (head, tail) -> (distance, window)
             windows = window_plan(n, f.max_content) if n > f.max_content else [0]
