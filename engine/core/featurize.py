@@ -1,7 +1,8 @@
 """Text -> model inputs, with character offsets kept. Shared by training and the engine.
 
 Every model (BERT or BiLSTM) reads a Hugging Face ``tokenizers`` JSON file: a WordPiece
-tokenizer for BERT, a WordLevel word or character vocabulary for the BiLSTM models. We
+tokenizer for a pretrained BERT, a WordLevel word vocabulary or a character vocabulary
+(BPE without merges; looked up with array operations, :mod:`char_tokens`) otherwise. We
 tokenize *without* special tokens and add [CLS]/[SEP] ourselves, so that a long text can
 be cut into windows of token ids without tokenizing it twice.
 
