@@ -121,11 +121,12 @@ class Featurizer:
         Zero-width pieces are dropped: they carry no text. A character vocabulary is looked
         up with array operations (the same tokens, :mod:`char_tokens`).
         """
+        texts = texts if isinstance(texts, list) else list(texts)  # read twice below
         if self.char_table is not None:
             flat = self.char_table.encode(texts)
             if flat is not None:
                 return Tokens(*flat)
-        encs = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        encs = self.tokenizer.encode_batch(texts, add_special_tokens=False)
         counts = np.fromiter(map(len, encs), dtype=np.int64, count=len(encs))  # len() builds no id list
         total = int(counts.sum())
         ids = np.fromiter(chain.from_iterable(e.ids for e in encs), dtype=np.int64, count=total)
