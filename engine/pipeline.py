@@ -320,7 +320,7 @@ class Pipeline:
                 yield key, self._assemble(prep, founds, rel_cands)
 
     def _decode(self, prep: Prepared, items: list[tuple[np.ndarray, Batch, dict[str, Any]]],
-                founds: list["Found"], rel_cands: list[list]) -> None:
+                founds: list[Found], rel_cands: list[list]) -> None:
         """Tags, spans and (joint bundles) relations of a group of stage-1 batches; the
         group's emissions are stacked, zero-padded to its widest batch."""
         spec = self.ner.ner
