@@ -40,7 +40,7 @@ def char_tokenizer() -> Tokenizer:
 @functools.lru_cache(maxsize=None)
 def char_bpe_tokenizer() -> Tokenizer:
     """The same vocabulary in the BPE-without-merges form (train/vocab.py), which the
-    featurizer tokenizes with array operations (engine/core/char_tokens.py)."""
+    featurizer tokenizes with array operations (engine/core/vocab_tokens.py)."""
     vocab = json.loads(char_tokenizer().to_str())["model"]["vocab"]
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="[UNK]", fuse_unk=False))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
@@ -59,7 +59,7 @@ def featurizer(kind: str, max_length: int = 512, specials: bool = True) -> Featu
         return Featurizer(Tokenizer.from_str(char_tokenizer().to_str()), **kw)
     if kind == "charbpe":
         f = Featurizer(Tokenizer.from_str(char_bpe_tokenizer().to_str()), **kw)
-        assert f.char_table is not None
+        assert f.array_tokenizer is not None
         return f
     return Featurizer.from_file(minilm_tokenizer_path(), **kw)
 

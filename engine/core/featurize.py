@@ -1,8 +1,9 @@
 """Text -> model inputs, with character offsets kept. Shared by training and the engine.
 
 Every model (BERT or BiLSTM) reads a Hugging Face ``tokenizers`` JSON file: a WordPiece
-tokenizer for a pretrained BERT, a WordLevel word vocabulary or a character vocabulary
-(BPE without merges; looked up with array operations, :mod:`char_tokens`) otherwise. We
+tokenizer for a pretrained BERT, or a vocabulary built from training text (words:
+WordLevel; characters: BPE without merges), which is looked up with array operations
+(:mod:`vocab_tokens`, the same tokens). We
 tokenize *without* special tokens and add [CLS]/[SEP] ourselves, so that a long text can
 be cut into windows of token ids without tokenizing it twice.
 
@@ -22,7 +23,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from tokenizers import Tokenizer, models
 
-from nere.engine.core.char_tokens import CharTable
+from nere.engine.core.vocab_tokens import array_tokenizer
 from nere.engine.core.tags import TokenSpan
 
 
@@ -85,7 +86,7 @@ class Featurizer:
         tokenizer.no_padding()
         _no_piece_cache(tokenizer)
         self.tokenizer = tokenizer
-        self.char_table = CharTable.from_tokenizer(tokenizer)  # None unless a character vocabulary
+        self.array_tokenizer = array_tokenizer(tokenizer)  # None unless a vocabulary of train/vocab.py
         self.max_length = int(max_length)
         self.cls_id = self._token_id(cls_token) if cls_token else None
         self.sep_id = self._token_id(sep_token) if sep_token else None
@@ -118,12 +119,12 @@ class Featurizer:
     def tokenize_flat(self, texts: Sequence[str]) -> Tokens:
         """:meth:`tokenize` as flat arrays (one array build for the whole call).
 
-        Zero-width pieces are dropped: they carry no text. A character vocabulary is looked
-        up with array operations (the same tokens, :mod:`char_tokens`).
+        Zero-width pieces are dropped: they carry no text. A word or character vocabulary
+        of train/vocab.py is looked up with array operations (the same tokens, :mod:`vocab_tokens`).
         """
         texts = texts if isinstance(texts, list) else list(texts)  # read twice below
-        if self.char_table is not None:
-            flat = self.char_table.encode(texts)
+        if self.array_tokenizer is not None:
+            flat = self.array_tokenizer.encode(texts)
             if flat is not None:
                 return Tokens(*flat)
         encs = self.tokenizer.encode_batch(texts, add_special_tokens=False)

