@@ -50,17 +50,18 @@ def _plain(spec: dict) -> bool:
     return spec.get("normalizer") is None and not spec.get("added_tokens") and spec.get("post_processor") is None
 
 
-def _code_points(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Code points of the joined texts, each text's length and start; None for a lone
+def _code_points(texts: Sequence[str]) -> tuple[str, np.ndarray, np.ndarray, np.ndarray] | None:
+    """The joined texts, their code points, each text's length and start; None for a lone
     surrogate (no code point), so that the caller lets ``tokenizers`` decide."""
+    joined = "".join(texts)
     try:
-        points = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32)
+        points = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
     except UnicodeEncodeError:
         return None
     lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
     starts = np.zeros(len(texts) + 1, dtype=np.int64)
     np.cumsum(lengths, out=starts[1:])
-    return points, lengths, starts
+    return joined, points, lengths, starts
 
 
 def _flat(ids: np.ndarray, begin: np.ndarray, end: np.ndarray, lengths: np.ndarray, starts: np.ndarray) -> Flat:
@@ -124,7 +125,7 @@ class CharTable:
         read = _code_points(texts)
         if read is None:
             return None
-        points, lengths, starts = read
+        _, points, lengths, starts = read
         ids = self._lookup(points)
         keep = np.flatnonzero(ids != _DROP)
         return _flat(ids[keep], keep, keep + 1, lengths, starts)
@@ -176,7 +177,7 @@ class WordTable:
         read = _code_points(texts)
         if read is None:
             return None
-        points, lengths, starts = read
+        joined, points, lengths, starts = read
         n = len(points)
         if n == 0:
             return _flat(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), lengths, starts)
@@ -194,7 +195,6 @@ class WordTable:
         next_word &= ~text_start[1:]
         begin = np.flatnonzero(other | (word & ~prev_word))
         end = np.flatnonzero(other | (word & ~next_word)) + 1
-        joined = "".join(texts)
         get, unk = self._vocab.get, self.unk_id
         ids = np.fromiter((get(joined[a:b], unk) for a, b in zip(begin.tolist(), end.tolist())),
                           dtype=np.int64, count=len(begin))
