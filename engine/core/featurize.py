@@ -23,8 +23,8 @@ from typing import Iterable, Sequence
 import numpy as np
 from tokenizers import Tokenizer, models
 
-from nere.engine.core.vocab_tokens import array_tokenizer
 from nere.engine.core.tags import TokenSpan
+from nere.engine.core.vocab_tokens import array_tokenizer
 
 
 @dataclass
