@@ -94,10 +94,6 @@ class CharTable:
         self._astral = astral
 
     @classmethod
-    def from_tokenizer(cls, tokenizer: Tokenizer) -> "CharTable | None":
-        return cls.from_spec(json.loads(tokenizer.to_str()))
-
-    @classmethod
     def from_spec(cls, spec: dict) -> "CharTable | None":
         """The table for a tokenizer of exactly the character form, else None.
 
