@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -61,10 +62,8 @@ def old_tree(rev: str, into: Path) -> Path:
 
 
 def child(pythonpath: str | None, args: list) -> dict:
-    env = None
-    if pythonpath:
-        import os
-        env = {**os.environ, "PYTHONPATH": pythonpath}
+    """One timing child; ``pythonpath`` puts an earlier revision's package first."""
+    env = {**os.environ, "PYTHONPATH": pythonpath} if pythonpath else None
     out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
