@@ -17,6 +17,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import pyarrow as pa
 
+from nere.engine import allocator
 from nere.engine.bundle import CUDA, Bundle, load_bundle
 from nere.engine.errors import EngineError
 from nere.engine.parquet_io import (
@@ -80,12 +81,16 @@ class Engine:
         batch_tokens: int | None = None,
         max_doc_chars: int = DEFAULT_MAX_DOC_CHARS,
         streams: int | None = None,
+        tune_allocator: bool = True,
     ) -> None:
         """``threads``: CPU threads in all [default: all cores]; ``streams``: stage-1 model
         calls running at once, each with ``threads // streams`` onnxruntime threads
         [default: :func:`auto_streams`]; a separate RE bundle runs one call at a time with all
         ``threads``. A ``Bundle`` passed in already loaded keeps the threads its sessions
-        were opened with."""
+        were opened with. ``tune_allocator``: raise glibc malloc's mmap and trim thresholds
+        for this process (:mod:`nere.engine.allocator`; also off with ``NERE_TUNE_ALLOCATOR=0``)."""
+        if tune_allocator:
+            allocator.tune_allocator()
         total = int(threads or os.cpu_count() or 1)
         if streams is None:
             streams = auto_streams(bundle.manifest if isinstance(bundle, Bundle) else read_manifest_json(bundle), total)
@@ -112,9 +117,10 @@ class Engine:
         batch_tokens: int | None = None,
         max_doc_chars: int = DEFAULT_MAX_DOC_CHARS,
         streams: int | None = None,
+        tune_allocator: bool = True,
     ) -> "Engine":
         """Load and verify the bundle(s); raises BundleError/EngineError with one line."""
-        return cls(bundle, re_bundle, device, threads, batch_tokens, max_doc_chars, streams)
+        return cls(bundle, re_bundle, device, threads, batch_tokens, max_doc_chars, streams, tune_allocator)
 
     @property
     def provider(self) -> str:
@@ -133,6 +139,7 @@ class Engine:
             "streams": self.streams,
             "threads_per_stream": self.call_threads,
             "batch_tokens": self.batch_tokens,
+            "allocator": allocator.allocator_settings(),
             "provider_notes": self.bundle.notes + (self.re_bundle.notes if self.re_bundle else []),
             "bundle": self.bundle.describe(),
             "re_bundle": self.re_bundle.describe() if self.re_bundle else None,

@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from nere.engine.bundle import Bundle
 from nere.engine.core.decode import decode_tags
+from nere.engine.core.viterbi import CRFDecoder
 from nere.engine.core.featurize import Batch, Encoded, Featurizer, Tokens, char_to_token_spans
 from nere.engine.core.pairs import candidate_pairs
 from nere.engine.core.types import Entity
@@ -211,6 +212,8 @@ class Pipeline:
             raise EngineError(f"streams must be positive, got {streams}")
         self.ner = ner
         self.re_bundle = re_bundle
+        crf = ner.ner.crf
+        self.crf = CRFDecoder(crf["transitions"], crf["start"], crf["end"]) if crf is not None else None  # kept: see CRFDecoder
         self.batch_tokens = int(batch_tokens)
         self.max_doc_chars = int(max_doc_chars)
         self.streams = int(streams)  # stage-1 calls in flight at once (worker threads)
@@ -338,7 +341,7 @@ class Pipeline:
                 em = out["emissions"]
                 emissions[r0 : r0 + em.shape[0], : em.shape[1]] = em
                 r0 += em.shape[0]
-        tags = decode_tags(emissions, lengths, spec.crf)
+        tags = decode_tags(emissions, lengths, self.crf)
         found = self._found(prep, rows, tags, emissions)
         if found is None:
             return

@@ -401,3 +401,16 @@ def test_stage1_worker_errors_reach_the_caller():
         for y in _ahead(work, [1, 2, 3, 4]):
             got.append(y)
     assert got == [10, 20]
+
+
+def test_engine_tunes_the_allocator_unless_told_not_to(bundles, monkeypatch):
+    from nere.engine import allocator
+
+    calls = []
+    monkeypatch.setattr(allocator, "tune_allocator", lambda: calls.append(1))
+    monkeypatch.setattr(allocator, "allocator_settings", lambda: {"library": "glibc x"})
+    left_alone = Engine.load(bundles["crf"], device="cpu", threads=1, tune_allocator=False)
+    assert calls == []
+    tuned = Engine.load(bundles["crf"], device="cpu", threads=1)
+    assert calls == [1] and tuned.describe()["allocator"] == {"library": "glibc x"}
+    assert left_alone.extract_all(["alice smith works for acme corp"]).entities.num_rows > 0

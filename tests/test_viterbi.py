@@ -191,3 +191,124 @@ def test_row_char_spans_ignores_special_positions():
     spans = row_char_spans(ts, tag_ids, offsets, lead=1, n_content=4)
     assert spans == [(0, 7, "PER"), (11, 15, "LOC")]
     assert [text[s:e] for s, e, _ in spans] == ["Ann Lee", "Rome"]
+
+
+# ---- pinning: positions decided without search, islands searched between them ----------
+
+from nere.engine.core import viterbi as viterbi_module  # noqa: E402
+from nere.engine.core.viterbi import CRFDecoder, pin_gain, pinned_tags, search_sorted  # noqa: E402
+
+
+def _confident(rng: np.random.Generator, batch: int, time: int, ntags: int, strength: float) -> np.ndarray:
+    """Emissions of a confident model: one tag per position well above the rest."""
+    em = rng.normal(0, 1.0, (batch, time, ntags)).astype(np.float32)
+    top = rng.choice(ntags, size=(batch, time), p=[0.7] + [0.3 / (ntags - 1)] * (ntags - 1))
+    np.put_along_axis(em, top[..., None], np.take_along_axis(em, top[..., None], -1) + strength, axis=-1)
+    return em
+
+
+def _full_search(emissions: np.ndarray, lengths: np.ndarray, trans, start, end) -> np.ndarray:
+    """The dynamic programme over whole rows, no pinning (the reference)."""
+    trans, start, end = (np.asarray(x, np.float32) for x in (trans, start, end))
+    order = np.argsort(-lengths, kind="stable")
+    lens = lengths[order]
+    em = np.ascontiguousarray(emissions[order][:, : lens[0]].transpose(1, 2, 0))
+    out = np.zeros(emissions.shape[:2], np.int64)
+    out[order, : lens[0]] = search_sorted(em, lens, trans, start[:, None], end[None, :])
+    return out
+
+
+def _pin_share(emissions, lengths, trans, start, end) -> float:
+    order = np.argsort(-lengths, kind="stable")
+    lens = lengths[order]
+    em = np.ascontiguousarray(emissions[order][:, : lens[0]].transpose(1, 2, 0).astype(np.float32))
+    got = pinned_tags(em, lens, pin_gain(trans, start, end), trans, start, end)
+    return 0.0 if got is None else 1 - got[1].sum() / lens.sum()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pinned_decoding_equals_the_full_search(seed):
+    rng = np.random.default_rng(200 + seed)
+    ntags, batch, time = int(rng.integers(3, 18)), int(rng.integers(20, 120)), int(rng.integers(5, 60))
+    trans, start, end = (rng.normal(0, 0.5, s).astype(np.float32) for s in ((ntags, ntags), ntags, ntags))
+    em = _confident(rng, batch, time, ntags, strength=6.0)
+    lengths = rng.integers(1, time + 1, batch)
+    lengths[0] = time
+    share = _pin_share(em, lengths, trans, start, end)
+    assert 0.5 < share < 1.0  # pinning is used, and islands are left to search
+    assert np.array_equal(viterbi_decode(em, lengths, trans, start, end), _full_search(em, lengths, trans, start, end))
+
+
+@needs_torchcrf
+@pytest.mark.parametrize("seed", range(4))
+def test_pinned_decoding_equals_pytorch_crf(seed):
+    rng = np.random.default_rng(300 + seed)
+    crf = _random_crf(rng, 9, 0.5)
+    em = _confident(rng, 40, 30, 9, strength=6.0)
+    lengths = rng.integers(1, 31, 40)
+    lengths[3] = 30
+    assert _pin_share(em, lengths, *_params(crf)) > 0.5
+    got = viterbi_decode(em, lengths, *_params(crf))
+    for b, path in enumerate(_torch_decode(crf, em, lengths)):
+        assert got[b, : lengths[b]].tolist() == path
+
+
+def test_pinned_tags_are_on_every_best_path_brute_force():
+    """Pinned positions hold the tag of the best path (checked on every path of small
+    problems, including integer scores where paths tie); islands that start a sentence,
+    end it, or fill it whole are searched with the right boundary scores."""
+    rng = np.random.default_rng(11)
+    checked = 0
+    for case in range(150):
+        ntags, time = int(rng.integers(2, 4)), int(rng.integers(1, 7))
+        integer = case % 2 == 0
+        if integer:
+            trans, start, end = (rng.integers(-1, 2, size=s).astype(np.float32) for s in ((ntags, ntags), ntags, ntags))
+            em = rng.integers(-1, 2, size=(1, time, ntags)).astype(np.float32)
+            em[0, rng.random(time) < 0.7, 0] += 6  # most positions strongly tag 0
+        else:
+            trans, start, end = (rng.normal(0, 0.5, s).astype(np.float32) for s in ((ntags, ntags), ntags, ntags))
+            em = _confident(rng, 1, time, ntags, strength=float(rng.choice([0.5, 3.0, 8.0])))
+
+        def score(p):
+            return start[p[0]] + end[p[-1]] + sum(em[0, t, p[t]] for t in range(time)) + sum(
+                trans[p[t - 1], p[t]] for t in range(1, time))
+
+        paths = list(itertools.product(range(ntags), repeat=time))
+        scores = np.array([score(p) for p in paths])
+        best_paths = [p for p, s in zip(paths, scores) if s == scores.max()]
+        em_t = np.ascontiguousarray(em.transpose(1, 2, 0))
+        got = pinned_tags(em_t, np.array([time]), pin_gain(trans, start, end), trans, start, end)
+        if got is not None:
+            tag, free = got
+            for t in np.flatnonzero(~free[:, 0]):
+                assert all(p[t] == tag[t, 0] for p in best_paths)
+                checked += 1
+        path = viterbi_decode(em, [time], trans, start, end)[0].tolist()
+        assert score(path) == scores.max()
+        if not integer:
+            assert tuple(path) == best_paths[0] and len(best_paths) == 1
+    assert checked > 100  # the test did exercise pinning
+
+
+def test_forbidding_transitions_pin_nothing_and_the_decoder_stops_sampling(monkeypatch):
+    """Large negative transitions (a BIO CRF's forbidden moves) leave little pinned: the
+    sample refuses, whole rows are searched, and a kept decoder stops sampling after
+    PIN_GIVE_UP refusals, except every PIN_RETRY_EVERY-th call; paths never change."""
+    rng = np.random.default_rng(4)
+    ntags = 5
+    trans = np.where(rng.random((ntags, ntags)) < 0.4, -12.0, 0.3).astype(np.float32)
+    start, end = np.zeros(ntags, np.float32), np.zeros(ntags, np.float32)
+    em = _confident(rng, 30, 20, ntags, strength=3.0)
+    lengths = rng.integers(1, 21, 30)
+    lengths[0] = 20
+    assert _pin_share(em, lengths, trans, start, end) == 0.0
+    sampled = []
+    real = viterbi_module.pinned_tags
+    monkeypatch.setattr(viterbi_module, "pinned_tags", lambda *a: sampled.append(1) or real(*a))
+    decoder = CRFDecoder(trans, start, end)
+    want = _full_search(em, lengths, trans, start, end)
+    calls = 2 * viterbi_module.PIN_RETRY_EVERY
+    for _ in range(calls):
+        assert np.array_equal(decoder.decode(em, lengths), want)
+    assert len(sampled) == viterbi_module.PIN_GIVE_UP + calls // viterbi_module.PIN_RETRY_EVERY

@@ -5,17 +5,20 @@ import numpy as np
 
 from nere.engine.core.featurize import token_to_char_spans
 from nere.engine.core.tags import TagSet
-from nere.engine.core.viterbi import argmax_decode, viterbi_decode
+from nere.engine.core.viterbi import CRFDecoder, argmax_decode, viterbi_decode
 
 
 def decode_tags(
     emissions: np.ndarray,
     lengths: np.ndarray,
-    crf: dict[str, np.ndarray] | None = None,
+    crf: dict[str, np.ndarray] | CRFDecoder | None = None,
 ) -> np.ndarray:
-    """Tag ids per position: Viterbi when CRF parameters are given, else argmax."""
+    """Tag ids per position: Viterbi when CRF parameters (or a decoder kept for them) are
+    given, else argmax."""
     if crf is None:
         return argmax_decode(emissions, lengths)
+    if isinstance(crf, CRFDecoder):
+        return crf.decode(emissions, lengths)
     return viterbi_decode(emissions, lengths, crf["transitions"], crf["start"], crf["end"])
 
 
