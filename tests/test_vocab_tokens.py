@@ -84,6 +84,17 @@ def test_random_batches_match_tokenizers(texts):
     assert_same(array_tokenizer(word), word, texts)
 
 
+def test_word_lookup_without_arrow_for_huge_texts(monkeypatch):
+    """Beyond int32 byte offsets the word ids come from one dict lookup per token: the same ids."""
+    import nere.engine.core.vocab_tokens as vocab_tokens
+
+    word = word_tokenizer()
+    texts = ["Alice's café, 3.5 km — naïve 北京 ok!", "", "  x  ", "🙂 done."]
+    assert_same(array_tokenizer(word), word, texts)
+    monkeypatch.setattr(vocab_tokens, "_ARROW_MAX_POINTS", 0)
+    assert_same(array_tokenizer(word), word, texts)
+
+
 def _with(tok: Tokenizer, **changes) -> Tokenizer:
     spec = json.loads(tok.to_str())
     for path, value in changes.items():

@@ -33,6 +33,7 @@ WORD_PRE_TOKENIZER = {"type": "Sequence", "pretokenizers": [
     {"type": "Split", "pattern": {"Regex": "\\w+|[^\\w]"}, "behavior": "Isolated", "invert": False},
 ]}
 _BMP = 0x10000
+_ARROW_MAX_POINTS = 1 << 29  # WordTable: int32 byte offsets hold any text below this (a unit is ~2M characters)
 _DROP = -1  # CharTable: a whitespace character, no token
 _SPACE, _WORD, _OTHER = 0, 1, 2  # WordTable character classes; -1 = not probed yet
 
@@ -191,10 +192,38 @@ class WordTable:
         next_word &= ~text_start[1:]
         begin = np.flatnonzero(other | (word & ~prev_word))
         end = np.flatnonzero(other | (word & ~next_word)) + 1
+        return _flat(self._lookup(joined, points, begin, end), begin, end, lengths, starts)
+
+    def _lookup(self, joined: str, points: np.ndarray, begin: np.ndarray, end: np.ndarray) -> np.ndarray:
+        """Vocabulary ids of the tokens at [begin, end): Arrow hashes the tokens (C++) and
+        only the distinct ones (~1 in 10 of a unit's words) are looked up in the vocabulary."""
+        import pyarrow as pa  # here, not at import: training imports this module too
+        import pyarrow.compute as pc
+
+        n = len(points)
+        if not len(begin):
+            return np.zeros(0, dtype=np.int64)
+        if n >= _ARROW_MAX_POINTS:
+            get, unk = self._vocab.get, self.unk_id
+            return np.fromiter((get(joined[a:b], unk) for a, b in zip(begin.tolist(), end.tolist())),
+                               dtype=np.int64, count=len(begin))
+        # UTF-8 byte offset of every code point (no lone surrogates reach here)
+        width = 1 + (points >= 0x80).astype(np.int32) + (points >= 0x800) + (points >= 0x10000)
+        byte_at = np.zeros(n + 1, dtype=np.int32)
+        np.cumsum(width, out=byte_at[1:])
+        # tokens and the gaps between them, as one string array over the text's bytes
+        cut = np.zeros(n + 1, dtype=bool)
+        cut[begin] = True
+        cut[end] = True
+        bounds = np.flatnonzero(cut)
+        pieces = pa.StringArray.from_buffers(len(bounds) - 1, pa.py_buffer(byte_at[bounds]),
+                                             pa.py_buffer(joined.encode("utf-8")))
+        piece_of_token = np.cumsum(cut)[begin] - 1
+        coded = pc.dictionary_encode(pieces.take(pa.array(piece_of_token)))
         get, unk = self._vocab.get, self.unk_id
-        ids = np.fromiter((get(joined[a:b], unk) for a, b in zip(begin.tolist(), end.tolist())),
-                          dtype=np.int64, count=len(begin))
-        return _flat(ids, begin, end, lengths, starts)
+        distinct = coded.dictionary.to_pylist()
+        table = np.fromiter((get(w, unk) for w in distinct), dtype=np.int64, count=len(distinct))
+        return table[coded.indices.to_numpy()]
 
     def _classes_of(self, points: np.ndarray) -> np.ndarray | None:
         cls = self._cls[points]
