@@ -24,10 +24,10 @@ import pyarrow as pa
 
 from nere.engine.bundle import Bundle
 from nere.engine.core.decode import decode_tags
-from nere.engine.core.viterbi import CRFDecoder
 from nere.engine.core.featurize import Batch, Encoded, Featurizer, Tokens, char_to_token_spans
 from nere.engine.core.pairs import candidate_pairs
 from nere.engine.core.types import Entity
+from nere.engine.core.viterbi import CRFDecoder
 from nere.engine.errors import EngineError
 from nere.engine.segment import (
     DEFAULT_MAX_DOC_CHARS,
@@ -291,20 +291,20 @@ class Pipeline:
         want = ["emissions", "hidden"] if self.relations == "joint" else ["emissions"]
         budget = max(DECODE_GROUP_POSITIONS, self.batch_tokens)
 
-        def batches() -> Iterator[tuple[K, Prepared, list[list[int]], np.ndarray | None]]:
+        def batches() -> Iterator[tuple[K, Prepared, list[list[int]], np.ndarray | None, Batch | None]]:
+            # Batches are gathered here, in the thread that hands them to the workers, so a
+            # worker needs the GIL only to enter and leave onnxruntime: gathering in the
+            # worker made it wait for the GIL while this thread decoded, with the model idle.
             for key, prep in preps:
                 groups = decode_groups(prep.batches, prep.row_n, f, budget)
                 if not prep.batches:
-                    yield key, prep, groups, None  # a unit with nothing to run still yields its tables
+                    yield key, prep, groups, None, None  # a unit with nothing to run still yields its tables
                 for rows in prep.batches:
-                    yield key, prep, groups, rows
+                    yield key, prep, groups, rows, prep.rows_batch(f, rows)
 
-        def stage1(item: tuple[K, Prepared, list[list[int]], np.ndarray | None]) -> tuple[Any, ...]:
-            rows, prep = item[3], item[1]
-            if rows is None:
-                return (*item, None, None)
-            batch = prep.rows_batch(f, rows)
-            return (*item, batch, run_stage1(self.ner.stage1, batch, want))
+        def stage1(item: tuple[K, Prepared, list[list[int]], np.ndarray | None, Batch | None]) -> tuple[Any, ...]:
+            batch = item[4]
+            return (*item, None if batch is None else run_stage1(self.ner.stage1, batch, want))
 
         depth = budget // max(1, self.batch_tokens) + 1  # about one decoding group in flight
         results = _ahead(stage1, batches(), depth, self.streams) if overlap else map(stage1, batches())
