@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from nere.train.datasets import (
@@ -19,7 +19,7 @@ from nere.train.datasets import (
     write_jsonl,
 )
 from nere.engine.core import Entity
-from nere.engine.core.sentences import sentence_spans
+from nere.engine.core.sentences import TITLES, _ends, _period_holds, sentence_spans
 from nere.train.datasets import flat_entities
 
 # ---------------------------------------------------------------- CoNLL04
@@ -215,6 +215,36 @@ def test_sentence_spans_partition_the_text(text, semicolons):
         assert not text[s].isspace() and not text[e - 1].isspace()
         covered.update(range(s, e))
     assert all(ch.isspace() for i, ch in enumerate(text) if i not in covered)
+
+
+def _holds_oracle(text: str, start: int, end: int) -> bool:
+    """The period rule spelled out character by character: the last word within the 12
+    characters before the '.' (cut at that edge) is an initial or a title, or the next
+    non-space character after the run is lower case, a digit or one of , ; : )."""
+    is_word = lambda c: c.isalnum() or c == "_"  # noqa: E731  (re's \w for str)
+    j = start
+    while j > max(0, start - 12) and not is_word(text[j - 1]):
+        j -= 1
+    i = j
+    while i > max(0, start - 12) and is_word(text[i - 1]):
+        i -= 1
+    word = text[i:j]
+    if word and ((len(word) == 1 and word.isalpha()) or word.lower() in TITLES):
+        return True
+    rest = text[end:].lstrip()
+    return bool(rest) and (rest[0].islower() or rest[0].isdigit() or rest[0] in ",;:)")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(["Mr", "dec", "U", "S", "x", "Jo", "é", "_", "3", " ", "  ", "\n", ".", "..", "!",
+                                 "?", "”", ")", ",", ";", '"', "A", "word", "Calif", "No"]), max_size=30).map("".join))
+@example("Mr. Smith")
+@example("On Dec. A. Jo. Word")
+@example("ok Calif.  No. 5 x_. Y")
+def test_period_rule_matches_its_plain_statement(text):
+    for m in _ends(False, True).finditer(text):
+        if text[m.start()] == ".":
+            assert _period_holds(text, m.start(), m.end(), text[::-1]) == _holds_oracle(text, m.start(), m.end())
 
 
 def test_flat_entities_longest_then_earliest():

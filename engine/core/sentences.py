@@ -34,8 +34,10 @@ TITLES = frozenset(
     "jan feb mar apr jun jul aug sep sept oct nov dec".split()
 )
 
-_WORD_END = re.compile(r"(\w+)\W*$")
+_WORD_BEFORE = re.compile(r"\W*(\w+)")  # matched in the REVERSED text: the last word before a point
 _NEXT_CHAR = re.compile(r"\s*(\S)")
+_HOLD_NEXT = frozenset(",;:)")
+_WINDOW = 12  # characters before a '.' in which its word is looked for
 
 
 def _chars(chars) -> str:
@@ -51,24 +53,36 @@ def _ends(semicolons: bool, periods: bool) -> re.Pattern:
     return re.compile(f"[{enders}][{enders}{closers}.]*|\\.[{enders}{closers}.\"']*(?=\\s|$)")
 
 
-def _period_holds(text: str, start: int, end: int) -> bool:
-    """True when the '.' at ``start`` does not end a sentence (initial, title, lower case)."""
-    before = _WORD_END.search(text, max(0, start - 12), start)
+def _period_holds(text: str, start: int, end: int, reverse: str) -> bool:
+    """True when the '.' at ``start`` does not end a sentence (initial, title, lower case).
+    ``reverse`` is ``text[::-1]``: the word before the point (within ``_WINDOW``
+    characters, cut at the window's edge) is one anchored match there instead of a
+    search through the window."""
+    nxt = _NEXT_CHAR.match(text, end)
+    if nxt:
+        c = nxt.group(1)
+        if c.islower() or c.isdigit() or c in _HOLD_NEXT:
+            return True
+    n = len(text)
+    before = _WORD_BEFORE.match(reverse, n - start, n - max(0, start - _WINDOW))
     if before:
         word = before.group(1)
-        if (len(word) == 1 and word.isalpha()) or word.lower() in TITLES:
-            return True
-    nxt = _NEXT_CHAR.match(text, end)
-    return bool(nxt) and (nxt.group(1).islower() or nxt.group(1).isdigit() or nxt.group(1) in ",;:)")
+        return (len(word) == 1 and word.isalpha()) or word[::-1].lower() in TITLES
+    return False
 
 
 def sentence_spans(text: str, semicolons: bool = False, periods: bool = False) -> list[tuple[int, int]]:
     """(start, end) character spans of the sentences of ``text``, in order, trimmed."""
     spans: list[tuple[int, int]] = []
     start = 0
+    reverse = None
     for m in _ends(semicolons, periods).finditer(text):
-        if text[m.start()] == "." and _period_holds(text, m.start(), m.end()):
-            continue
+        s = m.start()
+        if text[s] == ".":
+            if reverse is None:
+                reverse = text[::-1]
+            if _period_holds(text, s, m.end(), reverse):
+                continue
         spans.append((start, m.end()))
         start = m.end()
     if start < len(text):
