@@ -13,7 +13,7 @@ Relation score: the softmax probability of the predicted relation label.
 """
 from __future__ import annotations
 
-from collections import deque
+from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from dataclasses import dataclass
@@ -237,16 +237,13 @@ class Pipeline:
             texts.append(text)
             if why is not None:
                 failures.append((i, why))
-        sent_doc, sent_no, starts, ends, pieces = [], [], [], [], []
-        for d, text in enumerate(texts):
-            if text is None:
-                continue
-            for k, (s, e) in enumerate(split_sentences(text)):
-                sent_doc.append(d)
-                sent_no.append(k)
-                starts.append(s)
-                ends.append(e)
-                pieces.append(text[s:e])
+        spans = [split_sentences(text) if text is not None else [] for text in texts]
+        sent_doc = [d for d, sp in enumerate(spans) for _ in sp]
+        sent_no = [k for sp in spans for k in range(len(sp))]
+        flat = [se for sp in spans for se in sp]
+        starts = [s for s, _ in flat]
+        ends = [e for _, e in flat]
+        pieces = [texts[d][s:e] for d, (s, e) in zip(sent_doc, flat)]  # type: ignore[index]
         tokens = f.tokenize_flat(pieces)
         sent_len = tokens.lengths
         maxc = f.max_content
@@ -313,7 +310,7 @@ class Pipeline:
             if prep is not current:
                 current, g, group = prep, 0, []
                 founds: list[Found] = []
-                rel_cands: list[list] = [[] for _ in range(len(prep.tokens))]
+                rel_cands: dict[int, list] = defaultdict(list)  # sentence -> joint relation candidates
             if rows is not None:
                 group.append((rows, batch, out))
                 if len(group) == len(groups[g]):
@@ -323,7 +320,7 @@ class Pipeline:
                 yield key, self._assemble(prep, founds, rel_cands)
 
     def _decode(self, prep: Prepared, items: list[tuple[np.ndarray, Batch, dict[str, Any]]],
-                founds: list[Found], rel_cands: list[list]) -> None:
+                founds: list[Found], rel_cands: dict[int, list]) -> None:
         """Tags, spans and (joint bundles) relations of a group of stage-1 batches; the
         group's emissions are stacked, zero-padded to its widest batch."""
         spec = self.ner.ner
@@ -369,7 +366,7 @@ class Pipeline:
         dist = edge_distance(t0 + s, t0 + e, t0, t0 + n, prep.sent_len[sent])
         return Found(i, sent, t0 + s, t0 + e, labels, score, dist, t0)
 
-    def _joint_relations(self, found: Found, width: int, hidden: Any, rel_cands: list[list]) -> None:
+    def _joint_relations(self, found: Found, width: int, hidden: Any, rel_cands: dict[int, list]) -> None:
         """Stage 2 over the pairs of each row's own entities (one encoding per row)."""
         re_spec = self.ner.re
         assert re_spec is not None and self.ner.stage2 is not None
@@ -400,7 +397,7 @@ class Pipeline:
             ))
 
     # ---------------------------------------------------------------- outputs
-    def _assemble(self, prep: Prepared, founds: list[Found], rel_cands: list[list]) -> UnitResult:
+    def _assemble(self, prep: Prepared, founds: list[Found], rel_cands: dict[int, list]) -> UnitResult:
         """Merge windows, map token spans to document characters, number entities per
         document and attach relations to entity ids, all in document order."""
         unit = prep.unit
@@ -425,16 +422,19 @@ class Pipeline:
             "score": scores.astype(np.float32),
             "sentence_index": np.asarray(prep.sent_no, dtype=np.int32)[si],
         }
+        rels: list[tuple] = []  # (doc, head_id, tail_id, label index, score)
+        if not rel_cands and self.relations != "separate":
+            return self._tables(prep, ent, rels)
         # sentence -> its slice of the (sentence-ordered) entities
         present = np.flatnonzero(np.diff(si, prepend=-1))
         ranges = dict(zip(si[present].tolist(), zip(present.tolist(), np.append(present[1:], len(si)).tolist())))
-        rels: list[tuple] = []  # (doc, head_id, tail_id, label index, score)
-        for s_i, (k0, k1) in ranges.items():
-            if not rel_cands[s_i]:
-                continue
+        for s_i, cands in rel_cands.items():
+            if s_i not in ranges:
+                continue  # the window merge dropped every entity of the sentence
+            k0, k1 = ranges[s_i]
             ids = {(int(ts[k]), int(te[k]), labels[k]): int(eid[k]) for k in range(k0, k1)}
             best: dict[tuple[int, int], tuple] = {}
-            for head, tail, lab, score, dist in rel_cands[s_i]:
+            for head, tail, lab, score, dist in cands:
                 h, t = ids.get(head), ids.get(tail)
                 if h is None or t is None:
                     continue  # an entity the window merge dropped
