@@ -213,8 +213,10 @@ def _search_islands(by_row: np.ndarray, lens: np.ndarray, free: np.ndarray, path
         island_em[k, :, :m] = by_row[row[:m], a[:m] + k].T
     left = path[row, np.maximum(a - 1, 0)]
     right = path[row, np.minimum(b, steps - 1)]
-    from_left = np.where((a == 0)[None, :], start[:, None], trans[left].T)  # (tags, islands)
-    to_right = np.where((b == lens[row])[:, None], end[None, :], trans[:, right].T)  # (islands, tags)
+    from_left = trans.T[:, left]  # (tags, islands): the transitions out of the pinned left neighbour
+    from_left[:, a == 0] = start[:, None]  # ... or the start scores
+    to_right = trans.T[right]  # (islands, tags): the transitions into the pinned right neighbour
+    to_right[b == lens[row]] = end  # ... or the end scores
     found = search_sorted(island_em, n, trans, from_left, to_right)  # (islands, island time)
     for k in range(longest):
         m = n_at[k]
