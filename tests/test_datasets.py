@@ -244,7 +244,7 @@ def _holds_oracle(text: str, start: int, end: int) -> bool:
 def test_period_rule_matches_its_plain_statement(text):
     for m in _ends(False, True).finditer(text):
         if text[m.start()] == ".":
-            assert _period_holds(text, m.start(), m.end(), text[::-1]) == _holds_oracle(text, m.start(), m.end())
+            assert _period_holds(text, m.start(), m.group(1), text[::-1]) == _holds_oracle(text, m.start(), m.end())
 
 
 def test_flat_entities_longest_then_earliest():

@@ -35,7 +35,6 @@ TITLES = frozenset(
 )
 
 _WORD_BEFORE = re.compile(r"\W*(\w+)")  # matched in the REVERSED text: the last word before a point
-_NEXT_CHAR = re.compile(r"\s*(\S)")
 _HOLD_NEXT = frozenset(",;:)")
 _WINDOW = 12  # characters before a '.' in which its word is looked for
 
@@ -46,25 +45,25 @@ def _chars(chars) -> str:
 
 @lru_cache(maxsize=None)
 def _ends(semicolons: bool, periods: bool) -> re.Pattern:
+    """A run of end marks, or (``periods``) a run led by '.' before whitespace or the end;
+    for the latter, group 1 is the next non-space character (None at the end of the text)."""
     enders = _chars(END_MARKS | CLAUSE_MARKS if semicolons else END_MARKS)
     closers = _chars(CLOSERS)
     if not periods:
         return re.compile(f"[{enders}][{enders}{closers}]*")
-    return re.compile(f"[{enders}][{enders}{closers}.]*|\\.[{enders}{closers}.\"']*(?=\\s|$)")
+    return re.compile(f"[{enders}][{enders}{closers}.]*|\\.[{enders}{closers}.\"']*(?=\\s|$)(?=\\s*(\\S)|\\s*$)")
 
 
-def _period_holds(text: str, start: int, end: int, reverse: str) -> bool:
+def _period_holds(text: str, start: int, following: str | None, reverse: str) -> bool:
     """True when the '.' at ``start`` does not end a sentence (initial, title, lower case).
+    ``following`` is the next non-space character after the run (None at the end);
     ``reverse`` is ``text[::-1]``: the word before the point (within ``_WINDOW``
     characters, cut at the window's edge) is one anchored match there instead of a
     search through the window."""
-    nxt = _NEXT_CHAR.match(text, end)
-    if nxt:
-        c = nxt.group(1)
-        if c.islower() or c.isdigit() or c in _HOLD_NEXT:
-            return True
+    if following is not None and (following.islower() or following.isdigit() or following in _HOLD_NEXT):
+        return True
     n = len(text)
-    before = _WORD_BEFORE.match(reverse, n - start, n - max(0, start - _WINDOW))
+    before = _WORD_BEFORE.match(reverse, n - start, n - start + _WINDOW if start > _WINDOW else n)
     if before:
         word = before.group(1)
         return (len(word) == 1 and word.isalpha()) or word[::-1].lower() in TITLES
@@ -81,7 +80,7 @@ def sentence_spans(text: str, semicolons: bool = False, periods: bool = False) -
         if text[s] == ".":
             if reverse is None:
                 reverse = text[::-1]
-            if _period_holds(text, s, m.end(), reverse):
+            if _period_holds(text, s, m.group(1), reverse):
                 continue
         spans.append((start, m.end()))
         start = m.end()
