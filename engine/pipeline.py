@@ -213,7 +213,8 @@ class Pipeline:
         self.ner = ner
         self.re_bundle = re_bundle
         crf = ner.ner.crf
-        self.crf = CRFDecoder(crf["transitions"], crf["start"], crf["end"]) if crf is not None else None  # kept: see CRFDecoder
+        # one decoder for the run: it keeps its pinning bounds and what it learnt (see CRFDecoder)
+        self.crf = CRFDecoder(crf["transitions"], crf["start"], crf["end"]) if crf is not None else None
         self.batch_tokens = int(batch_tokens)
         self.max_doc_chars = int(max_doc_chars)
         self.streams = int(streams)  # stage-1 calls in flight at once (worker threads)
