@@ -2,6 +2,7 @@
 
     python scripts/compare_engine_revs.py --rev 69c21e1 BUNDLE [--re-model RE_BUNDLE] \
         --corpus runs/corpus/zh-10k.parquet --limit 500 --threads 2 --streams 2 --rounds 5
+    python scripts/compare_engine_revs.py --rev HEAD --old-env NERE_TUNE_ALLOCATOR=0 BUNDLE ...
 
 Extracts the engine, cli and train packages of ``--rev`` (``git archive``) into a temporary
 folder laid out as the ``nere`` package, then alternates child processes of the old and
@@ -61,9 +62,12 @@ def old_tree(rev: str, into: Path) -> Path:
     return into
 
 
-def child(pythonpath: str | None, args: list) -> dict:
-    """One timing child; ``pythonpath`` puts an earlier revision's package first."""
-    env = {**os.environ, "PYTHONPATH": pythonpath} if pythonpath else None
+def child(pythonpath: str | None, args: list, extra_env: dict[str, str] | None = None) -> dict:
+    """One timing child; ``pythonpath`` puts an earlier revision's package first;
+    ``extra_env`` is set in its environment."""
+    env = {**os.environ, **(extra_env or {})}
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
     out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -79,13 +83,20 @@ def main() -> None:
     ap.add_argument("--streams", type=int, default=None, help="engine streams [default: the engine's own choice]")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--runs", type=int, default=3, help="timed runs per child [default: 3]")
+    ap.add_argument("--old-env", action="append", default=[], metavar="KEY=VALUE",
+                    help="set in the old side's environment only (repeatable), e.g. --rev HEAD "
+                         "--old-env NERE_TUNE_ALLOCATOR=0 compares a setting rather than revisions")
     a = ap.parse_args()
+    bad = [kv for kv in a.old_env if "=" not in kv]
+    if bad:
+        ap.error(f"--old-env needs KEY=VALUE, got {bad[0]!r}")
+    old_env = dict(kv.split("=", 1) for kv in a.old_env)
     spec = [a.bundle, a.re_model, a.corpus, a.limit, a.threads, a.streams, a.runs]
     with tempfile.TemporaryDirectory() as tmp:
         old_path = str(old_tree(a.rev, Path(tmp)))
         ratios, old_best, new_best, digests = [], [], [], set()
         for r in range(a.rounds):
-            old = child(old_path, spec)
+            old = child(old_path, spec, old_env)
             new = child(None, spec)
             o, n = min(old["seconds"]), min(new["seconds"])
             old_best.append(a.limit / o)
@@ -95,7 +106,7 @@ def main() -> None:
             print(f"round {r + 1}: {a.rev} {a.limit / o:,.1f} docs/s, now {a.limit / n:,.1f} docs/s, x{o / n:.3f}",
                   flush=True)
     same = len({d for _, d in digests}) == 1
-    print(json.dumps({"rev": a.rev, "bundle": a.bundle, "re_model": a.re_model, "threads": a.threads,
+    print(json.dumps({"rev": a.rev, "old_env": old_env, "bundle": a.bundle, "re_model": a.re_model, "threads": a.threads,
                       "streams": a.streams, "old_docs_per_s_median": round(statistics.median(old_best), 1),
                       "new_docs_per_s_median": round(statistics.median(new_best), 1),
                       "speedup_median": round(statistics.median(ratios), 3),
