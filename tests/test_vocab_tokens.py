@@ -84,6 +84,20 @@ def test_random_batches_match_tokenizers(texts):
     assert_same(array_tokenizer(word), word, texts)
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(["Hello", "world", ",", "it", "'", "s", "3", ".", "5", "e", "g", "foo_bar",
+                                          "x", "Zürich", "naïve", "北京", "😀", "unknown", " ", "  ", "\n"]),
+                         max_size=12).map("".join), min_size=1, max_size=6))
+def test_word_ids_of_known_words_in_ascii_and_other_texts(texts):
+    """Vocabulary words, so that a token cut or shifted anywhere changes an id: in a batch
+    as it comes (often non-ASCII) and with its non-ASCII words dropped (one byte per
+    character, the other branch of the byte layout)."""
+    word = word_tokenizer()
+    table = array_tokenizer(word)
+    assert_same(table, word, texts)
+    assert_same(table, word, ["".join(c for c in t if c.isascii()) for t in texts])
+
+
 def test_word_lookup_without_arrow_for_huge_texts(monkeypatch):
     """Beyond int32 byte offsets the word ids come from one dict lookup per token: the same ids."""
     import nere.engine.core.vocab_tokens as vocab_tokens

@@ -192,11 +192,16 @@ class WordTable:
         next_word &= ~text_start[1:]
         begin = np.flatnonzero(other | (word & ~prev_word))
         end = np.flatnonzero(other | (word & ~next_word)) + 1
-        return _flat(self._lookup(joined, points, begin, end), begin, end, lengths, starts)
+        return _flat(self._lookup(joined, points, cls, begin, end), begin, end, lengths, starts)
 
-    def _lookup(self, joined: str, points: np.ndarray, begin: np.ndarray, end: np.ndarray) -> np.ndarray:
+    def _lookup(self, joined: str, points: np.ndarray, cls: np.ndarray, begin: np.ndarray,
+                end: np.ndarray) -> np.ndarray:
         """Vocabulary ids of the tokens at [begin, end): Arrow hashes the tokens (C++) and
-        only the distinct ones (~1 in 10 of a unit's words) are looked up in the vocabulary."""
+        only the distinct ones (~1 in 10 of a unit's words) are looked up in the vocabulary.
+
+        Every non-space character lies in exactly one token, so the text's UTF-8 bytes
+        without its whitespace are the tokens back to back: one mask over the bytes gives
+        the string array's data, the tokens' byte lengths its offsets."""
         import pyarrow as pa  # here, not at import: training imports this module too
         import pyarrow.compute as pc
 
@@ -207,19 +212,20 @@ class WordTable:
             get, unk = self._vocab.get, self.unk_id
             return np.fromiter((get(joined[a:b], unk) for a, b in zip(begin.tolist(), end.tolist())),
                                dtype=np.int64, count=len(begin))
-        # UTF-8 byte offset of every code point (no lone surrogates reach here)
-        width = 1 + (points >= 0x80).astype(np.int32) + (points >= 0x800) + (points >= 0x10000)
-        byte_at = np.zeros(n + 1, dtype=np.int32)
-        np.cumsum(width, out=byte_at[1:])
-        # tokens and the gaps between them, as one string array over the text's bytes
-        cut = np.zeros(n + 1, dtype=bool)
-        cut[begin] = True
-        cut[end] = True
-        bounds = np.flatnonzero(cut)
-        pieces = pa.StringArray.from_buffers(len(bounds) - 1, pa.py_buffer(byte_at[bounds]),
-                                             pa.py_buffer(joined.encode("utf-8")))
-        piece_of_token = np.cumsum(cut)[begin] - 1
-        coded = pc.dictionary_encode(pieces.take(pa.array(piece_of_token)))
+        kept = cls != _SPACE
+        data = np.frombuffer(joined.encode("utf-8"), dtype=np.uint8)
+        offsets = np.zeros(len(begin) + 1, dtype=np.int32)
+        if len(data) == n:  # ASCII: one byte per character
+            data = data[kept]
+            np.cumsum(end - begin, out=offsets[1:])
+        else:  # UTF-8 byte offset of every code point (no lone surrogates reach here)
+            width = 1 + (points >= 0x80).astype(np.int32) + (points >= 0x800) + (points >= 0x10000)
+            byte_at = np.zeros(n + 1, dtype=np.int32)
+            np.cumsum(width, out=byte_at[1:])
+            data = data[np.repeat(kept, width)]
+            np.cumsum(byte_at[end] - byte_at[begin], out=offsets[1:])
+        tokens = pa.StringArray.from_buffers(len(begin), pa.py_buffer(offsets), pa.py_buffer(data))
+        coded = pc.dictionary_encode(tokens)
         get, unk = self._vocab.get, self.unk_id
         distinct = coded.dictionary.to_pylist()
         table = np.fromiter((get(w, unk) for w in distinct), dtype=np.int64, count=len(distinct))
