@@ -8,7 +8,11 @@ Extracts the engine, cli and train packages of ``--rev`` (``git archive``) into 
 folder laid out as the ``nere`` package, then alternates child processes of the old and
 the current code, each timing ``Engine.run`` (read -> tables written as Parquet) on the
 same documents after a warm-up run; machines are noisy, so what counts is the ratio within
-each round. Checks that both revisions write identical entity and relation tables.
+each round. Also splits each run's process CPU time into the model's (the thread CPU time
+inside the stage-1/stage-2 calls; with one intra-op thread per stream that is all of
+onnxruntime's) and the engine's (the rest): the engine's CPU per document moves less with
+the machine's noise than wall time does. Checks that both revisions write identical entity
+and relation tables.
 """
 from __future__ import annotations
 
@@ -23,28 +27,48 @@ import tempfile
 from pathlib import Path
 
 CHILD = r"""
-import hashlib, json, sys, tempfile, time
+import hashlib, json, sys, tempfile, threading, time
 from pathlib import Path
 import pyarrow.parquet as pq
+import nere.engine.pipeline as pipeline_module
 from nere.engine.api import Engine
 
 bundle, re_model, corpus, limit, threads, streams, runs = json.loads(sys.argv[1])
 eng = Engine.load(bundle, re_bundle=re_model, device="cpu", threads=threads, streams=streams)
+model_cpu = [0.0]
+lock = threading.Lock()
+
+def on_thread_clock(real):
+    def timed(*a, **k):
+        t0 = time.thread_time()
+        try:
+            return real(*a, **k)
+        finally:
+            with lock:
+                model_cpu[0] += time.thread_time() - t0
+    return timed
+
+for name in ("run_stage1", "run_stage2"):
+    setattr(pipeline_module, name, on_thread_clock(getattr(pipeline_module, name)))
 
 def once():
     with tempfile.TemporaryDirectory() as d:
+        model_cpu[0] = 0.0
+        cpu0 = time.process_time()
         started = time.perf_counter()
         eng.run(corpus, Path(d) / "out", limit=limit, progress=False)
         seconds = time.perf_counter() - started
+        cpu = time.process_time() - cpu0
         digest = hashlib.sha256()
         for name in ("entities", "relations"):
             for path in sorted((Path(d) / "out" / name).glob("*.parquet")):
                 digest.update(repr(pq.read_table(path).to_pylist()).encode())
-        return seconds, digest.hexdigest()
+        return seconds, digest.hexdigest(), cpu - model_cpu[0], model_cpu[0]
 
 once()
-times, digests = zip(*(once() for _ in range(runs)))
-print(json.dumps({"seconds": list(times), "digest": digests[0], "same_each_run": len(set(digests)) == 1}))
+times, digests, engine_cpu, model = zip(*(once() for _ in range(runs)))
+print(json.dumps({"seconds": list(times), "digest": digests[0], "same_each_run": len(set(digests)) == 1,
+                  "engine_cpu": list(engine_cpu), "model_cpu": list(model)}))
 """
 
 PACKAGES = {"cli": "nere", "engine": "nere/engine", "train": "nere/train", "export": "nere/export"}
@@ -95,6 +119,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         old_path = str(old_tree(a.rev, Path(tmp)))
         ratios, old_best, new_best, digests = [], [], [], set()
+        cpu: dict[str, list[float]] = {"old_engine": [], "new_engine": [], "old_model": [], "new_model": []}
+        us = 1e6 / a.limit
         for r in range(a.rounds):
             old = child(old_path, spec, old_env)
             new = child(None, spec)
@@ -102,15 +128,23 @@ def main() -> None:
             old_best.append(a.limit / o)
             new_best.append(a.limit / n)
             ratios.append(o / n)
+            for side, got in (("old", old), ("new", new)):
+                cpu[f"{side}_engine"].append(statistics.median(got["engine_cpu"]) * us)
+                cpu[f"{side}_model"].append(statistics.median(got["model_cpu"]) * us)
             digests.update({("old", old["digest"]), ("new", new["digest"])})
-            print(f"round {r + 1}: {a.rev} {a.limit / o:,.1f} docs/s, now {a.limit / n:,.1f} docs/s, x{o / n:.3f}",
-                  flush=True)
+            print(f"round {r + 1}: {a.rev} {a.limit / o:,.1f} docs/s, now {a.limit / n:,.1f} docs/s, x{o / n:.3f}; "
+                  f"engine CPU {cpu['old_engine'][-1]:.1f} -> {cpu['new_engine'][-1]:.1f} us/doc, "
+                  f"model CPU {cpu['old_model'][-1]:.1f} -> {cpu['new_model'][-1]:.1f}", flush=True)
     same = len({d for _, d in digests}) == 1
     print(json.dumps({"rev": a.rev, "old_env": old_env, "bundle": a.bundle, "re_model": a.re_model, "threads": a.threads,
                       "streams": a.streams, "old_docs_per_s_median": round(statistics.median(old_best), 1),
                       "new_docs_per_s_median": round(statistics.median(new_best), 1),
                       "speedup_median": round(statistics.median(ratios), 3),
-                      "speedups": [round(x, 3) for x in ratios], "identical_tables": same}))
+                      "speedups": [round(x, 3) for x in ratios],
+                      "cpu_us_per_doc_median": {k: round(statistics.median(v), 1) for k, v in cpu.items()},
+                      "engine_cpu_ratio_median": round(statistics.median(
+                          [o / n for o, n in zip(cpu["old_engine"], cpu["new_engine"])]), 3),
+                      "identical_tables": same}))
 
 
 if __name__ == "__main__":
