@@ -184,10 +184,13 @@ def test_small_inputs_run_in_the_calling_thread(engines, monkeypatch):
     monkeypatch.setattr(threading.Thread, "start", lambda self: (started.append(self.name), real_start(self))[1])
     one = engine.extract(["alice smith works for acme corp"])
     assert started == []
-    texts = [f"alice smith works for acme corp number {i}" for i in range(600)]  # 3 units
+    from nere.engine.api import UNIT_DOCS
+
+    n_texts = 2 * UNIT_DOCS + 88  # 3 units
+    texts = [f"alice smith works for acme corp number {i}" for i in range(n_texts)]
     many = engine.extract(texts)
     assert any(n.startswith("nere-reader") for n in started) and any("nere-stage1" in n for n in started)
-    assert one[0].num_rows > 0 and many[0].num_rows == 600 * one[0].num_rows
+    assert one[0].num_rows > 0 and many[0].num_rows == n_texts * one[0].num_rows
     pipe = engine.pipeline
     from nere.engine.pipeline import Unit
 

@@ -99,8 +99,8 @@ def test_run_writes_the_documented_tables(tmp_path, bundle):
 def test_same_input_same_bytes(tmp_path, bundle):
     corpus = write_corpus(tmp_path / "c.parquet", 400)
     engine = Engine.load(bundle, device="cpu", threads=1)
-    engine.run([corpus], tmp_path / "a", part_docs=100, progress=False)
-    engine.run([corpus], tmp_path / "b", part_docs=100, progress=False)
+    engine.run([corpus], tmp_path / "a", part_docs=100, unit_docs=256, progress=False)
+    engine.run([corpus], tmp_path / "b", part_docs=100, unit_docs=256, progress=False)
     a, b = files_bytes(tmp_path / "a"), files_bytes(tmp_path / "b")
     assert len(a) == 3 * 2 and a == b  # 400 docs, units of 256 -> two parts per table
 

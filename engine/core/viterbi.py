@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from nere.engine.core.featurize import expand_ranges
+
 PIN_TAG_SHARE = 0.05  # test a tag for pinning when it is the top emission at >= this share of positions
 PIN_SAMPLE = 7  # ... counted on every PIN_SAMPLE-th time step, where the pinning is also tried first
 FULL_SEARCH_SHARE = 0.5  # search whole rows when this share of positions or more would stay free
@@ -205,22 +207,18 @@ def _search_islands(by_row: np.ndarray, lens: np.ndarray, free: np.ndarray, path
     a = first - row * (steps + 1)
     b = a + n
     longest = int(n[0])
-    n_at = np.count_nonzero(n[None, :] > np.arange(longest)[:, None], axis=1)
-    # (island time, tags, islands), filled only where an island still runs
+    island, k = expand_ranges(np.zeros(len(n), dtype=np.int64), n)  # every (island, step), flat
+    r, t = row[island], a[island] + k  # ... and its (row, time) in the path
+    # (island time, tags, islands), filled only where an island still runs (one gather)
     island_em = np.empty((longest, by_row.shape[2], len(n)), dtype=np.float32)
-    for k in range(longest):
-        m = n_at[k]
-        island_em[k, :, :m] = by_row[row[:m], a[:m] + k].T
+    island_em[k, :, island] = by_row[r, t]
     left = path[row, np.maximum(a - 1, 0)]
     right = path[row, np.minimum(b, steps - 1)]
     from_left = trans.T[:, left]  # (tags, islands): the transitions out of the pinned left neighbour
     from_left[:, a == 0] = start[:, None]  # ... or the start scores
     to_right = trans.T[right]  # (islands, tags): the transitions into the pinned right neighbour
     to_right[b == lens[row]] = end  # ... or the end scores
-    found = search_sorted(island_em, n, trans, from_left, to_right)  # (islands, island time)
-    for k in range(longest):
-        m = n_at[k]
-        path[row[:m], a[:m] + k] = found[:m, k]
+    path[r, t] = search_sorted(island_em, n, trans, from_left, to_right)[island, k]  # (islands, island time)
 
 
 def argmax_decode(logits: np.ndarray, lengths: np.ndarray) -> np.ndarray:
