@@ -14,13 +14,7 @@ each and checks that both give the same result.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
-from types import ModuleType
 from typing import Any, Callable
 
 import numpy as np
@@ -32,18 +26,7 @@ import nere.engine.core.vocab_tokens as new_vocab
 from nere.engine.api import Engine
 from nere.engine.pipeline import Unit
 from nere.engine.segment import split_sentences
-
-
-def old_module(rev: str, path: str, name: str, into: Path) -> ModuleType:
-    """``path`` as it was at ``rev``, imported under ``name`` (its imports resolve to the current package)."""
-    source = subprocess.run(["git", "show", f"{rev}:{path}"], check=True, capture_output=True, text=True).stdout
-    file = into / f"{name}.py"
-    file.write_text(source)
-    spec = importlib.util.spec_from_file_location(name, file)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
+from revisions import old_module  # scripts/revisions.py
 
 
 def best_us(work: Callable[[], Any], docs: int, rounds: int) -> tuple[float, Any]:
@@ -90,32 +73,30 @@ def main() -> None:
             pipe.infer(pipe.prepare(Unit(ids.slice(a, args.unit_docs), texts[a : a + args.unit_docs])), overlap=False)
         new_viterbi.CRFDecoder.decode = real
 
-    with tempfile.TemporaryDirectory() as tmp:
-        old = {name: old_module(args.rev, f"engine/core/{name}.py", f"old_{name}", Path(tmp))
-               for name in ("sentences", "vocab_tokens", "viterbi")}
-        steps: list[tuple[str, Callable[[], Any], Callable[[], Any]]] = [
-            ("sentence rule", lambda: [old["sentences"].sentence_spans(t, periods=True) for t in texts],
-             lambda: [new_sentences.sentence_spans(t, periods=True) for t in texts]),
-        ]
-        if featurizer.array_tokenizer is not None:
-            tok = featurizer.tokenizer
-            old_table, new_table = old["vocab_tokens"].array_tokenizer(tok), new_vocab.array_tokenizer(tok)
-            steps.append(("array tokenizer", lambda: old_table.encode(pieces), lambda: new_table.encode(pieces)))
-        if groups:
-            c = pipe.crf
-            old_dec = old["viterbi"].CRFDecoder(c.trans, c.start, c.end)
-            new_dec = new_viterbi.CRFDecoder(c.trans, c.start, c.end)
-            steps.append(("CRF decoding", lambda: [old_dec.decode(e, n) for e, n in groups],
-                          lambda: [new_dec.decode(e, n) for e, n in groups]))
-        for name, run_old, run_new in steps:
-            t_old, t_new, out_old, out_new = [], [], None, None
-            for _ in range(args.rounds):
-                t, out_old = best_us(run_old, len(texts), 1)
-                t_old.append(t)
-                t, out_new = best_us(run_new, len(texts), 1)
-                t_new.append(t)
-            print(f"{name:16s} {args.rev} {min(t_old):7.2f} us/doc, now {min(t_new):7.2f} us/doc, "
-                  f"x{min(t_old) / min(t_new):.2f}, same result: {same(out_old, out_new)}")
+    old = {name: old_module(args.rev, f"engine/core/{name}.py") for name in ("sentences", "vocab_tokens", "viterbi")}
+    steps: list[tuple[str, Callable[[], Any], Callable[[], Any]]] = [
+        ("sentence rule", lambda: [old["sentences"].sentence_spans(t, periods=True) for t in texts],
+         lambda: [new_sentences.sentence_spans(t, periods=True) for t in texts]),
+    ]
+    if featurizer.array_tokenizer is not None:
+        tok = featurizer.tokenizer
+        old_table, new_table = old["vocab_tokens"].array_tokenizer(tok), new_vocab.array_tokenizer(tok)
+        steps.append(("array tokenizer", lambda: old_table.encode(pieces), lambda: new_table.encode(pieces)))
+    if groups:
+        c = pipe.crf
+        old_dec = old["viterbi"].CRFDecoder(c.trans, c.start, c.end)
+        new_dec = new_viterbi.CRFDecoder(c.trans, c.start, c.end)
+        steps.append(("CRF decoding", lambda: [old_dec.decode(e, n) for e, n in groups],
+                      lambda: [new_dec.decode(e, n) for e, n in groups]))
+    for name, run_old, run_new in steps:
+        t_old, t_new, out_old, out_new = [], [], None, None
+        for _ in range(args.rounds):
+            t, out_old = best_us(run_old, len(texts), 1)
+            t_old.append(t)
+            t, out_new = best_us(run_new, len(texts), 1)
+            t_new.append(t)
+        print(f"{name:16s} {args.rev} {min(t_old):7.2f} us/doc, now {min(t_new):7.2f} us/doc, "
+              f"x{min(t_old) / min(t_new):.2f}, same result: {same(out_old, out_new)}")
 
 
 if __name__ == "__main__":

@@ -28,33 +28,24 @@ import tempfile
 from pathlib import Path
 
 CHILD = r"""
-import hashlib, json, sys, tempfile, threading, time
+import collections, hashlib, json, sys, tempfile, time
 from pathlib import Path
 import pyarrow.parquet as pq
 import nere.engine.pipeline as pipeline_module
 from nere.engine.api import Engine
 
-bundle, re_model, corpus, limit, threads, streams, runs = json.loads(sys.argv[1])
+bundle, re_model, corpus, limit, threads, streams, runs, scripts = json.loads(sys.argv[1])
+sys.path.insert(0, scripts)
+from thread_clock import clock
+
 eng = Engine.load(bundle, re_bundle=re_model, device="cpu", threads=threads, streams=streams)
-model_cpu = [0.0]
-lock = threading.Lock()
-
-def on_thread_clock(real):
-    def timed(*a, **k):
-        t0 = time.thread_time()
-        try:
-            return real(*a, **k)
-        finally:
-            with lock:
-                model_cpu[0] += time.thread_time() - t0
-    return timed
-
+model_cpu = collections.Counter()
 for name in ("run_stage1", "run_stage2"):
-    setattr(pipeline_module, name, on_thread_clock(getattr(pipeline_module, name)))
+    clock(pipeline_module, name, model_cpu, "model")
 
 def once():
     with tempfile.TemporaryDirectory() as d:
-        model_cpu[0] = 0.0
+        model_cpu.clear()
         cpu0 = time.process_time()
         started = time.perf_counter()
         eng.run(corpus, Path(d) / "out", limit=limit, progress=False)
@@ -64,7 +55,7 @@ def once():
         for name in ("entities", "relations"):
             for path in sorted((Path(d) / "out" / name).glob("*.parquet")):
                 digest.update(repr(pq.read_table(path).to_pylist()).encode())
-        return seconds, digest.hexdigest(), cpu - model_cpu[0], model_cpu[0]
+        return seconds, digest.hexdigest(), cpu - model_cpu["model"], model_cpu["model"]
 
 once()
 times, digests, engine_cpu, model = zip(*(once() for _ in range(runs)))
@@ -118,7 +109,7 @@ def main() -> None:
     if bad:
         ap.error(f"--old-env needs KEY=VALUE, got {bad[0]!r}")
     old_env = dict(kv.split("=", 1) for kv in a.old_env)
-    spec = [a.bundle, a.re_model, a.corpus, a.limit, a.threads, a.streams, a.runs]
+    spec = [a.bundle, a.re_model, a.corpus, a.limit, a.threads, a.streams, a.runs, str(Path(__file__).resolve().parent)]
     with tempfile.TemporaryDirectory() as tmp:
         old_path = str(old_tree(a.rev, Path(tmp)))
         ratios, old_best, new_best, digests = [], [], [], set()

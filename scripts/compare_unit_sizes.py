@@ -12,14 +12,15 @@ scripts/compare_engine_revs.py.
 from __future__ import annotations
 
 import argparse
+import collections
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import nere.engine.pipeline as pipeline_module
 from nere.engine.api import Engine
+from thread_clock import clock  # scripts/thread_clock.py
 
 
 def main() -> None:
@@ -34,19 +35,8 @@ def main() -> None:
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
-    model = [0.0]
-    lock = threading.Lock()
-    real = pipeline_module.run_stage1
-
-    def timed(*a, **k):
-        t0 = time.thread_time()
-        try:
-            return real(*a, **k)
-        finally:
-            with lock:
-                model[0] += time.thread_time() - t0
-
-    pipeline_module.run_stage1 = timed
+    model: collections.Counter = collections.Counter()
+    clock(pipeline_module, "run_stage1", model, "model")
     engine = Engine.load(args.bundle, device="cpu", threads=args.threads, streams=args.streams)
     got: dict[int, list[tuple[float, float, float]]] = {s: [] for s in sizes}
     us = 1e6 / args.limit
@@ -54,11 +44,11 @@ def main() -> None:
         engine.run(args.corpus, Path(d) / "warm", limit=min(args.limit, 500), progress=False)
         for r in range(args.rounds):
             for size in sizes:
-                model[0] = 0.0
+                model.clear()
                 cpu, started = time.process_time(), time.perf_counter()
                 engine.run(args.corpus, Path(d) / f"r{r}-{size}", limit=args.limit, progress=False, unit_docs=size)
                 wall, cpu = time.perf_counter() - started, time.process_time() - cpu
-                got[size].append((wall, (cpu - model[0]) * us, model[0] * us))
+                got[size].append((wall, (cpu - model["model"]) * us, model["model"] * us))
     for size, runs in got.items():
         print(f"unit_docs {size:5d}: wall {' '.join(f'{w:.3f}' for w, _, _ in runs)} s "
               f"(median {statistics.median(w for w, _, _ in runs):.3f}); engine CPU "

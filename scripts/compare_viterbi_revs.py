@@ -14,26 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import time
-import types
-from pathlib import Path
 
 import pyarrow.parquet as pq
 
 import nere.engine.pipeline as pipeline_module
 from nere.engine.api import Engine
 from nere.engine.pipeline import Unit
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def old_viterbi(rev: str) -> types.ModuleType:
-    source = subprocess.run(["git", "show", f"{rev}:engine/core/viterbi.py"], cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout
-    module = types.ModuleType(f"viterbi_{rev}")
-    exec(compile(source, f"{rev}:engine/core/viterbi.py", "exec"), module.__dict__)
-    return module
+from revisions import old_module  # scripts/revisions.py
 
 
 def main() -> None:
@@ -46,7 +34,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
 
-    old = old_viterbi(args.rev)
+    old = old_module(args.rev, "engine/core/viterbi.py")
     pipe = Engine.load(args.bundle, device="cpu", threads=args.threads).pipeline
     if pipe.crf is None:
         raise SystemExit(f"{args.bundle}: not a CRF bundle")

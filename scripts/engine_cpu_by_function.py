@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import collections
-import functools
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -25,24 +23,13 @@ import nere.engine.core.featurize as featurize_module
 import nere.engine.parquet_io as parquet_io_module
 import nere.engine.pipeline as pipeline_module
 from nere.engine.api import Engine
+from thread_clock import clock  # scripts/thread_clock.py
 
 totals: collections.Counter = collections.Counter()
-lock = threading.Lock()
 
 
 def clocked(owner: object, name: str) -> None:
-    real = getattr(owner, name)
-
-    @functools.wraps(real)
-    def timed(*a, **k):
-        t0 = time.thread_time()
-        try:
-            return real(*a, **k)
-        finally:
-            with lock:
-                totals[name] += time.thread_time() - t0
-
-    setattr(owner, name, timed)
+    clock(owner, name, totals)
 
 
 def main() -> None:
