@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
@@ -78,7 +78,7 @@ class Prepared:
     row_tok0: np.ndarray  # per model row: first token (sentence coordinates)
     row_n: np.ndarray  # per model row: content tokens
     batches: list[np.ndarray]  # model rows per batch
-    inputs: list[Batch] | None = None  # the padded stage-1 batch of each, gathered by prepare
+    inputs: list[Batch] = field(default_factory=list)  # the padded stage-1 batch of each (prepare fills it)
 
     @property
     def n_tokens(self) -> int:
@@ -295,15 +295,14 @@ class Pipeline:
         budget = max(DECODE_GROUP_POSITIONS, self.batch_tokens)
 
         def batches() -> Iterator[tuple[K, Prepared, list[list[int]], np.ndarray | None, Batch | None]]:
-            # Batches come gathered (by prepare, or here for a unit prepared without), so a
-            # worker needs the GIL only to enter and leave onnxruntime: gathering in the
-            # worker made it wait for the GIL while this thread decoded, with the model idle.
+            # Batches come gathered by prepare, so a worker needs the GIL only to enter and
+            # leave onnxruntime: gathering in the worker made it wait for the GIL while this
+            # thread decoded, with the model idle.
             for key, prep in preps:
                 groups = decode_groups(prep.batches, prep.row_n, f, budget)
                 if not prep.batches:
                     yield key, prep, groups, None, None  # a unit with nothing to run still yields its tables
-                inputs = prep.inputs if prep.inputs is not None else [prep.rows_batch(f, r) for r in prep.batches]
-                for rows, batch in zip(prep.batches, inputs):
+                for rows, batch in zip(prep.batches, prep.inputs, strict=True):
                     yield key, prep, groups, rows, batch
 
         def stage1(item: tuple[K, Prepared, list[list[int]], np.ndarray | None, Batch | None]) -> tuple[Any, ...]:
