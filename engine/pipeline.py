@@ -32,7 +32,7 @@ from nere.engine.errors import EngineError
 from nere.engine.segment import (
     DEFAULT_MAX_DOC_CHARS,
     Candidate,
-    check_text,
+    check_texts,
     edge_distance,
     merge_windows,
     split_sentences,
@@ -228,17 +228,12 @@ class Pipeline:
     def prepare(self, unit: Unit) -> Prepared:
         f = self.ner.featurizer
         id_ok = unit.ids.is_valid().to_numpy(zero_copy_only=False) if unit.ids.null_count else None
-        texts: list[str | None] = []
-        failures: list[tuple[int, str]] = []
-        cleaned = 0
-        for i, value in enumerate(unit.texts):
-            text, why, was_cleaned = check_text(value, self.max_doc_chars)
-            if why is None and id_ok is not None and not id_ok[i]:
-                text, why = None, "null doc_id"
-            cleaned += was_cleaned
-            texts.append(text)
-            if why is not None:
-                failures.append((i, why))
+        texts, failures, cleaned = check_texts(unit.texts, self.max_doc_chars)
+        if id_ok is not None:  # a row with a null id fails too (its text is checked first)
+            failures += [(i, "null doc_id") for i in np.flatnonzero(~id_ok).tolist() if texts[i] is not None]
+            for i, _ in failures:
+                texts[i] = None
+            failures.sort()
         spans = [split_sentences(text) if text is not None else [] for text in texts]
         sent_doc = [d for d, sp in enumerate(spans) for _ in sp]
         sent_no = [k for sp in spans for k in range(len(sp))]

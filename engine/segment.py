@@ -20,6 +20,7 @@ DEFAULT_MAX_DOC_CHARS = 1_000_000
 # C0/C1 controls except tab/newline/carriage return, lone surrogates, non-characters.
 # Replaced one-for-one by a space so that every offset still points into the input text.
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+_ASCII_KEPT = b"\t\n\r" + bytes(range(0x20, 0x7F))  # the ASCII characters _CONTROL leaves alone
 
 
 def check_text(value: Any, max_chars: int = DEFAULT_MAX_DOC_CHARS) -> tuple[str | None, str | None, bool]:
@@ -36,11 +37,45 @@ def check_text(value: Any, max_chars: int = DEFAULT_MAX_DOC_CHARS) -> tuple[str 
     if len(value) > max_chars:
         return None, f"text too long ({len(value)} chars > max_doc_chars {max_chars})", False
     cleaned = False
-    if _CONTROL.search(value):
+    if _has_control(value):
         value, cleaned = _CONTROL.sub(" ", value), True
     if value.isspace():
         return None, ("only control characters" if cleaned else "blank text"), cleaned
     return value, None, cleaned
+
+
+def _has_control(text: str) -> bool:
+    """``_CONTROL.search(text)``, for ASCII text as one byte deletion (~10x faster)."""
+    if text.isascii():
+        return bool(text.encode("ascii").translate(None, _ASCII_KEPT))  # what is left is a control character
+    return _CONTROL.search(text) is not None
+
+
+def check_texts(values: Sequence[Any], max_chars: int = DEFAULT_MAX_DOC_CHARS
+                ) -> tuple[list[str | None], list[tuple[int, str]], int]:
+    """:func:`check_text` of every row of a unit: (texts, None for a failed row; (row,
+    reason) of each failure, in row order; rows whose control characters were replaced).
+    The usual unit (all strings, none empty, blank or too long, no control character) is
+    recognised in a few C-level passes over the whole unit and comes back as it is; any
+    other unit is checked row by row."""
+    values = list(values)  # a copy: the caller may blank rows of it
+    try:
+        joined = "".join(values)  # TypeError for a None or any other non-string row
+    except TypeError:
+        joined = None
+    if (joined is not None and values and min(map(len, values)) > 0 and max(map(len, values)) <= max_chars
+            and not any(map(str.isspace, values)) and not _has_control(joined)):
+        return values, [], 0
+    texts: list[str | None] = []
+    failures: list[tuple[int, str]] = []
+    cleaned = 0
+    for i, value in enumerate(values):
+        text, why, was_cleaned = check_text(value, max_chars)
+        texts.append(text)
+        cleaned += was_cleaned
+        if why is not None:
+            failures.append((i, why))
+    return texts, failures, cleaned
 
 
 def split_sentences(text: str) -> list[tuple[int, int]]:

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fixtures_bundles import make_bundle
 from nere.engine.bundle import load_bundle
-from nere.engine.segment import check_text, edge_distance, merge_windows, overlap_for, split_sentences, window_plan
+from nere.engine.segment import check_text, check_texts, edge_distance, merge_windows, overlap_for, split_sentences, window_plan
 from nere.engine.stages import bucket_width, plan_batches
 
 
@@ -33,6 +35,26 @@ def test_control_characters_are_replaced_in_place():
     assert why is None and cleaned and len(text) == len(raw)
     assert text == "a b c\td\ne  "  # tab and newline stay; offsets unchanged
     assert check_text("mixed 文字 scripts ok") == ("mixed 文字 scripts ok", None, False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([None, 5, b"b", "", " ", "\u3000\n", "ok", "a\x00b", "\x7f", "\ud800x", "x" * 11,
+                                 "北京 text", "fine."]), max_size=8))
+def test_unit_checks_are_the_row_checks(values):
+    """The whole-unit shortcut gives what checking each row gives, for every mix of rows."""
+    texts, failures, cleaned = check_texts(values, max_chars=10)
+    rows = [check_text(v, max_chars=10) for v in values]
+    assert texts == [r[0] for r in rows]
+    assert failures == [(i, r[1]) for i, r in enumerate(rows) if r[1] is not None]
+    assert cleaned == sum(r[2] for r in rows)
+
+
+def test_ascii_control_shortcut_is_the_regex():
+    from nere.engine.segment import _CONTROL, _has_control
+
+    for c in map(chr, range(0x100)):
+        for text in (c, "ab" + c + "cd", c * 3):
+            assert _has_control(text) == bool(_CONTROL.search(text)), repr(text)
 
 
 def test_sentences_chinese_and_english():
