@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--streams", type=int, default=None)
     args = ap.parse_args()
 
-    for name in ("run_stage1", "run_stage2", "split_sentences", "check_text", "decode_tags", "span_scores",
+    for name in ("run_stage1", "run_stage2", "split_sentences", "check_texts", "decode_tags", "span_scores",
                  "_unit_spans", "plan_batches"):
         clocked(pipeline_module, name)
     for name in ("prepare", "_decode", "_found", "_assemble", "_tables", "_separate_relations"):
