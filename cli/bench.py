@@ -33,6 +33,7 @@ import click
 
 from nere.bench_measure import (
     CorpusStats,
+    cpu_split_note,
     end_to_end,
     engine_batch_runner,
     latency,
@@ -154,6 +155,7 @@ class Config:
         self.name, self.bundle, self.re_bundle, self.engine = name, bundle, re_bundle, engine
         self.checkpoint, self.re_checkpoint = checkpoint, re_checkpoint
         self.e2e: list[float] = []
+        self.e2e_cpu: list[dict[str, float]] = []  # per end-to-end run: process and model CPU seconds
         self.model: list[float] = []
         self.profile = None
         self.latency: list[dict] = []
@@ -355,8 +357,10 @@ def run_bench(st: Settings) -> dict[str, Any]:
     # interleaved repeats: each round runs every model and baseline once
     for r in range(st.repeats):
         for c in configs:
-            seconds, _ = end_to_end(c.engine, st.corpus, st.limit, scratch / "e2e", *cols)
+            cpu: dict[str, float] = {}
+            seconds, _ = end_to_end(c.engine, st.corpus, st.limit, scratch / "e2e", *cols, cpu=cpu)
             c.e2e.append(seconds)
+            c.e2e_cpu.append(cpu)
             c.model.append(c.profile.recorder.replay(c.engine.streams))
             _echo(f"[{r + 1}/{st.repeats}] {c.name}: end to end {c.profile.stats.documents / seconds:,.1f} docs/s, "
                   f"model only {c.profile.stats.documents / c.model[-1]:,.1f} docs/s")
@@ -478,6 +482,21 @@ def _rates_of(docs: int, sentences: int, tokens: int, seconds: list[float]) -> d
     return out
 
 
+def _cpu_split(c: Config, documents: int) -> dict[str, Any]:
+    """CPU microseconds per document of the end-to-end runs (medians): the process's, the
+    model calls', and the rest (the engine's own work); steadier than throughput on a
+    shared machine. Skipped, with the reason, where the model's CPU cannot be isolated."""
+    why = cpu_split_note(c.engine)
+    if why is not None or not c.e2e_cpu or not documents:
+        return {"skipped": why or "no end-to-end runs"}
+    us = 1e6 / documents
+    process = _median([r["process"] for r in c.e2e_cpu])
+    model = _median([r["model"] for r in c.e2e_cpu])
+    engine = _median([r["process"] - r["model"] for r in c.e2e_cpu])
+    return {"process_us_per_document": round(process * us, 1), "model_us_per_document": round(model * us, 1),
+            "engine_us_per_document": round(engine * us, 1), "model_share": round(model / process, 4) if process else None}
+
+
 def build_report(configs: list[Config], baselines: list[dict], stats: CorpusStats, st: Settings, started: datetime,
                  load_start: list | None) -> dict[str, Any]:
     models = []
@@ -491,6 +510,7 @@ def build_report(configs: list[Config], baselines: list[dict], stats: CorpusStat
             "end_to_end": e2e,
             "model_only": model,
             "end_to_end_over_model_only": round(ratio, 4) if ratio is not None else None,
+            "end_to_end_cpu": _cpu_split(c, s.documents),
             "breakdown_s": c.profile.phases,
             "model_batches": c.profile.batches,
             "outputs": {"entities": s.entities, "relations": s.relations, "failed_documents": s.failed},

@@ -15,7 +15,7 @@ from __future__ import annotations
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import nere.engine.pipeline as pipeline_module
+from nere.cpu_clock import CallClock
 from nere.engine.api import UNIT_CHARS, UNIT_DOCS, Engine
 from nere.engine.parquet_io import iter_units, open_inputs, resolve_inputs
 from nere.engine.stages import run_stage1, run_stage2
@@ -185,15 +186,36 @@ def profile_pass(engine: Engine, corpus: str | Path, limit: int | None, id_col: 
 
 
 def end_to_end(engine: Engine, corpus: str | Path, limit: int | None, out_dir: Path, id_col: str = "id",
-               text_col: str = "text") -> tuple[float, dict[str, Any]]:
-    """Seconds for ``Engine.run`` (read -> tables written as Parquet) and its summary."""
+               text_col: str = "text", cpu: dict[str, float] | None = None) -> tuple[float, dict[str, Any]]:
+    """Seconds for ``Engine.run`` (read -> tables written as Parquet) and its summary;
+    with ``cpu``, also the run's process CPU seconds and the thread CPU seconds inside its
+    model calls (``cpu["process"]``, ``cpu["model"]``; see :func:`cpu_split_note`)."""
     shutil.rmtree(out_dir, ignore_errors=True)
-    started = time.perf_counter()
-    summary = engine.run(corpus, out_dir, id_col=id_col, text_col=text_col, limit=limit, progress=False,
-                         overwrite=True)
-    seconds = time.perf_counter() - started
+    clock = CallClock()
+    with clock.attached(pipeline_module, ["run_stage1", "run_stage2"], "model") if cpu is not None else nullcontext():
+        cpu0 = time.process_time()
+        started = time.perf_counter()
+        summary = engine.run(corpus, out_dir, id_col=id_col, text_col=text_col, limit=limit, progress=False,
+                             overwrite=True)
+        seconds = time.perf_counter() - started
+        if cpu is not None:
+            cpu.update(process=time.process_time() - cpu0, model=clock.seconds["model"])
     shutil.rmtree(out_dir, ignore_errors=True)
     return seconds, summary
+
+
+def cpu_split_note(engine: Engine) -> str | None:
+    """Why the model's CPU cannot be told apart from the engine's for this engine (None
+    when it can): only a CPU onnxruntime call on one intra-op thread runs wholly in the
+    calling thread."""
+    d = engine.describe()
+    if d["provider"] != "CPUExecutionProvider":
+        return f"provider {d['provider']}: the model's work is not CPU time"
+    if d["threads_per_stream"] != 1:
+        return f"{d['threads_per_stream']} intra-op threads per call: onnxruntime's pool threads escape the thread clock"
+    if d.get("re_bundle"):
+        return "the separate RE bundle's calls use every thread: its pool threads escape the thread clock"
+    return None
 
 
 def read_documents(corpus: str | Path, n: int, id_col: str = "id", text_col: str = "text") -> tuple[list, list]:

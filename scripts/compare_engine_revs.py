@@ -28,20 +28,21 @@ import tempfile
 from pathlib import Path
 
 CHILD = r"""
-import collections, hashlib, json, sys, tempfile, time
+import hashlib, importlib.util, json, sys, tempfile, time
 from pathlib import Path
 import pyarrow.parquet as pq
 import nere.engine.pipeline as pipeline_module
 from nere.engine.api import Engine
 
-bundle, re_model, corpus, limit, threads, streams, runs, scripts = json.loads(sys.argv[1])
-sys.path.insert(0, scripts)
-from thread_clock import clock
+bundle, re_model, corpus, limit, threads, streams, runs, clock_file = json.loads(sys.argv[1])
+spec = importlib.util.spec_from_file_location("cpu_clock", clock_file)  # this tree's, beside any revision
+cpu_clock = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(cpu_clock)
 
 eng = Engine.load(bundle, re_bundle=re_model, device="cpu", threads=threads, streams=streams)
-model_cpu = collections.Counter()
-for name in ("run_stage1", "run_stage2"):
-    clock(pipeline_module, name, model_cpu, "model")
+clock = cpu_clock.CallClock()
+clock.install(pipeline_module, ["run_stage1", "run_stage2"], "model")
+model_cpu = clock.seconds
 
 def once():
     with tempfile.TemporaryDirectory() as d:
@@ -109,7 +110,8 @@ def main() -> None:
     if bad:
         ap.error(f"--old-env needs KEY=VALUE, got {bad[0]!r}")
     old_env = dict(kv.split("=", 1) for kv in a.old_env)
-    spec = [a.bundle, a.re_model, a.corpus, a.limit, a.threads, a.streams, a.runs, str(Path(__file__).resolve().parent)]
+    spec = [a.bundle, a.re_model, a.corpus, a.limit, a.threads, a.streams, a.runs,
+            str(Path(__file__).resolve().parent.parent / "cli" / "cpu_clock.py")]
     with tempfile.TemporaryDirectory() as tmp:
         old_path = str(old_tree(a.rev, Path(tmp)))
         ratios, old_best, new_best, digests = [], [], [], set()

@@ -12,15 +12,14 @@ scripts/compare_engine_revs.py.
 from __future__ import annotations
 
 import argparse
-import collections
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import nere.engine.pipeline as pipeline_module
+from nere.cpu_clock import CallClock
 from nere.engine.api import Engine
-from thread_clock import clock  # scripts/thread_clock.py
 
 
 def main() -> None:
@@ -35,8 +34,9 @@ def main() -> None:
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
-    model: collections.Counter = collections.Counter()
-    clock(pipeline_module, "run_stage1", model, "model")
+    clock = CallClock()
+    clock.install(pipeline_module, ["run_stage1"], "model")
+    model = clock.seconds
     engine = Engine.load(args.bundle, device="cpu", threads=args.threads, streams=args.streams)
     got: dict[int, list[tuple[float, float, float]]] = {s: [] for s in sizes}
     us = 1e6 / args.limit

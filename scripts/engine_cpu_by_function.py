@@ -14,7 +14,6 @@ wrappers add ~1 us per call. For one intra-op thread per call (the default 2 str
 from __future__ import annotations
 
 import argparse
-import collections
 import tempfile
 import time
 from pathlib import Path
@@ -22,14 +21,15 @@ from pathlib import Path
 import nere.engine.core.featurize as featurize_module
 import nere.engine.parquet_io as parquet_io_module
 import nere.engine.pipeline as pipeline_module
+from nere.cpu_clock import CallClock
 from nere.engine.api import Engine
-from thread_clock import clock  # scripts/thread_clock.py
 
-totals: collections.Counter = collections.Counter()
+clock = CallClock()
+totals = clock.seconds
 
 
 def clocked(owner: object, name: str) -> None:
-    clock(owner, name, totals)
+    clock.install(owner, [name])
 
 
 def main() -> None:

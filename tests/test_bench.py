@@ -30,7 +30,7 @@ TEXTS = [
 ]
 MODEL_KEYS = {"name", "bundle", "task", "model", "precision", "sha256", "provider", "provider_notes", "batch_tokens",
               "streams", "threads_per_stream", "checkpoint", "compute", "baseline_key", "re_bundle", "metrics", "bundle_bytes", "end_to_end", "model_only", "end_to_end_over_model_only",
-              "breakdown_s", "model_batches", "outputs", "latency", "memory", "rss_scaling"}
+              "end_to_end_cpu", "breakdown_s", "model_batches", "outputs", "latency", "memory", "rss_scaling"}
 RATE_KEYS = {"seconds", "documents_per_s", "sentences_per_s", "tokens_per_s", "seconds_all"}
 
 
@@ -75,6 +75,11 @@ def test_bench_writes_report_with_stable_keys(tiny, tmp_path):
         assert m["compute"]["end_to_end_fraction"] is None
         assert len(m["end_to_end"]["seconds_all"]) == 2 and len(m["model_only"]["seconds_all"]) == 2
         assert m["end_to_end"]["documents_per_s"] > 0 and m["end_to_end_over_model_only"] > 0
+        cpu = m["end_to_end_cpu"]  # one intra-op thread: the model's CPU is the calling thread's
+        assert set(cpu) == {"process_us_per_document", "model_us_per_document", "engine_us_per_document", "model_share"}
+        assert cpu["process_us_per_document"] > cpu["model_us_per_document"] > 0 and 0 < cpu["model_share"] < 1
+        assert cpu["engine_us_per_document"] == pytest.approx(
+            cpu["process_us_per_document"] - cpu["model_us_per_document"], abs=0.2)
         assert [x["batch_size"] for x in m["latency"]] == [1, 2]
         assert all(x["samples"] >= 5 and x["p50_ms"] <= x["p99_ms"] for x in m["latency"])
         assert m["memory"]["returncode"] == 0 and m["memory"]["peak_rss_mb"] > 0
@@ -90,6 +95,20 @@ def test_bench_writes_report_with_stable_keys(tiny, tmp_path):
     assert {t["name"] for t in r["targets"]} == {"end_to_end_over_model_only"}
     md = (out / "report.md").read_text()
     assert "| joint | fp32 |" in md and "## Latency" in md and "## Targets" in md
+
+
+def test_cpu_split_only_where_the_model_runs_in_the_calling_thread(tiny, tmp_path):
+    """The model's CPU is told apart only for one intra-op thread per call and no separate
+    RE bundle; the end-to-end run then reports process >= model CPU."""
+    from nere.bench_measure import cpu_split_note, end_to_end
+
+    one = Engine(tiny["ner"], device="cpu", threads=1)
+    assert cpu_split_note(one) is None
+    cpu: dict = {}
+    end_to_end(one, tiny["corpus"], None, tmp_path / "o", cpu=cpu)
+    assert cpu["process"] >= cpu["model"] > 0
+    assert "intra-op" in cpu_split_note(Engine(tiny["ner"], device="cpu", threads=2, streams=1))
+    assert "RE bundle" in cpu_split_note(Engine(tiny["ner"], re_bundle=tiny["re"], device="cpu", threads=1))
 
 
 @pytest.mark.parametrize("batch_tokens", [None, 48])

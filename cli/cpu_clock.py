@@ -1,0 +1,52 @@
+"""Thread CPU time spent inside chosen functions (the bench's and the scripts' CPU split).
+
+:class:`CallClock` wraps functions so that every call adds the calling thread's CPU time
+(``time.thread_time``) to a per-name total, in whichever thread calls it. Around the
+engine's stage calls that is the model's CPU when each onnxruntime call runs on one
+intra-op thread (the calling thread); onnxruntime's pool threads, used with more intra-op
+threads, are not counted. Imports nothing from the engine, so a script can load this file
+beside an older revision of the package.
+"""
+from __future__ import annotations
+
+import collections
+import functools
+import threading
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
+
+
+class CallClock:
+    def __init__(self) -> None:
+        self.seconds: collections.Counter = collections.Counter()
+        self._lock = threading.Lock()
+
+    def wrap(self, real: Callable, key: str) -> Callable:
+        @functools.wraps(real)
+        def timed(*a: Any, **k: Any) -> Any:
+            t0 = time.thread_time()
+            try:
+                return real(*a, **k)
+            finally:
+                spent = time.thread_time() - t0
+                with self._lock:
+                    self.seconds[key] += spent
+
+        return timed
+
+    def install(self, owner: object, names: Sequence[str], key: str | None = None) -> None:
+        """Wrap ``owner.<name>`` for each name, for good; totals under ``key`` (or the name)."""
+        for name in names:
+            setattr(owner, name, self.wrap(getattr(owner, name), key or name))
+
+    @contextmanager
+    def attached(self, owner: object, names: Sequence[str], key: str | None = None) -> Iterator["CallClock"]:
+        """:meth:`install` until the block ends."""
+        saved = {name: getattr(owner, name) for name in names}
+        self.install(owner, names, key)
+        try:
+            yield self
+        finally:
+            for name, real in saved.items():
+                setattr(owner, name, real)
