@@ -34,8 +34,8 @@ from nere.engine.segment import DEFAULT_MAX_DOC_CHARS
 from nere.engine.tables import entity_schema, failure_schema, relation_schema
 
 BATCH_TOKENS = {"cpu": 4096, "cuda": 65536}  # padded tokens per stage-1 batch
-UNIT_DOCS = 1024  # documents per unit: the window within which rows are sorted by length; per-unit
-# costs (tail batches, tables, hand-offs) measured 15-25 us/doc more engine CPU at 256 (English BiLSTM-CRF)
+UNIT_DOCS = 1024  # documents per unit: the window within which rows are sorted by length; larger units
+# amortise per-unit costs (tail batches, tables, hand-offs): docs/benchmarks.md, "Engine overhead", item 27
 UNIT_CHARS = 2_000_000  # ... and at most about this many characters
 PART_DOCS = 50_000  # documents per part file: a killed run redoes at most one part
 FAILURE_SAMPLE = 100  # failures listed in the summary (all are in failures/)

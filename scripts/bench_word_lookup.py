@@ -2,7 +2,7 @@
 
     python scripts/bench_word_lookup.py runs/bundles/conll04-ner-bilstm-crf-int8 --corpus runs/corpus/en-10k.parquet
 
-Encodes the sentences of the first ``--docs`` documents (units of 256, as the engine cuts
+Encodes the sentences of the first ``--docs`` documents (units of ``UNIT_DOCS``, as the engine cuts
 them) with the bundle's ``WordTable``, once forcing the per-token dict lookup (the path
 kept for texts beyond int32 byte offsets) and once with Arrow's dictionary encoding, in
 turns; prints the median CPU microseconds per document of each.
@@ -16,7 +16,7 @@ import time
 import pyarrow.parquet as pq
 
 import nere.engine.core.vocab_tokens as vocab_tokens
-from nere.engine.api import Engine
+from nere.engine.api import UNIT_DOCS, Engine
 from nere.engine.segment import split_sentences
 
 
@@ -31,7 +31,8 @@ def main() -> None:
     if not isinstance(table, vocab_tokens.WordTable):
         raise SystemExit(f"{args.bundle}: its tokenizer is not the word form")
     texts = pq.read_table(args.corpus, columns=["text"]).slice(0, args.docs).column("text").to_pylist()
-    units = [[t[s:e] for t in texts[i:i + 256] for s, e in split_sentences(t)] for i in range(0, len(texts), 256)]
+    units = [[t[s:e] for t in texts[i:i + UNIT_DOCS] for s, e in split_sentences(t)]
+             for i in range(0, len(texts), UNIT_DOCS)]
     spent: dict[str, list[float]] = {"dict": [], "arrow": []}
     limit = vocab_tokens._ARROW_MAX_POINTS
     for _ in range(args.rounds):

@@ -29,13 +29,11 @@ from nere.engine.segment import split_sentences
 from revisions import old_module  # scripts/revisions.py
 
 
-def best_us(work: Callable[[], Any], docs: int, rounds: int) -> tuple[float, Any]:
-    out, best = None, float("inf")
-    for _ in range(rounds):
-        started = time.perf_counter()
-        out = work()
-        best = min(best, time.perf_counter() - started)
-    return best / docs * 1e6, out
+def timed_us(work: Callable[[], Any], docs: int) -> tuple[float, Any]:
+    """Microseconds per document of one call of ``work``, and its result."""
+    started = time.perf_counter()
+    out = work()
+    return (time.perf_counter() - started) / docs * 1e6, out
 
 
 def same(a: Any, b: Any) -> bool:
@@ -91,9 +89,9 @@ def main() -> None:
     for name, run_old, run_new in steps:
         t_old, t_new, out_old, out_new = [], [], None, None
         for _ in range(args.rounds):
-            t, out_old = best_us(run_old, len(texts), 1)
+            t, out_old = timed_us(run_old, len(texts))
             t_old.append(t)
-            t, out_new = best_us(run_new, len(texts), 1)
+            t, out_new = timed_us(run_new, len(texts))
             t_new.append(t)
         print(f"{name:16s} {args.rev} {min(t_old):7.2f} us/doc, now {min(t_new):7.2f} us/doc, "
               f"x{min(t_old) / min(t_new):.2f}, same result: {same(out_old, out_new)}")

@@ -4,8 +4,8 @@
         --corpus runs/corpus/en-10k.parquet --docs 2048 --rounds 5
 
 Loads ``engine/core/viterbi.py`` of ``--rev`` (``git show``) as a module of its own, then
-runs serial engine passes (``Pipeline.prepare`` + ``infer(overlap=False)``, units of 256
-documents) in turns with the old and the current decoder, timing only the decoding calls:
+runs serial engine passes (``Pipeline.prepare`` + ``infer(overlap=False)``, units of
+``UNIT_DOCS`` documents, as the engine cuts them) in turns with the old and the current decoder, timing only the decoding calls:
 the emissions are the engine's own, in its own groups, with the allocator the engine
 sets. Checks that both give identical entity tables; prints one JSON line.
 """
@@ -19,7 +19,7 @@ import time
 import pyarrow.parquet as pq
 
 import nere.engine.pipeline as pipeline_module
-from nere.engine.api import Engine
+from nere.engine.api import UNIT_DOCS, Engine
 from nere.engine.pipeline import Unit
 from revisions import old_module  # scripts/revisions.py
 
@@ -55,7 +55,7 @@ def main() -> None:
     pipeline_module.decode_tags = decode_tags
     table = pq.read_table(args.corpus, columns=["id", "text"]).slice(0, args.docs)
     units = [Unit(t.column("id").combine_chunks(), t.column("text").to_pylist())
-             for t in (table.slice(i, 256) for i in range(0, table.num_rows, 256))]
+             for t in (table.slice(i, UNIT_DOCS) for i in range(0, table.num_rows, UNIT_DOCS))]
     tables = {}
     for name in ("old", "new"):  # warm-up, and the tables to compare
         which[0] = name
