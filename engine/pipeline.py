@@ -40,6 +40,7 @@ from nere.engine.segment import (
 )
 from nere.engine.stages import (
     DECODE_GROUP_POSITIONS,
+    STAGE1_JOB_POSITIONS,
     collate,
     collate_flat,
     decode_groups,
@@ -289,30 +290,41 @@ class Pipeline:
         want = ["emissions", "hidden"] if self.relations == "joint" else ["emissions"]
         budget = max(DECODE_GROUP_POSITIONS, self.batch_tokens)
 
-        def batches() -> Iterator[tuple[K, Prepared, list[list[int]], np.ndarray | None, Batch | None]]:
+        def jobs() -> Iterator[tuple[K, Prepared, list[list[int]], list[tuple[np.ndarray, Batch]]]]:
             # Batches come gathered by prepare, so a worker needs the GIL only to enter and
             # leave onnxruntime: gathering in the worker made it wait for the GIL while this
-            # thread decoded, with the model idle.
+            # thread decoded, with the model idle. A job is a run of a unit's consecutive
+            # batches (up to STAGE1_JOB_POSITIONS padded positions) that one worker runs in a
+            # row: small batches suit the model (recurrent ones), one hand-off per batch did not
             for key, prep in preps:
                 groups = decode_groups(prep.batches, prep.row_n, f, budget)
                 if not prep.batches:
-                    yield key, prep, groups, None, None  # a unit with nothing to run still yields its tables
+                    yield key, prep, groups, []  # a unit with nothing to run still yields its tables
+                job: list[tuple[np.ndarray, Batch]] = []
+                positions = 0
                 for rows, batch in zip(prep.batches, prep.inputs, strict=True):
-                    yield key, prep, groups, rows, batch
+                    size = batch.input_ids.size
+                    if job and positions + size > job_positions:
+                        yield key, prep, groups, job
+                        job, positions = [], 0
+                    job.append((rows, batch))
+                    positions += size
+                if job:
+                    yield key, prep, groups, job
 
-        def stage1(item: tuple[K, Prepared, list[list[int]], np.ndarray | None, Batch | None]) -> tuple[Any, ...]:
-            batch = item[4]
-            return (*item, None if batch is None else run_stage1(self.ner.stage1, batch, want))
+        def stage1(item: tuple[K, Prepared, list[list[int]], list[tuple[np.ndarray, Batch]]]) -> tuple[Any, ...]:
+            return (*item, [run_stage1(self.ner.stage1, batch, want) for _, batch in item[3]])
 
-        depth = budget // max(1, self.batch_tokens) + 1  # about one decoding group in flight
-        results = _ahead(stage1, batches(), depth, self.streams) if overlap else map(stage1, batches())
+        job_positions = max(STAGE1_JOB_POSITIONS, self.batch_tokens)
+        depth = budget // job_positions + 1  # about one decoding group in flight
+        results = _ahead(stage1, jobs(), depth, self.streams) if overlap else map(stage1, jobs())
         current: Prepared | None = None
-        for key, prep, groups, rows, batch, out in results:
+        for key, prep, groups, job, outs in results:
             if prep is not current:
                 current, g, group = prep, 0, []
                 founds: list[Found] = []
                 rel_cands: dict[int, list] = defaultdict(list)  # sentence -> joint relation candidates
-            if rows is not None:
+            for (rows, batch), out in zip(job, outs):
                 group.append((rows, batch, out))
                 if len(group) == len(groups[g]):
                     self._decode(prep, group, founds, rel_cands)

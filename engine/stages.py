@@ -22,6 +22,7 @@ WIDTH_STEP = 8
 PAIR_BUDGET_FACTOR = 8  # stage-2 pair-positions per call, in units of batch_tokens
 DECODE_GROUP_POSITIONS = 32768  # padded positions decoded together (8 CPU batches; a CUDA batch is larger
                                 # and decodes alone, so no extra GPU memory is held)
+STAGE1_JOB_POSITIONS = 4096  # padded positions of consecutive batches one worker runs in a row (one hand-off)
 
 
 def bucket_width(n_tokens: np.ndarray | int, max_length: int) -> np.ndarray | int:

@@ -34,12 +34,13 @@ import pyarrow.parquet as pq
 import nere.engine.pipeline as pipeline_module
 from nere.engine.api import Engine
 
-bundle, re_model, corpus, limit, threads, streams, runs, clock_file = json.loads(sys.argv[1])
+bundle, re_model, corpus, limit, threads, streams, runs, clock_file, batch_tokens = json.loads(sys.argv[1])
 spec = importlib.util.spec_from_file_location("cpu_clock", clock_file)  # this tree's, beside any revision
 cpu_clock = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(cpu_clock)
 
-eng = Engine.load(bundle, re_bundle=re_model, device="cpu", threads=threads, streams=streams)
+eng = Engine.load(bundle, re_bundle=re_model, device="cpu", threads=threads, streams=streams,
+                  batch_tokens=batch_tokens)
 clock = cpu_clock.CallClock()
 clock.install(pipeline_module, ["run_stage1", "run_stage2"], "model")
 model_cpu = clock.seconds
@@ -101,6 +102,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--streams", type=int, default=None, help="engine streams [default: the engine's own choice]")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--batch-tokens", type=int, default=None, help="both sides [default: each engine's own choice]")
     ap.add_argument("--runs", type=int, default=3, help="timed runs per child [default: 3]")
     ap.add_argument("--old-env", action="append", default=[], metavar="KEY=VALUE",
                     help="set in the old side's environment only (repeatable), e.g. --rev HEAD "
@@ -111,7 +113,7 @@ def main() -> None:
         ap.error(f"--old-env needs KEY=VALUE, got {bad[0]!r}")
     old_env = dict(kv.split("=", 1) for kv in a.old_env)
     spec = [a.bundle, a.re_model, a.corpus, a.limit, a.threads, a.streams, a.runs,
-            str(Path(__file__).resolve().parent.parent / "cli" / "cpu_clock.py")]
+            str(Path(__file__).resolve().parent.parent / "cli" / "cpu_clock.py"), a.batch_tokens]
     with tempfile.TemporaryDirectory() as tmp:
         old_path = str(old_tree(a.rev, Path(tmp)))
         ratios, old_best, new_best, digests = [], [], [], set()
@@ -137,7 +139,7 @@ def main() -> None:
             print(line, flush=True)
     same = len({d for _, d in digests}) == 1
     print(json.dumps({"rev": a.rev, "old_env": old_env, "bundle": a.bundle, "re_model": a.re_model, "threads": a.threads,
-                      "streams": a.streams, "old_docs_per_s_median": round(statistics.median(old_best), 1),
+                      "streams": a.streams, "batch_tokens": a.batch_tokens, "old_docs_per_s_median": round(statistics.median(old_best), 1),
                       "new_docs_per_s_median": round(statistics.median(new_best), 1),
                       "speedup_median": round(statistics.median(ratios), 3),
                       "speedups": [round(x, 3) for x in ratios],

@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--streams", type=int, default=None)
+    ap.add_argument("--batch-tokens", type=int, default=None)
     args = ap.parse_args()
 
     for name in ("run_stage1", "run_stage2", "split_sentences", "check_texts", "decode_tags", "span_scores",
@@ -50,7 +51,8 @@ def main() -> None:
     clocked(pipeline_module.Prepared, "rows_batch")
     clocked(featurize_module.Featurizer, "tokenize_flat")
     clocked(parquet_io_module.RunState, "commit")
-    engine = Engine.load(args.bundle, device="cpu", threads=args.threads, streams=args.streams)
+    engine = Engine.load(args.bundle, device="cpu", threads=args.threads, streams=args.streams,
+                         batch_tokens=args.batch_tokens)
     process = 0.0
     with tempfile.TemporaryDirectory() as d:
         engine.run(args.corpus, Path(d) / "warm", limit=min(args.limit, 500), progress=False)

@@ -28,6 +28,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--streams", type=int, default=None)
     ap.add_argument("--runs", type=int, default=4)
+    ap.add_argument("--batch-tokens", type=int, default=None)
     args = ap.parse_args()
 
     calls: list[tuple[int, float, float]] = []  # (thread, start, end)
@@ -40,7 +41,8 @@ def main() -> None:
         return out
 
     pipeline_module.run_stage1 = timed
-    engine = Engine.load(args.bundle, device="cpu", threads=args.threads, streams=args.streams)
+    engine = Engine.load(args.bundle, device="cpu", threads=args.threads, streams=args.streams,
+                         batch_tokens=args.batch_tokens)
     with tempfile.TemporaryDirectory() as d:
         engine.run(args.corpus, Path(d) / "warm", limit=min(args.limit, 256), progress=False)
         for r in range(args.runs):
