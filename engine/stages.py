@@ -73,8 +73,21 @@ def collate(featurizer: Featurizer, items: Sequence[Encoded]) -> Batch:
 def collate_flat(featurizer: Featurizer, tokens: Tokens, starts: np.ndarray, counts: np.ndarray) -> Batch:
     """:func:`collate` of token ranges of flat tokens (see ``Featurizer.collate_flat``), without
     per-position offsets: the engine maps spans to characters through ``tokens`` itself."""
-    longest = int(np.max(counts)) if len(counts) else 0
-    return featurizer.collate_flat(tokens.ids, None, starts, counts, _bucket_of(featurizer, longest))
+    return collate_flat_many(featurizer, tokens, starts, counts, [len(counts)])[0]
+
+
+def collate_flat_many(featurizer: Featurizer, tokens: Tokens, starts: np.ndarray, counts: np.ndarray,
+                      sizes: Sequence[int]) -> list[Batch]:
+    """:func:`collate_flat` of consecutive runs of ``sizes`` rows (one unit's batches) at once,
+    each padded to its own bucket width (``Featurizer.collate_flat_many``)."""
+    counts = np.asarray(counts, dtype=np.int64)
+    sizes_a = np.asarray(sizes, dtype=np.int64)
+    longest = np.zeros(len(sizes_a), dtype=np.int64)
+    filled = sizes_a > 0
+    if filled.any():
+        longest[filled] = np.maximum.reduceat(counts, (np.cumsum(sizes_a) - sizes_a)[filled])
+    widths = bucket_width(longest + featurizer.n_special, featurizer.max_length)
+    return featurizer.collate_flat_many(tokens.ids, None, starts, counts, sizes, widths)
 
 
 def _bucket_of(featurizer: Featurizer, longest_content: int) -> int:

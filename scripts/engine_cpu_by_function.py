@@ -48,7 +48,7 @@ def main() -> None:
         clocked(pipeline_module, name)
     for name in ("prepare", "_decode", "_found", "_assemble", "_tables", "_separate_relations"):
         clocked(pipeline_module.Pipeline, name)
-    clocked(pipeline_module.Prepared, "rows_batch")
+    clocked(pipeline_module.Prepared, "rows_batches")
     clocked(featurize_module.Featurizer, "tokenize_flat")
     clocked(parquet_io_module.RunState, "commit")
     engine = Engine.load(args.bundle, device="cpu", threads=args.threads, streams=args.streams,

@@ -273,6 +273,45 @@ def test_collate_flat_rows_are_token_ranges(data, specials):
         assert b.lengths[r] == len(want_ids)
 
 
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), specials=st.booleans())
+def test_collate_flat_many_is_each_run_collated_alone(data, specials):
+    """Batches gathered at once (views of one buffer) hold what a loop over each run's rows
+    would put there, at each batch's own width, with empty batches and minimum widths."""
+    f = featurizer("char", max_length=12, specials=specials)
+    total = data.draw(st.integers(0, 40))
+    ids = np.arange(100, 100 + total, dtype=np.int64)
+    offsets = np.stack([np.arange(total), np.arange(total) + 1], axis=1).astype(np.int64)
+    rng = st.integers(0, total).flatmap(lambda s: st.tuples(st.just(s), st.integers(0, min(total - s, f.max_content))))
+    runs = data.draw(st.lists(st.lists(rng, max_size=4), max_size=5))
+    min_widths = [data.draw(st.integers(0, 14)) for _ in runs]
+    flat = [r for run in runs for r in run]
+    starts = np.array([s for s, _ in flat], dtype=np.int64)
+    counts = np.array([n for _, n in flat], dtype=np.int64)
+    with_offsets = data.draw(st.booleans())
+    got = f.collate_flat_many(ids, offsets if with_offsets else None, starts, counts, [len(r) for r in runs], min_widths)
+    assert len(got) == len(runs)
+    for b, run, mw in zip(got, runs, min_widths):
+        width = max(max((n for _, n in run), default=0) + f.n_special, mw) if run else 0
+        assert b.input_ids.shape == b.attention_mask.shape == (len(run), width)
+        assert b.input_ids.flags.c_contiguous and b.attention_mask.flags.c_contiguous
+        assert (b.offsets is not None) == with_offsets
+        for r, (s, n) in enumerate(run):
+            want = ([f.cls_id] if specials else []) + ids[s : s + n].tolist() + ([f.sep_id] if specials else [])
+            assert b.input_ids[r].tolist() == want + [f.pad_id] * (width - len(want))
+            assert b.attention_mask[r].tolist() == [1] * len(want) + [0] * (width - len(want))
+            assert b.lengths[r] == len(want)
+            if with_offsets:
+                assert b.offsets[r].tolist() == [[-1, -1]] * f.lead + offsets[s : s + n].tolist() + \
+                    [[-1, -1]] * (width - f.lead - n)
+
+
+def test_collate_flat_many_refuses_sizes_that_miss_rows():
+    f = featurizer("char", max_length=12, specials=True)
+    with pytest.raises(ValueError, match="add up to 1, not the 2 rows"):
+        f.collate_flat_many(np.arange(4), None, np.array([0, 1]), np.array([1, 1]), [1], [0])
+
+
 def test_expand_ranges_lists_every_position_with_its_range():
     import numpy as np
 

@@ -159,28 +159,55 @@ class Featurizer:
         flat ``ids``/``offsets`` (a sentence or a window of one), plus the specials; at least
         ``min_width`` wide (the engine pads to width buckets in the same allocation).
         Without ``offsets`` the batch carries none (a third of the work, unused by the engine)."""
+        return self.collate_flat_many(ids, offsets, starts, counts, [len(counts)], [min_width])[0]
+
+    def collate_flat_many(self, ids: np.ndarray, offsets: np.ndarray | None, starts: np.ndarray,
+                          counts: np.ndarray, sizes: Sequence[int], min_widths: Sequence[int]) -> list[Batch]:
+        """:meth:`collate_flat` of consecutive runs of rows at once: batch k holds the next
+        ``sizes[k]`` rows of ``starts``/``counts``, at least ``min_widths[k]`` wide. All the
+        batches are views of one buffer filled by a few array operations, so a unit's many
+        small batches cost about what one large batch does."""
         starts = np.asarray(starts, dtype=np.int64)
         counts = np.asarray(counts, dtype=np.int64)
-        n = len(counts)
+        sizes_a = np.asarray(sizes, dtype=np.int64)
+        if int(sizes_a.sum()) != len(counts):
+            raise ValueError(f"batch sizes add up to {int(sizes_a.sum())}, not the {len(counts)} rows given")
         lengths = counts + self.n_special
-        if n and lengths.max() > self.max_length:
+        if len(counts) and lengths.max() > self.max_length:
             raise ValueError(f"an item has {lengths.max()} tokens > max_length {self.max_length}")
-        width = max(int(lengths.max()), int(min_width)) if n else 0
-        out_ids = np.full((n, width), self.pad_id, dtype=np.int64)
-        lead = self.lead
+        row_first = np.cumsum(sizes_a) - sizes_a
+        longest = np.zeros(len(sizes_a), dtype=np.int64)
+        filled = sizes_a > 0
+        if filled.any():
+            longest[filled] = np.maximum.reduceat(lengths, row_first[filled])
+        widths = np.maximum(longest, np.asarray(min_widths, dtype=np.int64))
+        widths[~filled] = 0  # an empty batch is (0, 0), as ever
+        batch_of = np.repeat(np.arange(len(sizes_a)), sizes_a)
+        cells = sizes_a * widths
+        cell_first = np.cumsum(cells) - cells
+        row_at = cell_first[batch_of] + (np.arange(len(counts)) - row_first[batch_of]) * widths[batch_of]
+        total = int(cells.sum())
+        flat_ids = np.full(total, self.pad_id, dtype=np.int64)
         row, src = expand_ranges(starts, counts)
-        col = src - starts[row]
-        out_ids[row, lead + col] = ids[src]
-        out_offs = None
+        at = row_at[row] + self.lead + (src - starts[row])
+        flat_ids[at] = ids[src]
+        flat_offs = None
         if offsets is not None:
-            out_offs = np.full((n, width, 2), -1, dtype=np.int64)
-            out_offs[row, lead + col] = offsets[src]
-        if lead and n:
-            out_ids[:, 0] = self.cls_id
+            flat_offs = np.full((total, 2), -1, dtype=np.int64)
+            flat_offs[at] = offsets[src]
+        if self.lead:
+            flat_ids[row_at] = self.cls_id
         if self.sep_id is not None:
-            out_ids[np.arange(n), lead + counts] = self.sep_id
-        mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
-        return Batch(out_ids, mask, out_offs, lengths)
+            flat_ids[row_at + self.lead + counts] = self.sep_id
+        flat_mask = np.zeros(total, dtype=np.int64)
+        flat_mask[expand_ranges(row_at, lengths)[1]] = 1  # a left-aligned prefix of each row
+        out = []
+        for k, (c0, n, w, r0) in enumerate(zip(cell_first.tolist(), sizes_a.tolist(), widths.tolist(),
+                                                row_first.tolist())):
+            cut = slice(c0, c0 + n * w)
+            out.append(Batch(flat_ids[cut].reshape(n, w), flat_mask[cut].reshape(n, w),
+                             None if flat_offs is None else flat_offs[cut].reshape(n, w, 2), lengths[r0 : r0 + n]))
+        return out
 
     def truncate(self, item: Encoded) -> tuple[Encoded, bool]:
         """Cut an item to ``max_content`` tokens; says whether anything was cut."""
