@@ -274,6 +274,25 @@ def test_device_cuda_without_gpu_is_one_line(tmp_path, bundle):
     assert not (tmp_path / "o").exists()
 
 
+def test_default_batch_tokens_follow_the_recurrent_flag_and_the_provider(tmp_path, bundle):
+    """Small batches for a recurrent stage 1 on CPU, 4,096 for other graphs and bundles
+    exported before the flag, 65,536 on CUDA whatever the graph; an explicit value wins."""
+    from nere.engine.api import auto_batch_tokens
+    from nere.engine.bundle import CUDA
+
+    rec = {"graphs": {"stage1": {"recurrent": True}}}
+    cpu = "CPUExecutionProvider"
+    assert auto_batch_tokens(rec, cpu) == 1024 and auto_batch_tokens(rec, CUDA) == 65536
+    assert auto_batch_tokens({"graphs": {"stage1": {"recurrent": False}}}, cpu) == 4096
+    assert auto_batch_tokens({"graphs": {"stage1": {}}}, cpu) == 4096 and auto_batch_tokens(None, cpu) == 4096
+    assert auto_batch_tokens(None, CUDA) == 65536
+    assert Engine.load(bundle, device="cpu", threads=2).batch_tokens == 4096  # the test bundle is no LSTM
+    assert Engine.load(bundle, device="cpu", threads=2, batch_tokens=333).batch_tokens == 333
+    shipped = Engine.load(Path(__file__).resolve().parents[1] / "artifacts" / "zh-msra-ner-bilstm-crf-int8",
+                          device="cpu", threads=2)  # a recurrent bundle, as exported
+    assert (shipped.batch_tokens, shipped.streams) == (1024, 2)
+
+
 def test_default_streams_follow_the_recurrent_flag(tmp_path, bundle):
     """Two model calls at once when stage 1 is recurrent (graphs.stage1.recurrent) on 2+
     threads, one otherwise; an explicit value wins; an unreadable manifest falls back to 1
