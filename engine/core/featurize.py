@@ -202,8 +202,7 @@ class Featurizer:
         flat_mask = np.zeros(total, dtype=np.int64)
         flat_mask[expand_ranges(row_at, lengths)[1]] = 1  # a left-aligned prefix of each row
         out = []
-        for k, (c0, n, w, r0) in enumerate(zip(cell_first.tolist(), sizes_a.tolist(), widths.tolist(),
-                                                row_first.tolist())):
+        for c0, n, w, r0 in zip(cell_first.tolist(), sizes_a.tolist(), widths.tolist(), row_first.tolist()):
             cut = slice(c0, c0 + n * w)
             out.append(Batch(flat_ids[cut].reshape(n, w), flat_mask[cut].reshape(n, w),
                              None if flat_offs is None else flat_offs[cut].reshape(n, w, 2), lengths[r0 : r0 + n]))
