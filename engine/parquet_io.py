@@ -281,6 +281,9 @@ class Part:
             self.tmp(table).unlink(missing_ok=True)
 
 
+RESUME_OPTIONS = frozenset({"batch_tokens", "max_doc_chars", "part_docs", "limit"})  # `nere extract` options in the run config
+
+
 class RunState:
     """The output folder of one run: its checks, its progress record, its parts."""
 
@@ -339,9 +342,11 @@ class RunState:
         changed = [k for k in sorted(set(old) | set(self.config)) if old.get(k) != self.config.get(k)]
         if changed:
             k = changed[0]
+            # defaults can change between versions (batch_tokens did): name the option to pass
+            hint = f" (pass --{k.replace('_', '-')} {old[k]})" if k in RESUME_OPTIONS and old.get(k) is not None else ""
             raise EngineError(
                 f"cannot resume {self.folder}: {k} was {old.get(k)!r}, now {self.config.get(k)!r}; "
-                "rerun with the same inputs, bundles and options, or use --overwrite"
+                f"rerun with the same inputs, bundles and options{hint}, or use --overwrite"
             )
         self.parts = parts
         self.complete = bool(record.get("complete"))

@@ -185,6 +185,8 @@ def test_out_dir_rules(tmp_path, bundle):
     assert code == 0 and "0 documents this run; 30 done before resuming" in output
     code, output = cli(*args, "--resume", "--limit", "5")
     assert code != 0 and "cannot resume" in output and "limit was None, now 5" in output
+    code, output = cli(*args, "--resume", "--batch-tokens", "333")
+    assert code != 0 and "batch_tokens was 4096, now 333" in output and "(pass --batch-tokens 4096)" in output
     (out / "notes.txt").write_text("mine")
     code, output = cli(*args, "--overwrite")
     assert code != 0 and "holds files nere extract did not write (notes.txt)" in output
