@@ -368,6 +368,38 @@ def test_streams_change_nothing_in_the_tables(bundles, engines, kind):
     assert got.entities.equals(one.entities) and got.relations.equals(one.relations)
 
 
+@pytest.mark.parametrize("kind", ["joint", "crf"])
+def test_stage1_jobs_of_several_batches_change_nothing(bundles, kind, monkeypatch):
+    """A worker runs a job of consecutive batches of one unit, up to STAGE1_JOB_POSITIONS
+    padded positions (a batch alone may exceed it); one batch per job gives the same tables."""
+    import nere.engine.pipeline as pipeline_module
+
+    jobs: list[list[tuple[int, int]]] = []  # per job: (unit key, padded positions) of its batches
+    real_ahead = pipeline_module._ahead
+
+    def recording_ahead(work, items, depth=1, workers=1):
+        items = list(items)
+        jobs.extend([(id(it[1]), b.input_ids.size) for _, b in it[3]] for it in items)
+        return real_ahead(work, items, depth, workers)
+
+    monkeypatch.setattr(pipeline_module, "_ahead", recording_ahead)
+    from nere.engine.api import UNIT_DOCS
+
+    texts = [" ".join(["alice smith works for acme corp"] * (k % 5 + 1) + ["in paris"] * (k % 3))
+             for k in range(UNIT_DOCS + 200)]  # two units, run as one stream of jobs
+    engine = Engine.load(bundles[kind], device="cpu", threads=2, batch_tokens=64, streams=2)
+    many = engine.extract_all(texts)
+    grouped = [j for j in jobs if len(j) > 1]
+    assert len({u for j in jobs for u, _ in j}) == 2
+    assert grouped and all(len({u for u, _ in j}) == 1 for j in jobs)  # several batches, one unit each
+    assert all(sum(p for _, p in j) <= pipeline_module.STAGE1_JOB_POSITIONS for j in grouped)
+    jobs.clear()
+    monkeypatch.setattr(pipeline_module, "STAGE1_JOB_POSITIONS", 1)
+    one = engine.extract_all(texts)
+    assert jobs and all(len(j) == 1 for j in jobs)
+    assert many.entities.num_rows > 0 and many.entities.equals(one.entities) and many.relations.equals(one.relations)
+
+
 def test_streams_must_be_positive(bundles):
     from nere.engine.errors import EngineError
 
