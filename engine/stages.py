@@ -20,7 +20,7 @@ from nere.engine.core.featurize import Batch, Encoded, Featurizer, Tokens, expan
 
 WIDTH_STEP = 8
 PAIR_BUDGET_FACTOR = 8  # stage-2 pair-positions per call, in units of batch_tokens
-DECODE_GROUP_POSITIONS = 32768  # padded positions decoded together (8 CPU batches; a CUDA batch is larger
+DECODE_GROUP_POSITIONS = 32768  # padded positions decoded together (8-32 CPU batches; a CUDA batch is larger
                                 # and decodes alone, so no extra GPU memory is held)
 STAGE1_JOB_POSITIONS = 4096  # padded positions of consecutive batches one worker runs in a row (one hand-off)
 
