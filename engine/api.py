@@ -59,10 +59,10 @@ def _recurrent(manifest: dict[str, Any] | None) -> bool:
 
 def auto_batch_tokens(manifest: dict[str, Any] | None, provider: str) -> int:
     """Default padded tokens per stage-1 batch: 65,536 on CUDA; on CPU 1,024 for a recurrent
-    stage-1 graph, whose LSTM runs faster on small batches (its whole-batch gate
-    projections then stay in cache: model alone +26-34%, end to end +22-27% documents/s
-    against 4,096 for the English and MSRA BiLSTM-CRF bundles, docs/benchmarks.md "Batch
-    size"), 4,096 otherwise (transformers: no clear difference)."""
+    stage-1 graph, whose LSTM runs faster on small batches (against 4,096 on 2 cores, English
+    and MSRA BiLSTM-CRF bundles: model alone +14-34%, end to end +13-22% documents/s;
+    docs/benchmarks.md "Engine overhead", item 31), 4,096 otherwise (transformers: no clear
+    difference)."""
     if provider == CUDA:
         return BATCH_TOKENS["cuda"]
     return RECURRENT_CPU_BATCH_TOKENS if _recurrent(manifest) else BATCH_TOKENS["cpu"]
