@@ -497,6 +497,18 @@ def _cpu_split(c: Config, documents: int) -> dict[str, Any]:
             "engine_us_per_document": round(engine * us, 1), "model_share": round(model / process, 4) if process else None}
 
 
+def _idle_ends(c: Config) -> dict[str, Any]:
+    """Milliseconds of each end-to-end run before its first model call (reading and preparing
+    the first unit) and after its last (decoding and writing the last unit), medians, and
+    their share of the run's wall time: costs a short corpus pays once, a long one amortises."""
+    runs = [(r["before_model"], r["after_model"], s) for r, s in zip(c.e2e_cpu, c.e2e) if "before_model" in r]
+    if not runs:
+        return {"skipped": "no model calls in the end-to-end runs"}
+    return {"before_first_model_call": round(1e3 * _median([b for b, _, _ in runs]), 1),
+            "after_last_model_call": round(1e3 * _median([a for _, a, _ in runs]), 1),
+            "share_of_wall": round(_median([(b + a) / s for b, a, s in runs]), 4)}
+
+
 def build_report(configs: list[Config], baselines: list[dict], stats: CorpusStats, st: Settings, started: datetime,
                  load_start: list | None) -> dict[str, Any]:
     models = []
@@ -511,6 +523,7 @@ def build_report(configs: list[Config], baselines: list[dict], stats: CorpusStat
             "model_only": model,
             "end_to_end_over_model_only": round(ratio, 4) if ratio is not None else None,
             "end_to_end_cpu": _cpu_split(c, s.documents),
+            "end_to_end_model_idle_ms": _idle_ends(c),
             "breakdown_s": c.profile.phases,
             "model_batches": c.profile.batches,
             "outputs": {"entities": s.entities, "relations": s.relations, "failed_documents": s.failed},

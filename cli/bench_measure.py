@@ -189,7 +189,9 @@ def end_to_end(engine: Engine, corpus: str | Path, limit: int | None, out_dir: P
                text_col: str = "text", cpu: dict[str, float] | None = None) -> tuple[float, dict[str, Any]]:
     """Seconds for ``Engine.run`` (read -> tables written as Parquet) and its summary;
     with ``cpu``, also the run's process CPU seconds and the thread CPU seconds inside its
-    model calls (``cpu["process"]``, ``cpu["model"]``; see :func:`cpu_split_note`)."""
+    model calls (``cpu["process"]``, ``cpu["model"]``; see :func:`cpu_split_note`), and the
+    seconds before its first model call and after its last (``cpu["before_model"]``,
+    ``cpu["after_model"]``; wall time, measured whatever the threads)."""
     shutil.rmtree(out_dir, ignore_errors=True)
     clock = CallClock()
     with clock.attached(pipeline_module, ["run_stage1", "run_stage2"], "model") if cpu is not None else nullcontext():
@@ -197,9 +199,13 @@ def end_to_end(engine: Engine, corpus: str | Path, limit: int | None, out_dir: P
         started = time.perf_counter()
         summary = engine.run(corpus, out_dir, id_col=id_col, text_col=text_col, limit=limit, progress=False,
                              overwrite=True)
-        seconds = time.perf_counter() - started
+        ended = time.perf_counter()
+        seconds = ended - started
         if cpu is not None:
             cpu.update(process=time.process_time() - cpu0, model=clock.seconds["model"])
+            if "model" in clock.span:
+                first, last = clock.span["model"]
+                cpu.update(before_model=first - started, after_model=ended - last)
     shutil.rmtree(out_dir, ignore_errors=True)
     return seconds, summary
 

@@ -4,7 +4,9 @@
 (``time.thread_time``) to a per-name total, in whichever thread calls it. Around the
 engine's stage calls that is the model's CPU when each onnxruntime call runs on one
 intra-op thread (the calling thread); onnxruntime's pool threads, used with more intra-op
-threads, are not counted. Imports nothing from the engine, so a script can load this file
+threads, are not counted. It also keeps each name's wall-clock span (the first call's
+start, the last call's end): the bench reports how long a run waits before its first model
+call and after its last. Imports nothing from the engine, so a script can load this file
 beside an older revision of the package.
 """
 from __future__ import annotations
@@ -20,18 +22,23 @@ from typing import Any, Callable, Iterator, Sequence
 class CallClock:
     def __init__(self) -> None:
         self.seconds: collections.Counter = collections.Counter()
+        # per key: (perf_counter at the first call's start, at the last call's end), for the
+        # wall time before the first call and after the last one (the bench's idle ends)
+        self.span: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
     def wrap(self, real: Callable, key: str) -> Callable:
         @functools.wraps(real)
         def timed(*a: Any, **k: Any) -> Any:
-            t0 = time.thread_time()
+            w0, t0 = time.perf_counter(), time.thread_time()
             try:
                 return real(*a, **k)
             finally:
-                spent = time.thread_time() - t0
+                spent, w1 = time.thread_time() - t0, time.perf_counter()
                 with self._lock:
                     self.seconds[key] += spent
+                    first, last = self.span.get(key, (w0, w1))
+                    self.span[key] = (min(first, w0), max(last, w1))
 
         return timed
 
