@@ -85,12 +85,9 @@ class Prepared:
     def n_tokens(self) -> int:
         return int(self.row_n.sum())
 
-    def rows_batch(self, featurizer: Featurizer, rows: np.ndarray) -> Batch:
-        """The padded stage-1 batch of these model rows (windows of sentences)."""
-        return self.rows_batches(featurizer, [rows])[0]
-
     def rows_batches(self, featurizer: Featurizer, batches: list[np.ndarray]) -> list[Batch]:
-        """The padded stage-1 batch of each list of model rows, all gathered at once."""
+        """The padded stage-1 batch of each list of model rows (windows of sentences), all
+        gathered at once."""
         rows = np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
         starts = self.tokens.first[self.row_sent[rows]] + self.row_tok0[rows]
         return collate_flat_many(featurizer, self.tokens, starts, self.row_n[rows], [len(b) for b in batches])

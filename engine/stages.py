@@ -70,16 +70,12 @@ def collate(featurizer: Featurizer, items: Sequence[Encoded]) -> Batch:
     return featurizer.collate(items, _bucket_of(featurizer, longest))
 
 
-def collate_flat(featurizer: Featurizer, tokens: Tokens, starts: np.ndarray, counts: np.ndarray) -> Batch:
-    """:func:`collate` of token ranges of flat tokens (see ``Featurizer.collate_flat``), without
-    per-position offsets: the engine maps spans to characters through ``tokens`` itself."""
-    return collate_flat_many(featurizer, tokens, starts, counts, [len(counts)])[0]
-
-
 def collate_flat_many(featurizer: Featurizer, tokens: Tokens, starts: np.ndarray, counts: np.ndarray,
                       sizes: Sequence[int]) -> list[Batch]:
-    """:func:`collate_flat` of consecutive runs of ``sizes`` rows (one unit's batches) at once,
-    each padded to its own bucket width (``Featurizer.collate_flat_many``)."""
+    """:func:`collate` of token ranges of flat tokens, for consecutive runs of ``sizes`` rows
+    (one unit's batches) at once, each padded to its own bucket width
+    (``Featurizer.collate_flat_many``); without per-position offsets: the engine maps spans
+    to characters through ``tokens`` itself."""
     counts = np.asarray(counts, dtype=np.int64)
     sizes_a = np.asarray(sizes, dtype=np.int64)
     longest = np.zeros(len(sizes_a), dtype=np.int64)

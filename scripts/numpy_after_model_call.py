@@ -34,7 +34,7 @@ def main() -> None:
     pipe = Engine.load(args.bundle, device="cpu", threads=1, streams=1).pipeline
     f = pipe.ner.featurizer
     prep = pipe.prepare(Unit(table.column("id").combine_chunks(), table.column("text").to_pylist()))
-    batches = [prep.rows_batch(f, rows) for rows in prep.batches]
+    batches = prep.inputs
     middle = prep.batches[len(prep.batches) // 2]
     big = np.random.default_rng(0).random(4 << 20)  # 32 MB
 
@@ -47,7 +47,7 @@ def main() -> None:
         a = np.full((35, 128), 1, dtype=np.int64)
         (a * 2).sum()
 
-    steps = {"gather one batch": lambda: prep.rows_batch(f, middle), "three numpy calls": small_numpy,
+    steps = {"gather one batch": lambda: prep.rows_batches(f, [middle])[0], "three numpy calls": small_numpy,
              "np.add(1, 2)": lambda: np.add(1, 2), "2,000-step Python loop": python_loop}
     between = {"nothing (a loop)": lambda b: None, "a stage-1 call": lambda b: run_stage1(pipe.ner.stage1, b, ["emissions"]),
                "a 5 ms sleep": lambda b: time.sleep(0.005), "a pass over 32 MB": lambda b: big.sum()}

@@ -110,17 +110,20 @@ def test_batches_respect_token_budget(tmp_path):
 
 def test_collated_batches_have_bucket_width(tmp_path):
     """Stage-1 batches are built at the bucket width directly (multiple of 8, capped at
-    max_length), from flat tokens and from items alike, padding beyond each row."""
+    max_length), each its own, when a unit's batches are gathered at once; from flat tokens
+    and from items alike, padding beyond each row."""
     from nere.engine.core.featurize import Encoded, Tokens
-    from nere.engine.stages import collate, collate_flat
+    from nere.engine.stages import collate, collate_flat_many
 
     f = load_bundle(make_bundle(tmp_path / "b", max_length=20), device="cpu").featurizer
     ids = np.arange(5, 45, dtype=np.int64)
     offs = np.stack([np.arange(40), np.arange(40) + 1], axis=1)
     tokens = Tokens(ids, offs, np.array([0, 40]))
-    for counts, want in (([3, 1], 8), ([7], 16), ([18], 20)):
-        starts = np.arange(len(counts)) * 2
-        b = collate_flat(f, tokens, starts, np.array(counts))
+    cases = (([3, 1], 8), ([7], 16), ([18], 20))
+    all_starts = [np.arange(len(counts)) * 2 for counts, _ in cases]
+    gathered = collate_flat_many(f, tokens, np.concatenate(all_starts), np.concatenate([c for c, _ in cases]),
+                                 [len(c) for c, _ in cases])
+    for (counts, want), starts, b in zip(cases, all_starts, gathered):
         assert b.input_ids.shape[1] == want == b.attention_mask.shape[1]
         assert b.offsets is None  # the engine maps spans through the flat tokens
         assert (b.attention_mask.sum(axis=1) == np.array(counts) + f.n_special).all()
