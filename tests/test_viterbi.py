@@ -312,3 +312,27 @@ def test_forbidding_transitions_pin_nothing_and_the_decoder_stops_sampling(monke
     for _ in range(calls):
         assert np.array_equal(decoder.decode(em, lengths), want)
     assert len(sampled) == viterbi_module.PIN_GIVE_UP + calls // viterbi_module.PIN_RETRY_EVERY
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rare_top_tags_are_pinned_by_the_second_round(seed, monkeypatch):
+    """A tag that tops too few positions for a pass of its own (an entity tag) is still
+    pinned where its margin suffices: the free positions are tested for their own top
+    tag. Without that round those positions stay free; with it, fewer do, and the paths
+    equal the full search either way."""
+    rng = np.random.default_rng(500 + seed)
+    ntags, batch, time = 9, 80, 40
+    trans, start, end = (rng.normal(0, 0.5, s).astype(np.float32) for s in ((ntags, ntags), ntags, ntags))
+    em = rng.normal(0, 1.0, (batch, time, ntags)).astype(np.float32)
+    top = rng.choice(ntags, size=(batch, time), p=[0.84] + [0.02] * (ntags - 1))  # tags 1.. below PIN_TAG_SHARE
+    np.put_along_axis(em, top[..., None], np.take_along_axis(em, top[..., None], -1) + 8.0, axis=-1)
+    lengths = rng.integers(1, time + 1, batch)
+    lengths[0] = time
+    rare = (top > 0) & (np.arange(time)[None, :] < lengths[:, None])
+    with_round = _pin_share(em, lengths, trans, start, end)
+    want = _full_search(em, lengths, trans, start, end)
+    assert np.array_equal(viterbi_decode(em, lengths, trans, start, end), want)
+    monkeypatch.setattr(viterbi_module, "_pin_tops", lambda *a: None)
+    without = _pin_share(em, lengths, trans, start, end)
+    assert np.array_equal(viterbi_decode(em, lengths, trans, start, end), want)
+    assert with_round - without > 0.5 * rare.sum() / lengths.sum()  # most rare-top positions pinned now

