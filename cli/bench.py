@@ -309,8 +309,8 @@ def load_configs(st: Settings) -> list[Config]:
     pairings: list[tuple[str | None, Any, str | None]] = [(None, None, None)]  # (path, RE bundle, its checkpoint)
     if st.re_models:
         pairings = []
-        for re_path in st.re_models:  # one RE call at a time, with all threads
-            re_bundle = bundle_at(re_path, 1)
+        for re_path in st.re_models:  # its sessions on threads // the engine's RE streams
+            re_bundle = bundle_at(re_path, auto_streams(read_manifest_json(re_path), st.threads))
             if re_bundle.re is None:
                 raise EngineError(f"--re-model {re_path}: bundle has no relation stage (task {re_bundle.task})")
             pairings.append((re_path, re_bundle, st.re_checkpoint or checkpoint_of(re_bundle.manifest)))

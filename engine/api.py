@@ -43,12 +43,17 @@ FAILURE_SAMPLE = 100  # failures listed in the summary (all are in failures/)
 
 
 def auto_streams(manifest: dict[str, Any] | None, threads: int) -> int:
-    """Default stage-1 calls in flight: 2 on 2+ threads when the bundle's stage-1 graph is
-    recurrent (``graphs.stage1.recurrent``, recorded by export from the graph's operators),
-    whose LSTM operator parallelises poorly inside one call (measured on 2 cores: +3-17%
-    documents/s for every BiLSTM bundle, docs/benchmarks.md "Streams"); 1 otherwise
-    (transformers use all threads well inside one call: -15% with 2)."""
-    return 2 if _recurrent(manifest) and threads >= 2 else 1
+    """Default model calls in flight: 2 on 2+ threads for the project's small encoders,
+    whose operators parallelise poorly inside one call: a recurrent stage-1 graph
+    (``graphs.stage1.recurrent``, recorded by export from the graph's operators) or any
+    encoder that reads no [CLS] token (``tokenizer.cls_token`` null: the BiLSTM and ACNN
+    kinds; BERT-style encoders read one). Measured on 2 cores: +3-17% documents/s for every
+    BiLSTM NER bundle (docs/benchmarks.md "Streams"); a separate RE bundle's calls +14%
+    (BiLSTM), +17% (BiLSTM-Att), +26% (ACNN) ("Engine overhead", item 33). 1 otherwise:
+    transformers use all threads well inside one call (-15% with 2)."""
+    tokenizer = (manifest or {}).get("tokenizer")
+    no_cls = isinstance(tokenizer, dict) and "cls_token" in tokenizer and tokenizer["cls_token"] is None
+    return 2 if threads >= 2 and (_recurrent(manifest) or no_cls) else 1
 
 
 def _recurrent(manifest: dict[str, Any] | None) -> bool:
@@ -100,11 +105,13 @@ class Engine:
         max_doc_chars: int = DEFAULT_MAX_DOC_CHARS,
         streams: int | None = None,
         tune_allocator: bool = True,
+        re_streams: int | None = None,
     ) -> None:
         """``threads``: CPU threads in all [default: all cores]; ``streams``: stage-1 model
         calls running at once, each with ``threads // streams`` onnxruntime threads
-        [default: :func:`auto_streams`]; a separate RE bundle runs one call at a time with all
-        ``threads``. A ``Bundle`` passed in already loaded keeps the threads its sessions
+        [default: :func:`auto_streams`]; ``re_streams``: the same for a separate RE bundle's
+        calls (a unit's RE batches, each stage 1 then stage 2) [default: :func:`auto_streams`
+        of the RE bundle]. A ``Bundle`` passed in already loaded keeps the threads its sessions
         were opened with. ``tune_allocator``: raise glibc malloc's mmap and trim thresholds
         for this process (:mod:`nere.engine.allocator`; also off with ``NERE_TUNE_ALLOCATOR=0``)."""
         if tune_allocator:
@@ -117,13 +124,19 @@ class Engine:
         self.call_threads = max(1, total // streams)
         if not isinstance(bundle, Bundle):
             bundle = load_bundle(bundle, device, self.call_threads)
+        if re_bundle is not None and re_streams is None:
+            re_streams = auto_streams(
+                re_bundle.manifest if isinstance(re_bundle, Bundle) else read_manifest_json(re_bundle), total)
+        re_streams = 1 if re_bundle is None else int(re_streams)  # type: ignore[arg-type]
+        if re_streams < 1:
+            raise EngineError(f"re_streams must be positive, got {re_streams}")
         if re_bundle is not None and not isinstance(re_bundle, Bundle):
-            re_bundle = load_bundle(re_bundle, device, total)  # its calls run one at a time, in this thread
+            re_bundle = load_bundle(re_bundle, device, max(1, total // re_streams))
         self.bundle, self.re_bundle = bundle, re_bundle
-        self.device, self.threads, self.streams = device, threads, int(streams)
+        self.device, self.threads, self.streams, self.re_streams = device, threads, int(streams), re_streams
         if batch_tokens is None:
             batch_tokens = auto_batch_tokens(bundle.manifest, bundle.provider)
-        self.pipeline = Pipeline(bundle, re_bundle, batch_tokens, max_doc_chars, streams)
+        self.pipeline = Pipeline(bundle, re_bundle, batch_tokens, max_doc_chars, streams, re_streams)
 
     @classmethod
     def load(
@@ -136,9 +149,11 @@ class Engine:
         max_doc_chars: int = DEFAULT_MAX_DOC_CHARS,
         streams: int | None = None,
         tune_allocator: bool = True,
+        re_streams: int | None = None,
     ) -> "Engine":
         """Load and verify the bundle(s); raises BundleError/EngineError with one line."""
-        return cls(bundle, re_bundle, device, threads, batch_tokens, max_doc_chars, streams, tune_allocator)
+        return cls(bundle, re_bundle, device, threads, batch_tokens, max_doc_chars, streams, tune_allocator,
+                   re_streams)
 
     @property
     def provider(self) -> str:
@@ -156,6 +171,7 @@ class Engine:
             "threads": self.threads or os.cpu_count(),
             "streams": self.streams,
             "threads_per_stream": self.call_threads,
+            "re_streams": self.re_streams if self.re_bundle is not None else None,
             "batch_tokens": self.batch_tokens,
             "allocator": allocator.allocator_settings(),
             "provider_notes": self.bundle.notes + (self.re_bundle.notes if self.re_bundle else []),

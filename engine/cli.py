@@ -43,7 +43,10 @@ def _print_summary(s: dict[str, Any]) -> None:
 @click.option("--threads", type=click.IntRange(1), default=None, help="onnxruntime CPU threads [default: all cores].")
 @click.option("--streams", type=click.IntRange(1), default=None,
               help="Model calls at once, each with threads/streams threads [default: 2 for bundles with a "
-                   "recurrent (BiLSTM) stage 1 on 2+ threads, else 1].")
+                   "recurrent (BiLSTM) stage 1 or no [CLS] token on 2+ threads, else 1].")
+@click.option("--re-streams", type=click.IntRange(1), default=None,
+              help="The same for the --re-model bundle's calls [default: 2 for its BiLSTM and ACNN kinds on 2+ "
+                   "threads, 1 for BERT-style ones].")
 @click.option("--resume", is_flag=True, help="Continue a killed run in --out; finished parts are kept.")
 @click.option("--overwrite", is_flag=True, help="Replace the results already in --out.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N input rows.")
@@ -54,14 +57,14 @@ def _print_summary(s: dict[str, Any]) -> None:
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 @click.option("--preview", type=click.IntRange(0), default=0, show_default=True,
               help="Print the first N rows of the entity and relation tables when done.")
-def extract(inputs, model, re_model, out, id_col, text_col, device, batch_tokens, threads, streams, resume, overwrite,
-            limit, max_doc_chars, part_docs, progress, preview) -> None:
+def extract(inputs, model, re_model, out, id_col, text_col, device, batch_tokens, threads, streams, re_streams, resume,
+            overwrite, limit, max_doc_chars, part_docs, progress, preview) -> None:
     """Extract entities (and relations) from the Parquet files or folders INPUT..."""
     from nere.engine.api import Engine
 
     try:
         engine = Engine.load(model, re_model, device=device, threads=threads, batch_tokens=batch_tokens,
-                             max_doc_chars=max_doc_chars, streams=streams)
+                             max_doc_chars=max_doc_chars, streams=streams, re_streams=re_streams)
         summary = engine.run(list(inputs), out, id_col=id_col, text_col=text_col, resume=resume,
                              overwrite=overwrite, limit=limit, progress=progress, part_docs=part_docs)
     except EngineError as err:

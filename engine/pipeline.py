@@ -200,6 +200,7 @@ class Pipeline:
         batch_tokens: int = 8192,
         max_doc_chars: int = DEFAULT_MAX_DOC_CHARS,
         streams: int = 1,
+        re_streams: int = 1,
     ) -> None:
         if ner.ner is None:
             raise EngineError(
@@ -212,8 +213,8 @@ class Pipeline:
                 raise EngineError(f"bundle {ner.path} is a joint bundle with its own relation stage; drop the RE bundle")
         if batch_tokens < 1:
             raise EngineError(f"batch_tokens must be positive, got {batch_tokens}")
-        if streams < 1:
-            raise EngineError(f"streams must be positive, got {streams}")
+        if streams < 1 or re_streams < 1:
+            raise EngineError(f"streams must be positive, got {min(streams, re_streams)}")
         self.ner = ner
         self.re_bundle = re_bundle
         crf = ner.ner.crf
@@ -222,6 +223,7 @@ class Pipeline:
         self.batch_tokens = int(batch_tokens)
         self.max_doc_chars = int(max_doc_chars)
         self.streams = int(streams)  # stage-1 calls in flight at once (worker threads)
+        self.re_streams = int(re_streams)  # a separate RE bundle's batches run at once
         self.relations = "joint" if ner.re is not None else ("separate" if re_bundle is not None else None)
         # an RE bundle with the NER bundle's tokenizer reuses the unit's tokens (the usual
         # case: both built from the same training text, or the same pretrained BERT)
@@ -332,7 +334,7 @@ class Pipeline:
                     self._decode(prep, group, founds, rel_cands)
                     g, group = g + 1, []
             if g == len(groups):  # the unit's last group is decoded
-                yield key, self._assemble(prep, founds, rel_cands)
+                yield key, self._assemble(prep, founds, rel_cands, overlap)
 
     def _decode(self, prep: Prepared, items: list[tuple[np.ndarray, Batch, dict[str, Any]]],
                 founds: list[Found], rel_cands: dict[int, list]) -> None:
@@ -412,7 +414,8 @@ class Pipeline:
             ))
 
     # ---------------------------------------------------------------- outputs
-    def _assemble(self, prep: Prepared, founds: list[Found], rel_cands: dict[int, list]) -> UnitResult:
+    def _assemble(self, prep: Prepared, founds: list[Found], rel_cands: dict[int, list],
+                  overlap: bool = True) -> UnitResult:
         """Merge windows, map token spans to document characters, number entities per
         document and attach relations to entity ids, all in document order."""
         unit = prep.unit
@@ -461,11 +464,12 @@ class Pipeline:
             tok_s, tok_e = ts.tolist(), te.tolist()
             sent_ents = [(s_i, [(starts[k], ends[k], labels[k], int(eid[k]), tok_s[k], tok_e[k]) for k in range(k0, k1)])
                          for s_i, (k0, k1) in ranges.items()]
-            rels = self._separate_relations(prep, sent_ents)
+            rels = self._separate_relations(prep, sent_ents, overlap)
         return self._tables(prep, ent, sorted(rels, key=lambda r: r[:3]))
 
     def _separate_relations(self, prep: Prepared,
-                            sent_ents: list[tuple[int, list[tuple[int, int, str, int, int, int]]]]) -> list[tuple]:
+                            sent_ents: list[tuple[int, list[tuple[int, int, str, int, int, int]]]],
+                            overlap: bool = True) -> list[tuple]:
         """Relations from a separate RE bundle: its own tokenizer re-encodes the sentences
         that have candidate pairs and the NER character spans map onto its tokens, unless
         it is the NER bundle's tokenizer: then the unit's tokens and the NER token spans
@@ -519,22 +523,33 @@ class Pipeline:
             for w in sorted(by_window):
                 rows.append(_window(enc, w, size))
                 row_pairs.append(by_window[w])
-        out = []
         lead = f.lead
-        for batch_rows in plan_batches(np.array([len(r.ids) for r in rows], dtype=np.int64), f, self.batch_tokens):
-            batch = collate(f, [rows[r] for r in batch_rows])
-            hidden = run_stage1(rb.stage1, batch, ["hidden"])["hidden"]
+
+        def score(batch_rows: np.ndarray) -> list[tuple]:
+            """One RE batch: stage 1, then stage 2 over its rows' pairs; (doc, head id, tail
+            id, label index, score) of each pair not given the negative label."""
             flat = [(i,) + p for i, r in enumerate(batch_rows) for p in row_pairs[r]]
             if not flat:
-                continue
+                return []
+            batch = collate(f, [rows[r] for r in batch_rows])
+            hidden = run_stage1(rb.stage1, batch, ["hidden"])["hidden"]
             a = np.asarray([p[:7] for p in flat], dtype=np.int64)
             probs = run_stage2(rb.stage2, hidden, batch.input_ids.shape[1], a[:, 0],
                                (lead + a[:, 1], lead + a[:, 2], a[:, 3]), (lead + a[:, 4], lead + a[:, 5], a[:, 6]),
                                self.batch_tokens)
             best = probs.argmax(axis=1)
-            out.extend((flat[k][7], flat[k][8], flat[k][9], int(best[k]), float(probs[k, best[k]]))
-                       for k in np.flatnonzero(best != 0))
-        return out
+            return [(flat[k][7], flat[k][8], flat[k][9], int(best[k]), float(probs[k, best[k]]))
+                    for k in np.flatnonzero(best != 0)]
+
+        batches = plan_batches(np.array([len(r.ids) for r in rows], dtype=np.int64), f, self.batch_tokens)
+        if overlap and self.re_streams > 1 and len(batches) > 1:
+            # the batches on re_streams workers at once, like stage 1's streams: small recurrent
+            # graphs run better as concurrent one-thread calls than one call on all threads
+            with ThreadPoolExecutor(max_workers=self.re_streams, thread_name_prefix="nere-re") as pool:
+                parts = list(pool.map(score, batches))
+        else:
+            parts = [score(b) for b in batches]
+        return [r for part in parts for r in part]
 
     def _tables(self, prep: Prepared, ent: dict[str, Any], rels: list[tuple]) -> UnitResult:
         unit = prep.unit

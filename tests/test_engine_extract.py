@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from fixtures_bundles import make_bundle, tag_of
 from nere.engine.api import Engine
+from nere.engine.errors import EngineError
 from nere.engine.core.tags import tags_to_spans
 
 # entity "units": a B word then up to two I words of the same label (<= the window overlap)
@@ -218,6 +219,40 @@ def test_separate_re_bundle(engines, bundles):
     got = _triples(short.extract([text])[1])
     assert (0, "alice smith", "acme corp", "Work_For") in got
     assert not any(t[2] == "paris" for t in got)  # 20 tokens apart: no 6-token window holds both
+
+
+def test_separate_re_batches_run_on_re_streams_with_the_same_tables(bundles, monkeypatch):
+    """With re_streams > 1 a unit's RE batches run on that many worker threads at once
+    (each session on threads // re_streams); the tables equal one-at-a-time calls on
+    sessions of the same thread count. The step-by-step path (no overlap) stays in the
+    calling thread."""
+    import threading
+
+    import nere.engine.pipeline as pipeline_module
+
+    texts = RE_TEXTS * 40
+    serial = Engine.load(bundles["word"], re_bundle=bundles["re"], device="cpu", threads=1, batch_tokens=64)
+    streamed = Engine.load(bundles["word"], re_bundle=bundles["re"], device="cpu", threads=2, streams=2,
+                           re_streams=2, batch_tokens=64)
+    assert (serial.re_streams, streamed.re_streams) == (1, 2) and streamed.describe()["re_streams"] == 2
+    names: list[str] = []
+    real = pipeline_module.run_stage1
+    monkeypatch.setattr(pipeline_module, "run_stage1", lambda graph, *a: (
+        names.append(threading.current_thread().name) if graph is streamed.re_bundle.stage1 else None,
+        real(graph, *a))[1])
+    want, got = serial.extract(texts), streamed.extract(texts)
+    assert got[1].num_rows > 40
+    for a, b in zip(want, got):
+        assert a.equals(b)
+    assert len(names) > 2 and all(n.startswith("nere-re") for n in names)  # several batches, all on RE workers
+    pipe = streamed.pipeline
+    from nere.engine.pipeline import Unit
+
+    names.clear()
+    step = pipe.infer(pipe.prepare(Unit(pa.array(list(range(len(texts)))), texts)), overlap=False)
+    assert step.relations.num_rows == got[1].num_rows and names and not any(n.startswith("nere-re") for n in names)
+    with pytest.raises(EngineError):
+        Engine.load(bundles["word"], re_bundle=bundles["re"], device="cpu", re_streams=0)
 
 
 def test_io_binding_path_gives_the_same_results(bundles):

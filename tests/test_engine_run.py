@@ -296,7 +296,8 @@ def test_default_batch_tokens_follow_the_recurrent_flag_and_the_provider(tmp_pat
 
 
 def test_default_streams_follow_the_recurrent_flag(tmp_path, bundle):
-    """Two model calls at once when stage 1 is recurrent (graphs.stage1.recurrent) on 2+
+    """Two model calls at once when stage 1 is recurrent (graphs.stage1.recurrent) or reads no
+    [CLS] token (tokenizer.cls_token null: no BERT-style encoder) on 2+
     threads, one otherwise; an explicit value wins; an unreadable manifest falls back to 1
     (load reports the error)."""
     from nere.engine.api import auto_streams, read_manifest_json
@@ -305,6 +306,10 @@ def test_default_streams_follow_the_recurrent_flag(tmp_path, bundle):
     assert auto_streams(rec, 2) == 2 and auto_streams(rec, 16) == 2 and auto_streams(rec, 1) == 1
     assert auto_streams({"graphs": {"stage1": {"recurrent": False}}}, 8) == 1 and auto_streams(None, 4) == 1
     assert auto_streams({"graphs": {"stage1": {}}}, 4) == 1  # bundles exported before the flag
+    acnn = {"graphs": {"stage1": {"recurrent": False}}, "tokenizer": {"cls_token": None}}  # no [CLS]: not BERT-style
+    bert = {"graphs": {"stage1": {"recurrent": False}}, "tokenizer": {"cls_token": "[CLS]"}}
+    assert auto_streams(acnn, 2) == 2 and auto_streams(acnn, 1) == 1 and auto_streams(bert, 8) == 1
+    assert auto_streams({"graphs": {"stage1": {}}, "tokenizer": {}}, 4) == 1
     m = read_manifest_json(bundle)
     assert m["graphs"]["stage1"].get("recurrent") is not True and read_manifest_json(tmp_path / "missing") is None
     engine = Engine.load(bundle, device="cpu", threads=2)
