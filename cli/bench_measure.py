@@ -219,8 +219,9 @@ def cpu_split_note(engine: Engine) -> str | None:
         return f"provider {d['provider']}: the model's work is not CPU time"
     if d["threads_per_stream"] != 1:
         return f"{d['threads_per_stream']} intra-op threads per call: onnxruntime's pool threads escape the thread clock"
-    if d.get("re_bundle"):
-        return "the separate RE bundle's calls use every thread: its pool threads escape the thread clock"
+    if d.get("re_bundle") and d.get("re_threads_per_stream") != 1:
+        return (f"{d.get('re_threads_per_stream')} intra-op threads per separate RE call: onnxruntime's pool "
+                "threads escape the thread clock")
     return None
 
 

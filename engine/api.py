@@ -130,8 +130,9 @@ class Engine:
         re_streams = 1 if re_bundle is None else int(re_streams)  # type: ignore[arg-type]
         if re_streams < 1:
             raise EngineError(f"re_streams must be positive, got {re_streams}")
+        self.re_call_threads = max(1, total // re_streams)  # a preloaded RE bundle keeps its sessions' threads
         if re_bundle is not None and not isinstance(re_bundle, Bundle):
-            re_bundle = load_bundle(re_bundle, device, max(1, total // re_streams))
+            re_bundle = load_bundle(re_bundle, device, self.re_call_threads)
         self.bundle, self.re_bundle = bundle, re_bundle
         self.device, self.threads, self.streams, self.re_streams = device, threads, int(streams), re_streams
         if batch_tokens is None:
@@ -172,6 +173,7 @@ class Engine:
             "streams": self.streams,
             "threads_per_stream": self.call_threads,
             "re_streams": self.re_streams if self.re_bundle is not None else None,
+            "re_threads_per_stream": self.re_call_threads if self.re_bundle is not None else None,
             "batch_tokens": self.batch_tokens,
             "allocator": allocator.allocator_settings(),
             "provider_notes": self.bundle.notes + (self.re_bundle.notes if self.re_bundle else []),

@@ -1,6 +1,7 @@
 """End-to-end accuracy through the engine: dataset sentences in as documents, tables out.
 
     python scripts/engine_accuracy.py BUNDLE --dataset conll04 --split test [--checkpoint CKPT]
+    python scripts/engine_accuracy.py NER_BUNDLE --re-model RE_BUNDLE [--re-streams N] --dataset conll04
 
 Each test sentence becomes one document; the engine's entity and relation tables are
 scored against the gold annotations with the same core metrics as `nere evaluate`
@@ -29,10 +30,12 @@ def main() -> None:
     ap.add_argument("--split", default="test")
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--re-model", default=None, help="a separate RE bundle behind the NER bundle")
+    ap.add_argument("--re-streams", type=int, default=None, help="its calls at once [default: the engine's]")
     args = ap.parse_args()
 
     examples = load_dataset(args.dataset, args.split)
-    engine = Engine.load(args.bundle, device="cpu", threads=args.threads)
+    engine = Engine.load(args.bundle, args.re_model, device="cpu", threads=args.threads, re_streams=args.re_streams)
     ents, rels = engine.extract(pa.table({"id": list(range(len(examples))), "text": [ex.text for ex in examples]}))
     by_doc: dict[int, dict[int, tuple]] = defaultdict(dict)
     for r in ents.to_pylist():
@@ -43,7 +46,8 @@ def main() -> None:
         pred_triples[r["doc_id"]].add((d[r["head_id"]], d[r["tail_id"]], r["label"]))
     gold_ents = [[(e.start, e.end, e.label) for e in flat_entities(ex.entities)[0]] for ex in examples]
     pred_ents = [list(by_doc[i].values()) for i in range(len(examples))]
-    report = {"bundle": args.bundle, "dataset": args.dataset, "split": args.split, "documents": len(examples),
+    report = {"bundle": args.bundle, "re_bundle": args.re_model, "re_streams": engine.describe()["re_streams"],
+              "dataset": args.dataset, "split": args.split, "documents": len(examples),
               "engine_entities": {k: v for k, v in entity_scores(gold_ents, pred_ents).items() if k != "per_label"}}
     if engine.describe().get("relations", True) and len(rels.schema):
         gold_tr = [ex.triples() for ex in examples]

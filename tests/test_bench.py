@@ -102,8 +102,8 @@ def test_bench_writes_report_with_stable_keys(tiny, tmp_path):
 
 
 def test_cpu_split_only_where_the_model_runs_in_the_calling_thread(tiny, tmp_path):
-    """The model's CPU is told apart only for one intra-op thread per call and no separate
-    RE bundle; the end-to-end run then reports process >= model CPU."""
+    """The model's CPU is told apart only for one intra-op thread per call (a separate RE
+    bundle's calls too); the end-to-end run then reports process >= model CPU."""
     from nere.bench_measure import cpu_split_note, end_to_end
 
     one = Engine(tiny["ner"], device="cpu", threads=1)
@@ -112,7 +112,14 @@ def test_cpu_split_only_where_the_model_runs_in_the_calling_thread(tiny, tmp_pat
     end_to_end(one, tiny["corpus"], None, tmp_path / "o", cpu=cpu)
     assert cpu["process"] >= cpu["model"] > 0
     assert "intra-op" in cpu_split_note(Engine(tiny["ner"], device="cpu", threads=2, streams=1))
-    assert "RE bundle" in cpu_split_note(Engine(tiny["ner"], re_bundle=tiny["re"], device="cpu", threads=1))
+    assert "RE call" in cpu_split_note(Engine(tiny["ner"], re_bundle=tiny["re"], device="cpu", threads=2, streams=2,
+                                              re_streams=1))
+    assert cpu_split_note(Engine(tiny["ner"], re_bundle=tiny["re"], device="cpu", threads=2, streams=2,
+                                 re_streams=2)) is None  # every call on one thread: the clock sees all of it
+    both = Engine(tiny["ner"], re_bundle=tiny["re"], device="cpu", threads=1)
+    cpu = {}
+    end_to_end(both, tiny["corpus"], None, tmp_path / "o2", cpu=cpu)
+    assert cpu["process"] >= cpu["model"] > 0
 
 
 @pytest.mark.parametrize("batch_tokens", [None, 48])
