@@ -255,6 +255,27 @@ def test_separate_re_batches_run_on_re_streams_with_the_same_tables(bundles, mon
         Engine.load(bundles["word"], re_bundle=bundles["re"], device="cpu", re_streams=0)
 
 
+def test_separate_re_over_several_units_equals_each_unit_step_by_step(bundles):
+    """Over several units (stage 1 running on from one into the next, RE batches on two
+    workers), the tables equal each unit run step by step, in order."""
+    from nere.engine.api import UNIT_DOCS
+    from nere.engine.pipeline import Unit
+
+    texts = [t.replace("Paris", f"Paris {i}") for i in range(2 * UNIT_DOCS + 100) for t in RE_TEXTS[:1]]
+    engine = Engine.load(bundles["word"], re_bundle=bundles["re"], device="cpu", threads=2, streams=2, re_streams=2,
+                         batch_tokens=256)
+    entities, relations = engine.extract(texts)
+    pipe = engine.pipeline
+    want_e, want_r = [], []
+    for lo in range(0, len(texts), UNIT_DOCS):
+        chunk = texts[lo : lo + UNIT_DOCS]
+        step = pipe.infer(pipe.prepare(Unit(pa.array(list(range(lo, lo + len(chunk)))), chunk)), overlap=False)
+        want_e.append(step.entities)
+        want_r.append(step.relations)
+    assert relations.num_rows >= len(texts)  # every document has relations
+    assert entities.equals(pa.concat_tables(want_e)) and relations.equals(pa.concat_tables(want_r))
+
+
 def test_io_binding_path_gives_the_same_results(bundles):
     plain = Engine.load(bundles["joint"], device="cpu", threads=1)
     bound = Engine.load(bundles["joint"], device="cpu", threads=1)
