@@ -124,6 +124,8 @@ class Engine:
         self.call_threads = max(1, total // streams)
         if not isinstance(bundle, Bundle):
             bundle = load_bundle(bundle, device, self.call_threads)
+        if re_bundle is None and re_streams is not None:
+            raise EngineError("re_streams sets a separate RE bundle's calls at once: give the RE bundle too (--re-model)")
         if re_bundle is not None and re_streams is None:
             re_streams = auto_streams(
                 re_bundle.manifest if isinstance(re_bundle, Bundle) else read_manifest_json(re_bundle), total)

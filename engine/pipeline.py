@@ -213,8 +213,10 @@ class Pipeline:
                 raise EngineError(f"bundle {ner.path} is a joint bundle with its own relation stage; drop the RE bundle")
         if batch_tokens < 1:
             raise EngineError(f"batch_tokens must be positive, got {batch_tokens}")
-        if streams < 1 or re_streams < 1:
-            raise EngineError(f"streams must be positive, got {min(streams, re_streams)}")
+        if streams < 1:
+            raise EngineError(f"streams must be positive, got {streams}")
+        if re_streams < 1:
+            raise EngineError(f"re_streams must be positive, got {re_streams}")
         self.ner = ner
         self.re_bundle = re_bundle
         crf = ner.ner.crf

@@ -251,8 +251,10 @@ def test_separate_re_batches_run_on_re_streams_with_the_same_tables(bundles, mon
     names.clear()
     step = pipe.infer(pipe.prepare(Unit(pa.array(list(range(len(texts)))), texts)), overlap=False)
     assert step.relations.num_rows == got[1].num_rows and names and not any(n.startswith("nere-re") for n in names)
-    with pytest.raises(EngineError):
+    with pytest.raises(EngineError, match="re_streams must be positive"):
         Engine.load(bundles["word"], re_bundle=bundles["re"], device="cpu", re_streams=0)
+    with pytest.raises(EngineError, match="give the RE bundle too"):
+        Engine.load(bundles["word"], device="cpu", re_streams=2)
 
 
 def test_separate_re_over_several_units_equals_each_unit_step_by_step(bundles):
