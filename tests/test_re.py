@@ -212,15 +212,40 @@ def test_recurrent_token_layer_split_across_stages_is_the_concat_layer(kind):
     model.eval()
     with torch.no_grad():
         b, hidden = _pair_batch(model, feat, exs)
-        got, valid, states = model.token_features(hidden, b["pair_index"], b["head_mask"], b["tail_mask"])
+        got, valid = model.token_features(hidden, b["pair_index"], b["head_mask"], b["tail_mask"])
         rows = hidden.index_select(0, b["pair_index"])
         h = model.encoder.hidden_size
         p1 = model.pos1(relative_positions(b["head_mask"], model.max_distance))
         p2 = model.pos2(relative_positions(b["tail_mask"], model.max_distance))
         x = torch.cat([rows[..., :h], p1, p2], dim=-1) * valid.unsqueeze(-1)
         want = torch.tanh(model.mix(x)) * valid.unsqueeze(-1)
-    assert torch.equal(valid, rows[..., h]) and valid.sum() > 0
-    assert torch.allclose(got * valid.unsqueeze(-1), want, atol=1e-5)  # padding: masked by the poolings
+    assert torch.equal(valid, rows[..., h]) and valid.sum() > 0 and (valid == 0).any()
+    assert torch.allclose(got * valid.unsqueeze(-1), want, atol=1e-5)
+    assert torch.all(got[valid == 0] == -1.0)  # padding: tanh of stage 1's NEG_INF, below every real token
+
+
+@pytest.mark.parametrize("kind", ["bilstm", "bilstm-att"])
+def test_entity_means_from_running_sums_equal_the_masked_means(kind):
+    """e1's and e2's means from each sentence's running sums equal the mean over a per-pair
+    copy of the states, for spans anywhere (first and last token included) and no span."""
+    from nere.train.models.re import masked_mean
+
+    torch.manual_seed(1)
+    exs = toy_examples()
+    model, _, feat, _ = tiny_re(kind, exs)
+    model.eval()
+    with torch.no_grad():
+        b, hidden = _pair_batch(model, feat, exs)
+        h, width = model.encoder.hidden_size, hidden.shape[1]
+        heads, tails = b["head_mask"].clone(), b["tail_mask"].clone()
+        heads[0], tails[0] = 0, 0
+        heads[0, 0], tails[0, width - 1] = 1, 1  # a span at the very start and one at the very end
+        heads[1] = 0  # no marked token
+        got_h, got_t = model.entity_means(hidden, b["pair_index"], heads, tails)
+        rows = hidden.index_select(0, b["pair_index"])[..., :h]
+        assert torch.allclose(got_h, masked_mean(rows, heads), atol=1e-5)
+        assert torch.allclose(got_t, masked_mean(rows, tails), atol=1e-5)
+        assert torch.all(got_h[1] == 0) and b["head_mask"].sum() > len(b["pair_index"])  # some spans longer than one
 
 
 def test_acnn_window_attention_split_across_stages_is_the_paper_convolution():

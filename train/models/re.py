@@ -376,7 +376,11 @@ class _MaskChannelModel(PairClassifier):
     def forward_stage1(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         m = attention_mask.unsqueeze(-1).to(torch.float32)
         states = self.encoder(input_ids, attention_mask) * m
-        return torch.cat([states, m, self.sentence_part(states)], dim=-1)
+        return torch.cat([states, m, self.mask_part(self.sentence_part(states), m)], dim=-1)
+
+    def mask_part(self, part: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """What the sentence part holds at padding (``m`` 0); as computed by default."""
+        return part
 
     def split_hidden(self, hidden: torch.Tensor, pair_index: torch.Tensor):
         """(states (P, T, H), valid (P, T), sentence part (P, T, S)) of each pair's sentence.
@@ -395,11 +399,6 @@ class _MaskChannelModel(PairClassifier):
         p2 = self.pos2(relative_positions(tail_mask, self.max_distance))
         return torch.cat([p1, p2], dim=-1) * valid.unsqueeze(-1)
 
-    @staticmethod
-    def with_entities(pooled: torch.Tensor, states: torch.Tensor, head_mask: torch.Tensor,
-                      tail_mask: torch.Tensor) -> torch.Tensor:
-        """[pooled; mean state of e1; mean state of e2]: says which pair this is outright."""
-        return torch.cat([pooled, masked_mean(states, head_mask), masked_mean(states, tail_mask)], dim=-1)
 
 
 class _MixedTokens(_MaskChannelModel):
@@ -408,9 +407,11 @@ class _MixedTokens(_MaskChannelModel):
 
     ``mixed = tanh(W [dropout(state); dropout(pos1; pos2)] + b)``, with ``W``'s state columns
     and ``b`` applied in stage 1. In training, the states' dropout mask is drawn per sentence
-    (shared by its pairs) rather than per pair; evaluation is the same function. Padding
-    positions are not zeroed: both poolings mask them (max pooling adds NEG_INF there,
-    attention gives them weight 0), so no per-pair multiply is spent on it.
+    (shared by its pairs) rather than per pair; evaluation is the same function. Stage 1
+    puts NEG_INF in the sentence part at padding, so the mixed features there are
+    tanh(NEG_INF + ...) = -1, the least a tanh gives: max pooling over every position is
+    max pooling over the real tokens (a real token at -1 gives the same maximum), and
+    attention gives padding weight 0 by the mask; no per-pair masking pass is spent.
     """
 
     def __init__(self, config: dict[str, Any], pretrained_path: str | None = None) -> None:
@@ -425,11 +426,42 @@ class _MixedTokens(_MaskChannelModel):
     def sentence_part(self, states: torch.Tensor) -> torch.Tensor:
         return self.dropout(states) @ self.mix.weight[:, :self.encoder.hidden_size].t() + self.mix.bias
 
+    def mask_part(self, part: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        return part + (1.0 - m) * NEG_INF  # per sentence, once: see the class docstring
+
     def token_features(self, hidden, pair_index, head_mask, tail_mask):
-        """(mixed token features (P, T, mix_size), undefined on padding; valid (P, T); raw states (P, T, H))."""
-        states, valid, part = self.split_hidden(hidden, pair_index)
+        """(mixed token features (P, T, mix_size), -1 on padding; valid (P, T)).
+
+        Only the valid channel and the sentence part are gathered per pair: the states
+        serve only e1's and e2's means (:meth:`entity_means`)."""
+        h = int(self.encoder.hidden_size)
+        valid = hidden[..., h].index_select(0, pair_index)
+        part = hidden[..., h + 1:].index_select(0, pair_index)
         pos = self.dropout(self.positions(head_mask, tail_mask, valid))
-        return torch.tanh(part + pos @ self.mix.weight[:, self.encoder.hidden_size:].t()), valid, states
+        return torch.tanh(part + pos @ self.mix.weight[:, h:].t()), valid
+
+    def entity_means(self, hidden, pair_index, head_mask, tail_mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """e1's and e2's mean states (P, H) from running sums of each sentence's states,
+        (B, T + 1, H), instead of a (P, T, H) copy of the states per pair: a mask marks one
+        contiguous span (every pair's does), so its sum is the difference of two running
+        sums at its first token and past its last. Index arithmetic in int64 (exact under
+        the fp16 export too; the running sum stays float32 there)."""
+        h = int(self.encoder.hidden_size)
+        states = hidden[..., :h]  # zero on padding (stage 1 masks them)
+        sums = torch.cat([torch.zeros_like(states[:, :1]), states.cumsum(dim=1)], dim=1).reshape(-1, h)
+        base = pair_index * (states.shape[1] + 1)
+
+        def mean(mask: torch.Tensor) -> torch.Tensor:
+            marked = mask.to(torch.int64)
+            first, n = marked.argmax(dim=1), marked.sum(dim=1)  # no marked token: n = 0, the mean 0
+            total = sums.index_select(0, base + first + n) - sums.index_select(0, base + first)
+            return total / n.clamp(min=1).unsqueeze(-1).to(total.dtype)
+
+        return mean(head_mask), mean(tail_mask)
+
+    def with_entity_means(self, pooled, hidden, pair_index, head_mask, tail_mask) -> torch.Tensor:
+        """[pooled; mean state of e1; mean state of e2]: says which pair this is outright."""
+        return torch.cat([pooled, *self.entity_means(hidden, pair_index, head_mask, tail_mask)], dim=-1)
 
 
 @register("re", "bilstm")
@@ -442,9 +474,9 @@ class BiLSTMRE(_MixedTokens):
         self.out = nn.Linear(self.mix_size + 2 * self.encoder.hidden_size, len(self.relation_labels))
 
     def stage2(self, hidden, pair_index, head_mask, tail_mask, head_type, tail_type):
-        x, valid, states = self.token_features(hidden, pair_index, head_mask, tail_mask)
-        pooled = (x + (1.0 - valid.unsqueeze(-1)) * NEG_INF).max(dim=1).values
-        return self.out(self.dropout(self.with_entities(pooled, states, head_mask, tail_mask))), {}
+        x, valid = self.token_features(hidden, pair_index, head_mask, tail_mask)
+        pooled = x.max(dim=1).values  # padding holds -1, no more than any real token (class docstring)
+        return self.out(self.dropout(self.with_entity_means(pooled, hidden, pair_index, head_mask, tail_mask))), {}
 
 
 @register("re", "bilstm-att")
@@ -458,10 +490,11 @@ class BiLSTMAttentionRE(_MixedTokens):
         self.out = nn.Linear(self.mix_size + 2 * self.encoder.hidden_size, len(self.relation_labels))
 
     def stage2(self, hidden, pair_index, head_mask, tail_mask, head_type, tail_type):
-        x, valid, states = self.token_features(hidden, pair_index, head_mask, tail_mask)
+        x, valid = self.token_features(hidden, pair_index, head_mask, tail_mask)
         alpha = masked_softmax(self.att(torch.tanh(x)).squeeze(-1), valid)
         r = torch.tanh((x * alpha.unsqueeze(-1)).sum(dim=1))
-        return self.out(self.dropout(self.with_entities(r, states, head_mask, tail_mask))), {"attention": alpha}
+        return self.out(self.dropout(self.with_entity_means(r, hidden, pair_index, head_mask, tail_mask))), \
+            {"attention": alpha}
 
 
 class EmbeddingEncoder(nn.Module):
