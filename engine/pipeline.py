@@ -25,7 +25,7 @@ import pyarrow as pa
 from nere.engine.bundle import Bundle
 from nere.engine.core.decode import decode_tags
 from nere.engine.core.featurize import Batch, Encoded, Featurizer, Tokens, char_to_token_spans
-from nere.engine.core.pairs import candidate_pairs
+from nere.engine.core.pairs import candidate_pairs, ordered_pairs
 from nere.engine.core.types import Entity
 from nere.engine.core.viterbi import CRFDecoder
 from nere.engine.errors import EngineError
@@ -463,11 +463,87 @@ class Pipeline:
             d = prep.sent_doc[s_i]
             rels.extend((d, h, t, lab, score) for (h, t), (lab, score, _) in best.items())
         if self.relations == "separate":
-            tok_s, tok_e = ts.tolist(), te.tolist()
-            sent_ents = [(s_i, [(starts[k], ends[k], labels[k], int(eid[k]), tok_s[k], tok_e[k]) for k in range(k0, k1)])
-                         for s_i, (k0, k1) in ranges.items()]
-            rels = self._separate_relations(prep, sent_ents, overlap)
+            flat = self._flat_relations(prep, si, ts, te, labels, eid, overlap)
+            if flat is not None:
+                rels = flat
+            else:
+                tok_s, tok_e = ts.tolist(), te.tolist()
+                sent_ents = [(s_i, [(starts[k], ends[k], labels[k], int(eid[k]), tok_s[k], tok_e[k])
+                                    for k in range(k0, k1)]) for s_i, (k0, k1) in ranges.items()]
+                rels = self._separate_relations(prep, sent_ents, overlap)
         return self._tables(prep, ent, sorted(rels, key=lambda r: r[:3]))
+
+    def _flat_relations(self, prep: Prepared, si: np.ndarray, ts: np.ndarray, te: np.ndarray, labels: list[str],
+                        eid: np.ndarray, overlap: bool = True) -> list[tuple] | None:
+        """:meth:`_separate_relations` in the usual case, as array operations over the
+        unit's entities (``si``/``ts``/``te``/``labels``/``eid``: sentence, token span,
+        label and id of each, in sentence order): the RE bundle reuses the unit's tokens and
+        every sentence with a candidate pair fits one RE window. Then each such sentence is
+        one RE row of its own tokens, its pairs are every ordered pair of its typed entities
+        that ``type_pairs`` allows (:func:`ordered_pairs`, the order of the general path),
+        and batches, pairs and results are the general path's. None in any other case."""
+        rb = self.re_bundle
+        assert rb is not None and rb.re is not None and rb.stage2 is not None
+        if not self.reuse_tokens:
+            return None
+        f, spec = rb.featurizer, rb.re
+        type_of = spec.type_ids
+        types = np.fromiter((type_of.get(lab, -1) for lab in labels), dtype=np.int64, count=len(labels))
+        typed = np.flatnonzero(types >= 0)
+        sent = si[typed]
+        first = np.flatnonzero(np.diff(sent, prepend=-1))  # each sentence's first typed entity (sentence order)
+        sizes = np.diff(np.append(first, len(sent)))
+        first, sizes = first[sizes >= 2], sizes[sizes >= 2]
+        if (prep.tokens.lengths[sent[first]] > f.max_content).any():
+            return None  # a sentence to window: the general path
+        group, i, j = ordered_pairs(sizes)
+        head, tail = typed[first[group] + i], typed[first[group] + j]  # unit-level entity indices
+        if spec.type_pairs is not None:
+            allowed = np.zeros((len(type_of), len(type_of)), dtype=bool)
+            for a, b in spec.type_pairs:
+                allowed[type_of[a], type_of[b]] = True
+            ok = allowed[types[head], types[tail]]
+            group, head, tail = group[ok], head[ok], tail[ok]
+        if not len(group):
+            return []
+        row_groups, row_of_pair = np.unique(group, return_inverse=True)  # a row per sentence with a pair
+        row_sent = sent[first[row_groups]]
+        counts = prep.tokens.lengths[row_sent]
+        batches = plan_batches(counts, f, self.batch_tokens)
+        order = np.concatenate(batches)
+        inputs = collate_flat_many(f, prep.tokens, prep.tokens.first[row_sent][order], counts[order],
+                                   [len(b) for b in batches])
+        batch_of_row = np.repeat(np.arange(len(batches)), [len(b) for b in batches])[np.argsort(order)]
+        place = np.empty(len(order), dtype=np.int64)  # a row's place in its batch
+        place[order] = np.concatenate([np.arange(len(b)) for b in batches])
+        pair_batch, pair_place = batch_of_row[row_of_pair], place[row_of_pair]
+        by_batch = np.lexsort((np.arange(len(group)), pair_place, pair_batch))  # the general path's pair order
+        bounds = np.searchsorted(pair_batch[by_batch], np.arange(len(batches) + 1))
+        doc = np.asarray(prep.sent_doc, dtype=np.int64)[si]
+        lead = f.lead
+
+        def score(k: int) -> list[tuple]:
+            """RE batch k: stage 1, then stage 2 over its pairs (see the general path)."""
+            sel = by_batch[bounds[k]:bounds[k + 1]]
+            if not len(sel):
+                return []
+            batch = inputs[k]
+            hidden = run_stage1(rb.stage1, batch, ["hidden"])["hidden"]
+            h, t = head[sel], tail[sel]
+            probs = run_stage2(rb.stage2, hidden, batch.input_ids.shape[1], pair_place[sel],
+                               (lead + ts[h], lead + te[h], types[h]), (lead + ts[t], lead + te[t], types[t]),
+                               self.batch_tokens)
+            best = probs.argmax(axis=1)
+            keep = np.flatnonzero(best != 0)  # label 0 is the negative label
+            return list(zip(doc[h[keep]].tolist(), eid[h[keep]].tolist(), eid[t[keep]].tolist(),
+                            best[keep].tolist(), probs[keep, best[keep]].tolist()))
+
+        if overlap and self.re_streams > 1 and len(batches) > 1:
+            with ThreadPoolExecutor(max_workers=self.re_streams, thread_name_prefix="nere-re") as pool:
+                parts = list(pool.map(score, range(len(batches))))
+        else:
+            parts = [score(k) for k in range(len(batches))]
+        return [r for part in parts for r in part]
 
     def _separate_relations(self, prep: Prepared,
                             sent_ents: list[tuple[int, list[tuple[int, int, str, int, int, int]]]],

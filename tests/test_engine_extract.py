@@ -221,6 +221,35 @@ def test_separate_re_bundle(engines, bundles):
     assert not any(t[2] == "paris" for t in got)  # 20 tokens apart: no 6-token window holds both
 
 
+def test_flat_re_path_equals_the_general_path(bundles, monkeypatch):
+    """The array path for the usual case (the RE bundle reuses the unit's tokens, every
+    sentence fits one RE window) gives the general path's tables exactly: type-filtered
+    pairs, sentences with one or no typed entity, several sentences per document, several
+    RE batches; a sentence longer than the RE window sends the unit to the general path."""
+    from nere.engine.pipeline import Pipeline
+
+    texts = RE_TEXTS * 30 + ["Bob of Acme Corp met Carol Jones in Paris . " * 3, "Globex", "nothing here at all"]
+    engine = Engine.load(bundles["word"], re_bundle=bundles["re"], device="cpu", threads=2, streams=2,
+                         re_streams=2, batch_tokens=64)
+    used: list[bool] = []
+    real = Pipeline._flat_relations
+    monkeypatch.setattr(Pipeline, "_flat_relations", lambda self, *a: (lambda r: used.append(r is not None) or r)(
+        real(self, *a)))
+    flat = engine.extract(texts)
+    assert used and all(used) and flat[1].num_rows > 60
+    monkeypatch.setattr(Pipeline, "_flat_relations", lambda self, *a: None)
+    general = engine.extract(texts)
+    for a, b in zip(flat, general):
+        assert a.equals(b)
+    monkeypatch.setattr(Pipeline, "_flat_relations", real)
+    short = Engine.load(bundles["word"], re_bundle=bundles["re_short"], device="cpu", threads=1)
+    used.clear()
+    monkeypatch.setattr(Pipeline, "_flat_relations", lambda self, *a: (lambda r: used.append(r is not None) or r)(
+        real(self, *a)))
+    short.extract(["alice smith works for acme corp " + "the " * 20 + "paris"])
+    assert used == [False]  # longer than the RE window: the general path windows it
+
+
 def test_separate_re_batches_run_on_re_streams_with_the_same_tables(bundles, monkeypatch):
     """With re_streams > 1 a unit's RE batches run on that many worker threads at once
     (each session on threads // re_streams); the tables equal one-at-a-time calls on

@@ -3,7 +3,22 @@ from __future__ import annotations
 
 from typing import Collection, Sequence
 
+import numpy as np
+
+from nere.engine.core.featurize import expand_ranges
 from nere.engine.core.types import NO_RELATION, Entity, Relation
+
+
+def ordered_pairs(sizes: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every ordered pair (i, j), i != j, of each group of ``sizes[g]`` entities, flat and
+    in (group, i, j) order: the (group, i, j) arrays. The one enumeration of candidate
+    pairs: :func:`candidate_pairs` lists one sentence's, the engine a unit's at once."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    group, cell = expand_ranges(np.zeros(len(sizes), dtype=np.int64), sizes * sizes)
+    k = sizes[group]
+    i, j = cell // k, cell % k
+    keep = i != j
+    return group[keep], i[keep], j[keep]
 
 
 def candidate_pairs(
@@ -20,12 +35,10 @@ def candidate_pairs(
     """
     gold = {(r.head, r.tail): r.label for r in relations}
     out = []
-    for i, h in enumerate(entities):
-        for j, t in enumerate(entities):
-            if i == j:
-                continue
-            label = gold.get((i, j), NO_RELATION)
-            if type_pairs is not None and label == NO_RELATION and (h.label, t.label) not in type_pairs:
-                continue
-            out.append((i, j, label))
+    _, heads, tails = ordered_pairs([len(entities)])
+    for i, j in zip(heads.tolist(), tails.tolist()):
+        label = gold.get((i, j), NO_RELATION)
+        if type_pairs is not None and label == NO_RELATION and (entities[i].label, entities[j].label) not in type_pairs:
+            continue
+        out.append((i, j, label))
     return out
