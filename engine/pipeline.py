@@ -17,7 +17,7 @@ from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -523,27 +523,13 @@ class Pipeline:
         lead = f.lead
 
         def score(k: int) -> list[tuple]:
-            """RE batch k: stage 1, then stage 2 over its pairs (see the general path)."""
             sel = by_batch[bounds[k]:bounds[k + 1]]
-            if not len(sel):
-                return []
-            batch = inputs[k]
-            hidden = run_stage1(rb.stage1, batch, ["hidden"])["hidden"]
             h, t = head[sel], tail[sel]
-            probs = run_stage2(rb.stage2, hidden, batch.input_ids.shape[1], pair_place[sel],
-                               (lead + ts[h], lead + te[h], types[h]), (lead + ts[t], lead + te[t], types[t]),
-                               self.batch_tokens)
-            best = probs.argmax(axis=1)
-            keep = np.flatnonzero(best != 0)  # label 0 is the negative label
-            return list(zip(doc[h[keep]].tolist(), eid[h[keep]].tolist(), eid[t[keep]].tolist(),
-                            best[keep].tolist(), probs[keep, best[keep]].tolist()))
+            best, prob, keep = self._re_batch(inputs[k], pair_place[sel], (lead + ts[h], lead + te[h], types[h]),
+                                              (lead + ts[t], lead + te[t], types[t]))
+            return list(zip(doc[h[keep]].tolist(), eid[h[keep]].tolist(), eid[t[keep]].tolist(), best, prob))
 
-        if overlap and self.re_streams > 1 and len(batches) > 1:
-            with ThreadPoolExecutor(max_workers=self.re_streams, thread_name_prefix="nere-re") as pool:
-                parts = list(pool.map(score, range(len(batches))))
-        else:
-            parts = [score(k) for k in range(len(batches))]
-        return [r for part in parts for r in part]
+        return self._run_re_batches(score, range(len(batches)), overlap)
 
     def _separate_relations(self, prep: Prepared,
                             sent_ents: list[tuple[int, list[tuple[int, int, str, int, int, int]]]],
@@ -604,25 +590,37 @@ class Pipeline:
         lead = f.lead
 
         def score(batch_rows: np.ndarray) -> list[tuple]:
-            """One RE batch: stage 1, then stage 2 over its rows' pairs; (doc, head id, tail
-            id, label index, score) of each pair not given the negative label."""
             flat = [(i,) + p for i, r in enumerate(batch_rows) for p in row_pairs[r]]
             if not flat:
                 return []
-            batch = collate(f, [rows[r] for r in batch_rows])
-            hidden = run_stage1(rb.stage1, batch, ["hidden"])["hidden"]
             a = np.asarray([p[:7] for p in flat], dtype=np.int64)
-            probs = run_stage2(rb.stage2, hidden, batch.input_ids.shape[1], a[:, 0],
-                               (lead + a[:, 1], lead + a[:, 2], a[:, 3]), (lead + a[:, 4], lead + a[:, 5], a[:, 6]),
-                               self.batch_tokens)
-            best = probs.argmax(axis=1)
-            return [(flat[k][7], flat[k][8], flat[k][9], int(best[k]), float(probs[k, best[k]]))
-                    for k in np.flatnonzero(best != 0)]
+            best, prob, keep = self._re_batch(collate(f, [rows[r] for r in batch_rows]), a[:, 0],
+                                              (lead + a[:, 1], lead + a[:, 2], a[:, 3]),
+                                              (lead + a[:, 4], lead + a[:, 5], a[:, 6]))
+            return [(flat[k][7], flat[k][8], flat[k][9], b, p) for k, b, p in zip(keep.tolist(), best, prob)]
 
         batches = plan_batches(np.array([len(r.ids) for r in rows], dtype=np.int64), f, self.batch_tokens)
+        return self._run_re_batches(score, batches, overlap)
+
+    def _re_batch(self, batch: Batch, place: np.ndarray, head: tuple[np.ndarray, np.ndarray, np.ndarray],
+                  tail: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[list[int], list[float], np.ndarray]:
+        """One RE batch: stage 1, then stage 2 over its pairs (``place``: each pair's row in
+        the batch; ``head``/``tail``: stage-1 start and end positions and type ids). Returns
+        the label index and probability of each pair not given the negative label (label
+        0), and those pairs' indices."""
+        rb = self.re_bundle
+        assert rb is not None and rb.stage2 is not None
+        hidden = run_stage1(rb.stage1, batch, ["hidden"])["hidden"]
+        probs = run_stage2(rb.stage2, hidden, batch.input_ids.shape[1], place, head, tail, self.batch_tokens)
+        best = probs.argmax(axis=1)
+        keep = np.flatnonzero(best != 0)
+        return best[keep].tolist(), probs[keep, best[keep]].tolist(), keep
+
+    def _run_re_batches(self, score: Callable[[T], list[tuple]], batches: Sequence[T], overlap: bool) -> list[tuple]:
+        """``score`` of every RE batch, concatenated in order: on ``re_streams`` workers at
+        once (like stage 1's streams, the small encoders run better as concurrent one-thread
+        calls than as one call on all threads), or in this thread without ``overlap``."""
         if overlap and self.re_streams > 1 and len(batches) > 1:
-            # the batches on re_streams workers at once, like stage 1's streams: small recurrent
-            # graphs run better as concurrent one-thread calls than one call on all threads
             with ThreadPoolExecutor(max_workers=self.re_streams, thread_name_prefix="nere-re") as pool:
                 parts = list(pool.map(score, batches))
         else:
