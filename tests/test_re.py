@@ -203,15 +203,22 @@ def _pair_batch(model, feat, exs):
     return b, model.forward_stage1(b["input_ids"], b["attention_mask"])
 
 
-@pytest.mark.parametrize("kind", ["bilstm", "bilstm-att"])
-def test_recurrent_token_layer_split_across_stages_is_the_concat_layer(kind):
-    """W_s state (stage 1) + W_p [pos1; pos2] (stage 2) == the layer over the concatenation."""
-    torch.manual_seed(0)
+def _eval_pair_batch(kind: str, seed: int):
+    """A tiny model of ``kind`` in eval mode, the toy examples' pair batch and its stage-1 output."""
+    torch.manual_seed(seed)
     exs = toy_examples()
     model, _, feat, _ = tiny_re(kind, exs)
     model.eval()
     with torch.no_grad():
         b, hidden = _pair_batch(model, feat, exs)
+    return model, b, hidden
+
+
+@pytest.mark.parametrize("kind", ["bilstm", "bilstm-att"])
+def test_recurrent_token_layer_split_across_stages_is_the_concat_layer(kind):
+    """W_s state (stage 1) + W_p [pos1; pos2] (stage 2) == the layer over the concatenation."""
+    model, b, hidden = _eval_pair_batch(kind, seed=0)
+    with torch.no_grad():
         got, valid = model.token_features(hidden, b["pair_index"], b["head_mask"], b["tail_mask"])
         rows = hidden.index_select(0, b["pair_index"])
         h = model.encoder.hidden_size
@@ -230,12 +237,8 @@ def test_entity_means_from_running_sums_equal_the_masked_means(kind):
     copy of the states, for spans anywhere (first and last token included) and no span."""
     from nere.train.models.re import masked_mean
 
-    torch.manual_seed(1)
-    exs = toy_examples()
-    model, _, feat, _ = tiny_re(kind, exs)
-    model.eval()
+    model, b, hidden = _eval_pair_batch(kind, seed=1)
     with torch.no_grad():
-        b, hidden = _pair_batch(model, feat, exs)
         h, width = model.encoder.hidden_size, hidden.shape[1]
         heads, tails = b["head_mask"].clone(), b["tail_mask"].clone()
         heads[0], tails[0] = 0, 0
