@@ -444,16 +444,16 @@ class _MixedTokens(_MaskChannelModel):
         """e1's and e2's mean states (P, H) from running sums of each sentence's states,
         (B, T + 1, H), instead of a (P, T, H) copy of the states per pair: a mask marks one
         contiguous span (every pair's does), so its sum is the difference of two running
-        sums at its first token and past its last. Index arithmetic in int64 (exact under
-        the fp16 export too; the running sum stays float32 there)."""
+        sums at its first token (:func:`span_bounds`) and past its last. Lengths in int64
+        (exact under the fp16 export too; the running sum stays float32 there)."""
         h = int(self.encoder.hidden_size)
         states = hidden[..., :h]  # zero on padding (stage 1 masks them)
         sums = torch.cat([torch.zeros_like(states[:, :1]), states.cumsum(dim=1)], dim=1).reshape(-1, h)
         base = pair_index * (states.shape[1] + 1)
 
         def mean(mask: torch.Tensor) -> torch.Tensor:
-            marked = mask.to(torch.int64)
-            first, n = marked.argmax(dim=1), marked.sum(dim=1)  # no marked token: n = 0, the mean 0
+            first = span_bounds(mask)[0].squeeze(1)
+            n = mask.to(torch.int64).sum(dim=1)  # no marked token: n = 0, the mean 0
             total = sums.index_select(0, base + first + n) - sums.index_select(0, base + first)
             return total / n.clamp(min=1).unsqueeze(-1).to(total.dtype)
 
