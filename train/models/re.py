@@ -400,7 +400,6 @@ class _MaskChannelModel(PairClassifier):
         return torch.cat([p1, p2], dim=-1) * valid.unsqueeze(-1)
 
 
-
 class _MixedTokens(_MaskChannelModel):
     """Recurrent kinds: positions join the states in a per-token layer, else max pooling
     would pool states and positions separately (pair-blind states).
