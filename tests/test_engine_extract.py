@@ -70,6 +70,7 @@ def bundles(tmp_path_factory) -> dict[str, Path]:
         "joint": make_bundle(root / "joint", task="joint", typed=True, max_length=16),
         "re": make_bundle(root / "re", task="re", max_length=16),
         "re_short": make_bundle(root / "re_short", task="re", max_length=8),
+        "re_long": make_bundle(root / "re_long", task="re", max_length=512),
         "crf": make_bundle(root / "crf", decoding="crf", crf_forbid_o_to_i=True),
     }
 
@@ -248,6 +249,40 @@ def test_flat_re_path_equals_the_general_path(bundles, monkeypatch):
         real(self, *a)))
     short.extract(["alice smith works for acme corp " + "the " * 20 + "paris"])
     assert used == [False]  # longer than the RE window: the general path windows it
+
+
+def test_flat_re_path_equals_the_general_path_on_random_documents(bundles):
+    """Property: on random documents (entities of every type, any whitespace, scripts and
+    sentence cuts) the array path and the general path give the same tables."""
+    engine = Engine.load(bundles["word_long"], re_bundle=bundles["re_long"], device="cpu", threads=1,
+                         batch_tokens=96)
+    pipe = engine.pipeline
+    assert pipe.reuse_tokens
+    real = pipe._flat_relations
+    taken: list[bool] = []
+
+    def counting(*args):
+        result = real(*args)
+        taken.append(result is not None)
+        return result
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(documents("word"), min_size=1, max_size=6))
+    def check(docs):
+        data = {"id": list(range(len(docs))), "text": [t for t, _ in docs]}
+        try:
+            pipe._flat_relations = counting
+            flat = engine.extract_all(data)
+            pipe._flat_relations = lambda *args: None  # the general path, for this engine only
+            general = engine.extract_all(data)
+        finally:
+            del pipe._flat_relations
+        assert flat.entities.equals(general.entities) and flat.relations.equals(general.relations)
+        relations.append(flat.relations.num_rows)
+
+    relations: list[int] = []
+    check()
+    assert sum(taken) > 20 and sum(relations) > 50  # the array path ran, and found relations, on many examples
 
 
 def test_separate_re_batches_run_on_re_streams_with_the_same_tables(bundles, monkeypatch):
