@@ -78,7 +78,7 @@ def bundles(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def engines(bundles) -> dict[str, Engine]:
     return {k: Engine.load(p, device="cpu", threads=1, batch_tokens=256)
-            for k, p in bundles.items() if k not in ("re", "re_short")}
+            for k, p in bundles.items() if k not in ("re", "re_short", "re_long")}
 
 
 def _by_doc(entities: pa.Table) -> dict:
