@@ -188,6 +188,7 @@ class Config:
                 "precision": self.precision, "sha256": self.bundle.sha256, "provider": self.engine.provider,
                 "provider_notes": self.bundle.notes, "batch_tokens": self.engine.batch_tokens,
                 "streams": self.engine.streams, "threads_per_stream": self.engine.call_threads,
+                "re_streams": self.engine.re_streams if self.re_bundle is not None else None,
                 "checkpoint": self.checkpoint, "baseline_key": self.baseline_key, "metrics": verified_metrics(m),
                 "bundle_bytes": (m.get("made_by") or {}).get("bundle_bytes"), "re_bundle": re_}
 

@@ -29,7 +29,7 @@ TEXTS = [
     "Bob works for Acme Corp .",
 ]
 MODEL_KEYS = {"name", "bundle", "task", "model", "precision", "sha256", "provider", "provider_notes", "batch_tokens",
-              "streams", "threads_per_stream", "checkpoint", "compute", "baseline_key", "re_bundle", "metrics", "bundle_bytes", "end_to_end", "model_only", "end_to_end_over_model_only",
+              "streams", "threads_per_stream", "re_streams", "checkpoint", "compute", "baseline_key", "re_bundle", "metrics", "bundle_bytes", "end_to_end", "model_only", "end_to_end_over_model_only",
               "end_to_end_cpu", "end_to_end_model_idle_ms", "breakdown_s", "model_batches", "outputs", "latency", "memory", "rss_scaling"}
 RATE_KEYS = {"seconds", "documents_per_s", "sentences_per_s", "tokens_per_s", "seconds_all"}
 
