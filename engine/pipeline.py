@@ -230,6 +230,13 @@ class Pipeline:
         # an RE bundle with the NER bundle's tokenizer reuses the unit's tokens (the usual
         # case: both built from the same training text, or the same pretrained BERT)
         self.reuse_tokens = re_bundle is not None and re_bundle.tokenizer_sha256 == ner.tokenizer_sha256
+        # the RE bundle's type_pairs as a (head type, tail type) table, for the array path
+        self.re_type_pairs: np.ndarray | None = None
+        if re_bundle is not None and re_bundle.re is not None and re_bundle.re.type_pairs is not None:
+            type_of = re_bundle.re.type_ids
+            self.re_type_pairs = np.zeros((len(type_of), len(type_of)), dtype=bool)
+            for a, b in re_bundle.re.type_pairs:
+                self.re_type_pairs[type_of[a], type_of[b]] = True
 
     # ---------------------------------------------------------------- prepare (CPU)
     def prepare(self, unit: Unit) -> Prepared:
@@ -445,6 +452,10 @@ class Pipeline:
         rels: list[tuple] = []  # (doc, head_id, tail_id, label index, score)
         if not rel_cands and self.relations != "separate":
             return self._tables(prep, ent, rels)
+        if self.relations == "separate":
+            flat = self._flat_relations(prep, si, ts, te, labels, eid, overlap)
+            if flat is not None:
+                return self._tables(prep, ent, sorted(flat, key=lambda r: r[:3]))
         # sentence -> its slice of the (sentence-ordered) entities
         present = np.flatnonzero(np.diff(si, prepend=-1))
         ranges = dict(zip(si[present].tolist(), zip(present.tolist(), np.append(present[1:], len(si)).tolist())))
@@ -462,15 +473,11 @@ class Pipeline:
                     best[(h, t)] = (lab, score, dist)
             d = prep.sent_doc[s_i]
             rels.extend((d, h, t, lab, score) for (h, t), (lab, score, _) in best.items())
-        if self.relations == "separate":
-            flat = self._flat_relations(prep, si, ts, te, labels, eid, overlap)
-            if flat is not None:
-                rels = flat
-            else:
-                tok_s, tok_e = ts.tolist(), te.tolist()
-                sent_ents = [(s_i, [(starts[k], ends[k], labels[k], int(eid[k]), tok_s[k], tok_e[k])
-                                    for k in range(k0, k1)]) for s_i, (k0, k1) in ranges.items()]
-                rels = self._separate_relations(prep, sent_ents, overlap)
+        if self.relations == "separate":  # the general path: windows, or the RE bundle's own tokenizer
+            tok_s, tok_e = ts.tolist(), te.tolist()
+            sent_ents = [(s_i, [(starts[k], ends[k], labels[k], int(eid[k]), tok_s[k], tok_e[k])
+                                for k in range(k0, k1)]) for s_i, (k0, k1) in ranges.items()]
+            rels = self._separate_relations(prep, sent_ents, overlap)
         return self._tables(prep, ent, sorted(rels, key=lambda r: r[:3]))
 
     def _flat_relations(self, prep: Prepared, si: np.ndarray, ts: np.ndarray, te: np.ndarray, labels: list[str],
@@ -498,11 +505,8 @@ class Pipeline:
             return None  # a sentence to window: the general path
         group, i, j = ordered_pairs(sizes)
         head, tail = typed[first[group] + i], typed[first[group] + j]  # unit-level entity indices
-        if spec.type_pairs is not None:
-            allowed = np.zeros((len(type_of), len(type_of)), dtype=bool)
-            for a, b in spec.type_pairs:
-                allowed[type_of[a], type_of[b]] = True
-            ok = allowed[types[head], types[tail]]
+        if self.re_type_pairs is not None:
+            ok = self.re_type_pairs[types[head], types[tail]]
             group, head, tail = group[ok], head[ok], tail[ok]
         if not len(group):
             return []

@@ -51,18 +51,21 @@ def _plain(spec: dict) -> bool:
     return spec.get("normalizer") is None and not spec.get("added_tokens") and spec.get("post_processor") is None
 
 
-def _code_points(texts: Sequence[str]) -> tuple[str, np.ndarray, np.ndarray, np.ndarray] | None:
-    """The joined texts, their code points, each text's length and start; None for a lone
-    surrogate (no code point), so that the caller lets ``tokenizers`` decide."""
-    joined = "".join(texts)
-    try:
-        points = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
-    except UnicodeEncodeError:
-        return None
+def _joined(texts: Sequence[str]) -> tuple[str, np.ndarray, np.ndarray]:
+    """The joined texts, each text's length and its start in the joined text (+ the end)."""
     lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
     starts = np.zeros(len(texts) + 1, dtype=np.int64)
     np.cumsum(lengths, out=starts[1:])
-    return joined, points, lengths, starts
+    return "".join(texts), lengths, starts
+
+
+def _points(joined: str) -> np.ndarray | None:
+    """The code points of ``joined``; None for a lone surrogate (no code point), so that
+    the caller lets ``tokenizers`` decide."""
+    try:
+        return np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
+    except UnicodeEncodeError:
+        return None
 
 
 def _flat(ids: np.ndarray, begin: np.ndarray, end: np.ndarray, lengths: np.ndarray, starts: np.ndarray) -> Flat:
@@ -122,10 +125,10 @@ class CharTable:
 
     def encode(self, texts: Sequence[str]) -> Flat | None:
         """Flat tokens of ``texts`` (see :data:`Flat`); None for a lone surrogate."""
-        read = _code_points(texts)
-        if read is None:
+        joined, lengths, starts = _joined(texts)
+        points = _points(joined)
+        if points is None:
             return None
-        _, points, lengths, starts = read
         ids = self._lookup(points)
         keep = np.flatnonzero(ids != _DROP)
         return _flat(ids[keep], keep, keep + 1, lengths, starts)
@@ -177,10 +180,7 @@ class WordTable:
         probe ever gave a piece count the word form cannot give (then ``tokenizers`` decides).
         An all-ASCII call (most English text) reads its classes through a 128-entry byte
         table in one ``bytes.translate``, without decoding code points."""
-        joined = "".join(texts)
-        lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
-        starts = np.zeros(len(texts) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=starts[1:])
+        joined, lengths, starts = _joined(texts)
         n = len(joined)
         if n == 0:
             return _flat(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), lengths, starts)
@@ -192,9 +192,8 @@ class WordTable:
             cls = np.frombuffer(utf8.translate(table), dtype=np.int8)
             points = None
         else:
-            try:
-                points = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
-            except UnicodeEncodeError:  # a lone surrogate: no code point
+            points = _points(joined)
+            if points is None:
                 return None
             cls = self._classes_of(points)
             if cls is None:
