@@ -191,7 +191,9 @@ def end_to_end(engine: Engine, corpus: str | Path, limit: int | None, out_dir: P
     with ``cpu``, also the run's process CPU seconds and the thread CPU seconds inside its
     model calls (``cpu["process"]``, ``cpu["model"]``; see :func:`cpu_split_note`), and the
     seconds before its first model call and after its last (``cpu["before_model"]``,
-    ``cpu["after_model"]``; wall time, measured whatever the threads)."""
+    ``cpu["after_model"]``) and the wall seconds inside model calls over all threads
+    between the two (``cpu["model_wall"]``, ``cpu["model_window"]``): wall time, measured
+    whatever the threads."""
     shutil.rmtree(out_dir, ignore_errors=True)
     clock = CallClock()
     with clock.attached(pipeline_module, ["run_stage1", "run_stage2"], "model") if cpu is not None else nullcontext():
@@ -205,7 +207,8 @@ def end_to_end(engine: Engine, corpus: str | Path, limit: int | None, out_dir: P
             cpu.update(process=time.process_time() - cpu0, model=clock.seconds["model"])
             if "model" in clock.span:
                 first, last = clock.span["model"]
-                cpu.update(before_model=first - started, after_model=ended - last)
+                cpu.update(before_model=first - started, after_model=ended - last,
+                           model_wall=clock.wall["model"], model_window=last - first)
     shutil.rmtree(out_dir, ignore_errors=True)
     return seconds, summary
 

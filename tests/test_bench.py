@@ -30,7 +30,7 @@ TEXTS = [
 ]
 MODEL_KEYS = {"name", "bundle", "task", "model", "precision", "sha256", "provider", "provider_notes", "batch_tokens",
               "streams", "threads_per_stream", "re_streams", "checkpoint", "compute", "baseline_key", "re_bundle", "metrics", "bundle_bytes", "end_to_end", "model_only", "end_to_end_over_model_only",
-              "end_to_end_cpu", "end_to_end_model_idle_ms", "breakdown_s", "model_batches", "outputs", "latency", "memory", "rss_scaling"}
+              "end_to_end_cpu", "end_to_end_model_idle_ms", "end_to_end_model_calls_in_flight", "breakdown_s", "model_batches", "outputs", "latency", "memory", "rss_scaling"}
 RATE_KEYS = {"seconds", "documents_per_s", "sentences_per_s", "tokens_per_s", "seconds_all"}
 
 
@@ -84,6 +84,9 @@ def test_bench_writes_report_with_stable_keys(tiny, tmp_path):
         assert set(idle) == {"before_first_model_call", "after_last_model_call", "share_of_wall"}
         assert idle["before_first_model_call"] > 0 and idle["after_last_model_call"] > 0
         assert 0 < idle["share_of_wall"] < 1
+        fly = m["end_to_end_model_calls_in_flight"]  # wall inside model calls over the first-to-last window
+        assert set(fly) == {"mean_calls", "stage1_streams", "re_streams"}
+        assert 0 < fly["mean_calls"] <= fly["stage1_streams"] + 0.01 and fly["re_streams"] is None
         assert [x["batch_size"] for x in m["latency"]] == [1, 2]
         assert all(x["samples"] >= 5 and x["p50_ms"] <= x["p99_ms"] for x in m["latency"])
         assert m["memory"]["returncode"] == 0 and m["memory"]["peak_rss_mb"] > 0
