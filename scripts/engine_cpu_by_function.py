@@ -7,7 +7,8 @@ Wraps the pipeline's steps with thread CPU clocks (``time.thread_time`` around e
 in whichever thread runs it: the reader thread prepares, the calling thread decodes and
 writes, the workers run the model) and prints microseconds of CPU per document for each,
 beside the process's total; nested steps count inside their callers too (``prepare``
-holds ``split_sentences`` and ``tokenize_flat``, ``_decode`` holds ``decode_tags``). The
+holds ``split_sentences`` and ``tokenize_flat``, ``_decode`` holds ``decode_tags``, which
+holds the Viterbi's ``pinned_tags`` and ``_search_islands``). The
 wrappers add ~1 us per call. For one intra-op thread per call (the default 2 streams at
 2 threads) ``run_stage1`` is all of the model's CPU.
 """
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 import nere.engine.core.featurize as featurize_module
+import nere.engine.core.viterbi as viterbi_module
 import nere.engine.parquet_io as parquet_io_module
 import nere.engine.pipeline as pipeline_module
 from nere.cpu_clock import CallClock
@@ -50,6 +52,8 @@ def main() -> None:
         clocked(pipeline_module.Pipeline, name)
     clocked(pipeline_module.Prepared, "rows_batches")
     clocked(featurize_module.Featurizer, "tokenize_flat")
+    for name in ("pinned_tags", "_search_islands"):  # inside decode_tags: the Viterbi's two parts
+        clocked(viterbi_module, name)
     clocked(parquet_io_module.RunState, "commit")
     engine = Engine.load(args.bundle, device="cpu", threads=args.threads, streams=args.streams,
                          batch_tokens=args.batch_tokens)
