@@ -20,6 +20,7 @@ import numpy as np
 
 from nere.engine.bundle import FORMAT, FORMAT_VERSION, TASKS, sha256_file
 from nere.engine.errors import BundleError
+from nere.export.lstm_graph import fold_lstm_reversals_file
 from nere.export.onnx_export import dummy_feeds, export_graph, graph_io, torch_outputs
 from nere.export.variants import DEFAULT_INT8_POLICY, PRECISIONS, make_variant
 
@@ -135,7 +136,7 @@ def write_bundle(
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        graphs, details, parity = {}, {}, {}
+        graphs, details, parity, rewrites = {}, {}, {}, {}
         specs = model.export_graphs()
         for spec in specs:
             if spec.name not in STAGES:
@@ -144,7 +145,10 @@ def write_bundle(
             fp32 = final if precision == "fp32" else tmp / "fp32" / final.name
             say(f"exporting {spec.name} graph")
             export_graph(spec, fp32)
-            parity[spec.name] = check_graph_parity(spec, fp32)
+            folded = fold_lstm_reversals_file(fp32)  # a BiLSTM's backward pass as a reverse LSTM
+            if folded:
+                rewrites[spec.name] = {"lstm_reversals_folded": folded}
+            parity[spec.name] = check_graph_parity(spec, fp32)  # of the graph as rewritten
             if precision != "fp32":
                 say(f"making {precision} {spec.name} graph")
                 details[spec.name] = make_variant(fp32, final, precision, int8_policy)
@@ -175,6 +179,7 @@ def write_bundle(
                 "export_seconds": round(time.perf_counter() - started, 3),
                 "bundle_bytes": bundle_bytes(tmp),
                 "dummy_max_abs_diff_fp32": parity,
+                **({"graph_rewrites": rewrites} if rewrites else {}),
                 **({"variant": details} if details else {}),
                 **({"tokenizer": tokenizer_note} if tokenizer_note else {}),
             },

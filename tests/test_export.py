@@ -211,6 +211,57 @@ def test_int8_quantizes_encoder_only_and_leaves_no_files(ner_bundles, tmp_path, 
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp bundle folders left
 
 
+def _lstms(path: Path) -> list[onnx.NodeProto]:
+    return [n for n in onnx.load(str(path)).graph.node if n.op_type in ("LSTM", "DynamicQuantizeLSTM")]
+
+
+def _direction(node: onnx.NodeProto) -> str:
+    found = [onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "direction"]
+    return found[0].decode() if found else "forward"
+
+
+@pytest.mark.parametrize("kind", ["bilstm", "bilstm-crf"])
+def test_bilstm_backward_pass_is_a_reverse_lstm(kind, ner_bundles, tmp_path):
+    """The export folds the encoder's two reversals into the backward LSTM's own reverse
+    direction over the lengths (export/lstm_graph.py): no gathers left, and the graph
+    equals the module at every position, padding included, on random lengths."""
+    model, _, folder = ner_bundles[kind]
+    assert read_manifest_json(folder)["made_by"]["graph_rewrites"] == {"ner": {"lstm_reversals_folded": 1}}
+    graph = onnx.load(str(folder / "ner.onnx")).graph
+    assert "GatherElements" not in {n.op_type for n in graph.node}
+    lstms = _lstms(folder / "ner.onnx")
+    assert sorted(_direction(n) for n in lstms) == ["forward", "reverse"]
+    backward = next(n for n in lstms if _direction(n) == "reverse")
+    assert backward.input[4]  # it reads the sequence lengths
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(1, 12, size=9)
+    lengths[0] = 11
+    mask = (np.arange(11)[None, :] < lengths[:, None]).astype(np.int64)
+    ids = rng.integers(4, model.encoder.embedding.num_embeddings, size=mask.shape) * mask
+    sess = ort.InferenceSession(str(folder / "ner.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+    with torch.no_grad():
+        want = model.eval()(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+    assert np.abs(got - want).max() < 1e-5
+    tok_file = folder / TOKENIZER
+    out, m = write_bundle(model, model.config, tok_file, tmp_path / "int8", precision="int8")
+    quantized = _lstms(out / "ner.onnx")
+    assert [n.op_type for n in quantized] == ["DynamicQuantizeLSTM"] * 2
+    assert sorted(_direction(n) for n in quantized) == ["forward", "reverse"]
+    assert m["made_by"]["graph_rewrites"] == {"ner": {"lstm_reversals_folded": 1}}
+
+
+def test_lstm_reversal_pass_leaves_other_graphs_alone(ner_bundles):
+    from nere.export.lstm_graph import fold_lstm_reversals
+
+    graph = onnx.load(str(ner_bundles["bert-crf"][2] / "ner.onnx"))
+    before = graph.SerializeToString()
+    assert fold_lstm_reversals(graph) == 0 and graph.SerializeToString() == before
+    assert "graph_rewrites" not in read_manifest_json(ner_bundles["bert-crf"][2])["made_by"]
+    folded = onnx.load(str(ner_bundles["bilstm"][2] / "ner.onnx"))
+    assert fold_lstm_reversals(folded) == 0  # already folded: its backward LSTM reads lengths
+
+
 def test_int8_policies_choose_weight_matmuls(ner_bundles):
     from nere.export.variants import INT8_POLICIES, int8_plan
 

@@ -75,7 +75,10 @@ class BiLSTMEncoder(nn.Module):
     """Embedding + bidirectional LSTM, padding-invariant without packed sequences.
 
     The backward direction runs a forward LSTM over each sequence reversed within its
-    length, so padding never flows into real positions (packing does not export well).
+    length, so padding never flows into real positions (packing does not export well);
+    its half of the output is zero at padding. The export turns that pair of reversals
+    into the backward LSTM's own reverse direction over the sequence lengths
+    (``nere.export.lstm_graph``), which gives the same values, zeros at padding included.
     """
 
     def __init__(self, vocab_size: int, embedding_dim: int = 128, hidden_size: int = 128,
@@ -95,7 +98,7 @@ class BiLSTMEncoder(nn.Module):
         lengths = attention_mask.sum(dim=1)
         f, _ = self.fwd(x)
         b, _ = self.bwd(reverse_within_length(x, lengths))
-        b = reverse_within_length(b, lengths)
+        b = reverse_within_length(b, lengths) * attention_mask.unsqueeze(-1).to(b.dtype)
         return self.dropout(torch.cat([f, b], dim=-1))
 
 
