@@ -89,6 +89,10 @@ def fold_lstm_reversals(model: onnx.ModelProto, mask_input: str = "attention_mas
         unreversed = gather_in.input[0]
         for u in users.get(gather_in.output[0], []):  # the Transpose, and Shapes (same shape unreversed)
             u.input[0] = unreversed
+        # the forward LSTM's own (time, batch) copy of the same input serves both
+        twin = [u for u in users.get(unreversed, []) if _is_batch_time_swap(u) and u.output[0] != swap_in.output[0]]
+        if twin:
+            lstm.input[0] = twin[0].output[0]
         while len(lstm.input) < 5:
             lstm.input.append("")
         lstm.input[4] = LENGTHS
