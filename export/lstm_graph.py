@@ -7,8 +7,9 @@ Less, Where, Expand), and Transposes around them. ONNX's LSTM does the same itse
 ``direction="reverse"`` with ``sequence_lens`` reads each sequence from its last real step
 back to the first and writes each output at its own step. So this pass feeds the backward
 LSTM the unreversed input, gives it the lengths (``ReduceSum(attention_mask)`` as int32) and
-the reverse direction, and drops both gathers; whatever only computed their indices goes
-with them. The values at real positions are the same computation in the same order (fp32:
+the reverse direction (every layer of it, for ``num_layers > 1``: each reverse layer reads
+the previous one's output as is), and drops both gathers; whatever only computed their
+indices goes with them. The values at real positions are the same computation in the same order (fp32:
 equal to the bit on the engine's shapes); the module zeroes the backward half at padding
 and the graph keeps that product, so padding positions agree too, and the export's parity
 check against PyTorch covers the rewritten graph.
@@ -66,19 +67,19 @@ def fold_lstm_reversals(model: onnx.ModelProto, mask_input: str = "attention_mas
         gather_in = producer.get(swap_in.input[0]) if _is_batch_time_swap(swap_in) else None
         if not _is_time_gather(gather_in):
             continue
-        squeezed = users.get(lstm.output[0], [])
-        if len(squeezed) != 1 or squeezed[0].op_type != "Squeeze":
+        chain, swap_out = _backward_stack(lstm, users)
+        if swap_out is None:
             continue
-        swap_out = users.get(squeezed[0].output[0], [])
-        if len(swap_out) != 1 or not _is_batch_time_swap(swap_out[0]):
-            continue
-        out_users = users.get(swap_out[0].output[0], [])
+        out_users = users.get(swap_out.output[0], [])
         gather_out = [u for u in out_users if _is_time_gather(u)]
         # besides the gather, only the index computation reads the output (its shape)
         if len(gather_out) != 1 or any(u.op_type not in ("GatherElements", "Shape") for u in out_users):
             continue
         if any(u.op_type not in ("Transpose", "Shape") for u in users.get(gather_in.output[0], [])):
             continue
+        reversed_out, back = gather_out[0].output[0], swap_out.output[0]
+        if reversed_out in {o.name for o in g.output}:
+            continue  # the reversed output is itself a graph output: keep the gathers
         if not done:
             g.initializer.append(helper.make_tensor(_AXES, TensorProto.INT64, [1], [1]))
             g.node.extend([
@@ -93,15 +94,13 @@ def fold_lstm_reversals(model: onnx.ModelProto, mask_input: str = "attention_mas
         twin = [u for u in users.get(unreversed, []) if _is_batch_time_swap(u) and u.output[0] != swap_in.output[0]]
         if twin:
             lstm.input[0] = twin[0].output[0]
-        while len(lstm.input) < 5:
-            lstm.input.append("")
-        lstm.input[4] = LENGTHS
-        for a in [a for a in lstm.attribute if a.name == "direction"]:
-            lstm.attribute.remove(a)
-        lstm.attribute.append(helper.make_attribute("direction", "reverse"))
-        reversed_out, back = gather_out[0].output[0], swap_out[0].output[0]
-        if reversed_out in {o.name for o in g.output}:
-            raise ValueError(f"graph output {reversed_out!r} is the reversal this pass removes")
+        for layer in chain:  # a stack runs reverse layer by layer: each reads the one before as is
+            while len(layer.input) < 5:
+                layer.input.append("")
+            layer.input[4] = LENGTHS
+            for a in [a for a in layer.attribute if a.name == "direction"]:
+                layer.attribute.remove(a)
+            layer.attribute.append(helper.make_attribute("direction", "reverse"))
         for n in g.node:
             for k, name in enumerate(n.input):
                 if name == reversed_out:
@@ -111,6 +110,29 @@ def fold_lstm_reversals(model: onnx.ModelProto, mask_input: str = "attention_mas
         _drop_unused(g)
         topological_sort(g)
     return done
+
+
+def _backward_stack(first: onnx.NodeProto, users: dict[str, list[onnx.NodeProto]]
+                    ) -> tuple[list[onnx.NodeProto], onnx.NodeProto | None]:
+    """The LSTM layers from ``first`` on (each layer's output squeezed into the next one's
+    input, as the exporter writes ``num_layers > 1``) and the (time, batch) -> (batch,
+    time) Transpose after the last; (layers, None) when the chain ends any other way."""
+    chain, layer = [first], first
+    while True:
+        squeezed = users.get(layer.output[0], [])
+        if len(squeezed) != 1 or squeezed[0].op_type != "Squeeze":
+            return chain, None
+        after = users.get(squeezed[0].output[0], [])
+        if len(after) != 1:
+            return chain, None
+        nxt = after[0]
+        if _is_batch_time_swap(nxt):
+            return chain, nxt
+        if nxt.op_type != "LSTM" or nxt.input[0] != squeezed[0].output[0] or \
+                _attr(nxt, "direction", b"forward") not in (b"forward", "forward") or (len(nxt.input) > 4 and nxt.input[4]):
+            return chain, None
+        chain.append(nxt)
+        layer = nxt
 
 
 def _drop_unused(g: onnx.GraphProto) -> None:

@@ -251,6 +251,25 @@ def test_bilstm_backward_pass_is_a_reverse_lstm(kind, ner_bundles, tmp_path):
     assert m["made_by"]["graph_rewrites"] == {"ner": {"lstm_reversals_folded": 1}}
 
 
+def test_stacked_bilstm_backward_layers_all_run_in_reverse(tmp_path):
+    torch.manual_seed(0)
+    model, tok, _, _ = build_ner("bilstm-crf", make_examples(), encoder="random", max_length=64, bert_size=TINY_BERT,
+                                 lstm={**TINY_LSTM, "num_layers": 2})
+    folder = export_tiny(model.eval(), tok, tmp_path)
+    assert read_manifest_json(folder)["made_by"]["graph_rewrites"] == {"ner": {"lstm_reversals_folded": 1}}
+    assert sorted(_direction(n) for n in _lstms(folder / "ner.onnx")) == ["forward", "forward", "reverse", "reverse"]
+    rng = np.random.default_rng(5)
+    lengths = rng.integers(1, 10, size=7)
+    lengths[0] = 9
+    mask = (np.arange(9)[None, :] < lengths[:, None]).astype(np.int64)
+    ids = rng.integers(4, model.encoder.embedding.num_embeddings, size=mask.shape) * mask
+    got = ort.InferenceSession(str(folder / "ner.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"input_ids": ids, "attention_mask": mask})[0]
+    with torch.no_grad():
+        want = model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+    assert np.abs(got - want).max() < 1e-5
+
+
 def test_lstm_reversal_pass_leaves_other_graphs_alone(ner_bundles):
     from nere.export.lstm_graph import fold_lstm_reversals
 
