@@ -9,10 +9,11 @@ back to the first and writes each output at its own step. So this pass feeds the
 LSTM the unreversed input, gives it the lengths (``ReduceSum(attention_mask)`` as int32) and
 the reverse direction (every layer of it, for ``num_layers > 1``: each reverse layer reads
 the previous one's output as is), and drops both gathers; whatever only computed their
-indices goes with them. The values at real positions are the same computation in the same order (fp32:
-equal to the bit on the engine's shapes); the module zeroes the backward half at padding
-and the graph keeps that product, so padding positions agree too, and the export's parity
-check against PyTorch covers the rewritten graph.
+indices goes with them. The values at real positions are the same computation in the same
+order (fp32: equal to the bit on the engine's shapes); the module zeroes the backward half
+at padding and the graph keeps that product, so padding positions agree too, and the
+export's parity check against PyTorch covers the rewritten graph. A graph of any other
+shape is left as it is.
 
 Measured on the CoNLL04 BiLSTM-CRF graph (docs/benchmarks.md, "Engine overhead", item 37):
 the reversal nodes were ~17% of onnxruntime's kernel time in int8.
