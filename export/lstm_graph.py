@@ -46,10 +46,18 @@ def _is_time_gather(node: onnx.NodeProto | None) -> bool:
     return node is not None and node.op_type == "GatherElements" and _attr(node, "axis", 0) == 1
 
 
+def _is_plain_forward_lstm(node: onnx.NodeProto) -> bool:
+    """A forward LSTM that reads no sequence lengths (what the exporter writes for nn.LSTM)."""
+    return (node.op_type == "LSTM" and _attr(node, "direction", b"forward") == b"forward"
+            and not (len(node.input) > 4 and node.input[4]))
+
+
 def fold_lstm_reversals(model: onnx.ModelProto, mask_input: str = "attention_mask") -> int:
     """Rewrite, in place, every backward LSTM of the pattern above (see the module doc);
     returns how many. A graph without the pattern (or without ``mask_input``) is left as
-    it is: 0."""
+    it is: 0. The match is structural (the gathers' index tensors are not traced back to
+    the mask); the export's parity check against the module, on inputs with padding, is
+    what proves each rewrite."""
     g = model.graph
     if mask_input not in {i.name for i in g.input}:
         return 0
@@ -60,10 +68,8 @@ def fold_lstm_reversals(model: onnx.ModelProto, mask_input: str = "attention_mas
             users.setdefault(i, []).append(n)
     done = 0
     for lstm in list(g.node):
-        if lstm.op_type != "LSTM" or _attr(lstm, "direction", b"forward") not in (b"forward", "forward"):
+        if not _is_plain_forward_lstm(lstm):
             continue
-        if len(lstm.input) > 4 and lstm.input[4]:
-            continue  # it has lengths already
         swap_in = producer.get(lstm.input[0])
         gather_in = producer.get(swap_in.input[0]) if _is_batch_time_swap(swap_in) else None
         if not _is_time_gather(gather_in):
@@ -129,8 +135,7 @@ def _backward_stack(first: onnx.NodeProto, users: dict[str, list[onnx.NodeProto]
         nxt = after[0]
         if _is_batch_time_swap(nxt):
             return chain, nxt
-        if nxt.op_type != "LSTM" or nxt.input[0] != squeezed[0].output[0] or \
-                _attr(nxt, "direction", b"forward") not in (b"forward", "forward") or (len(nxt.input) > 4 and nxt.input[4]):
+        if not _is_plain_forward_lstm(nxt) or nxt.input[0] != squeezed[0].output[0]:
             return chain, None
         chain.append(nxt)
         layer = nxt
