@@ -23,6 +23,7 @@ import shlex
 import shutil
 import statistics
 import sys
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -157,6 +158,7 @@ class Config:
         self.e2e: list[float] = []
         self.e2e_cpu: list[dict[str, float]] = []  # per end-to-end run: process and model CPU seconds
         self.model: list[float] = []
+        self.model_cpu: list[float] = []  # process CPU seconds of each model-only replay
         self.profile = None
         self.latency: list[dict] = []
         self.memory: dict[str, Any] | None = None
@@ -362,7 +364,9 @@ def run_bench(st: Settings) -> dict[str, Any]:
             seconds, _ = end_to_end(c.engine, st.corpus, st.limit, scratch / "e2e", *cols, cpu=cpu)
             c.e2e.append(seconds)
             c.e2e_cpu.append(cpu)
+            cpu0 = time.process_time()
             c.model.append(c.profile.recorder.replay(c.engine.streams))
+            c.model_cpu.append(time.process_time() - cpu0)
             _echo(f"[{r + 1}/{st.repeats}] {c.name}: end to end {c.profile.stats.documents / seconds:,.1f} docs/s, "
                   f"model only {c.profile.stats.documents / c.model[-1]:,.1f} docs/s")
         for b in baselines:
@@ -498,6 +502,31 @@ def _cpu_split(c: Config, documents: int) -> dict[str, Any]:
             "engine_us_per_document": round(engine * us, 1), "model_share": round(model / process, 4) if process else None}
 
 
+def _ratio_split(c: Config, documents: int) -> dict[str, Any]:
+    """Why end to end falls short of model only, as two factors whose product is each
+    round's ratio exactly (wall = CPU / (busy share x cores)): ``cpu_ratio``, the model-only
+    replay's process CPU over the end-to-end run's (what the engine's own work adds), and
+    ``busy_ratio``, the share of the cores the end-to-end run kept busy over the replay's
+    (what idle cores cost: a run's ends, threads waiting for each other or the GIL).
+    Medians over rounds; on a CPU provider only (elsewhere the model's work is not CPU)."""
+    if c.engine.provider != "CPUExecutionProvider":
+        return {"skipped": f"provider {c.engine.provider}: the model's work is not CPU time"}
+    rounds = [(e["process"], we, mc, wm) for e, we, mc, wm in zip(c.e2e_cpu, c.e2e, c.model_cpu, c.model)
+              if e.get("process") and mc and we and wm]
+    if not rounds or not documents:
+        return {"skipped": "no end-to-end and model-only rounds"}
+    cores = int(c.engine.describe()["threads"])
+    us = 1e6 / documents
+    return {
+        "cores": cores,
+        "model_only_process_us_per_document": round(_median([mc for _, _, mc, _ in rounds]) * us, 1),
+        "model_only_cpu_busy": round(_median([mc / (wm * cores) for _, _, mc, wm in rounds]), 4),
+        "end_to_end_cpu_busy": round(_median([e / (we * cores) for e, we, _, _ in rounds]), 4),
+        "cpu_ratio": round(_median([mc / e for e, _, mc, _ in rounds]), 4),
+        "busy_ratio": round(_median([(e / we) / (mc / wm) for e, we, mc, wm in rounds]), 4),
+    }
+
+
 def _idle_ends(c: Config) -> dict[str, Any]:
     """Milliseconds of each end-to-end run before its first model call (reading and preparing
     the first unit) and after its last (decoding and writing the last unit), medians, and
@@ -538,6 +567,7 @@ def build_report(configs: list[Config], baselines: list[dict], stats: CorpusStat
             "model_only": model,
             "end_to_end_over_model_only": round(ratio, 4) if ratio is not None else None,
             "end_to_end_cpu": _cpu_split(c, s.documents),
+            "end_to_end_over_model_only_split": _ratio_split(c, s.documents),
             "end_to_end_model_idle_ms": _idle_ends(c),
             "end_to_end_model_calls_in_flight": _in_flight(c),
             "breakdown_s": c.profile.phases,

@@ -46,10 +46,10 @@ def markdown(r: dict[str, Any]) -> str:
         "## Throughput (end to end = read -> tables written; model only = ONNX stages on pre-batched inputs)",
         "",
         _row(["model", "precision", "provider", "batch tokens", "docs/s", "sentences/s", "tokens/s",
-              "model-only docs/s", "e2e / model-only", "CPU us/doc: model / engine",
+              "model-only docs/s", "e2e / model-only", "= CPU ratio x busy ratio", "CPU us/doc: model / engine",
               "model idle ms: before first / after last call", "model calls in flight (stage-1 streams)",
               "peak RSS MB", "F1 (verified)"]),
-        _row(["---"] * 14),
+        _row(["---"] * 15),
     ]
     for m in r["models"]:
         e, mo, mem = m["end_to_end"], m["model_only"], m.get("memory") or {}
@@ -60,17 +60,19 @@ def markdown(r: dict[str, Any]) -> str:
         idle = m.get("end_to_end_model_idle_ms") or {}
         ends = (f"{_f(idle['before_first_model_call'])} / {_f(idle['after_last_model_call'])}"
                 if "share_of_wall" in idle else "-")
+        parts = m.get("end_to_end_over_model_only_split") or {}
+        why = (f"{_f(parts['cpu_ratio'], 3)} x {_f(parts['busy_ratio'], 3)}" if "cpu_ratio" in parts else "-")
         fly = m.get("end_to_end_model_calls_in_flight") or {}
         flight = f"{_f(fly['mean_calls'], 2)} ({fly['stage1_streams']})" if "mean_calls" in fly else "-"
         lines.append(_row([m["name"], m["precision"], m["provider"].replace("ExecutionProvider", ""), m["batch_tokens"],
                            _f(e.get("documents_per_s")), _f(e.get("sentences_per_s")), _f(e.get("tokens_per_s"), 0),
-                           _f(mo.get("documents_per_s")), _f(m["end_to_end_over_model_only"], 3), split, ends,
+                           _f(mo.get("documents_per_s")), _f(m["end_to_end_over_model_only"], 3), why, split, ends,
                            flight, _f(mem.get("peak_rss_mb")), _f(f1, 4)]))
     for b in r["baselines"]:
         e, mem = b["end_to_end"], b.get("memory") or {}
         lines.append(_row([b["name"], "fp32", f"torch eager, batch {b['batch_docs']} docs", "-",
                            _f(e.get("documents_per_s")), _f(e.get("sentences_per_s")), _f(e.get("tokens_per_s"), 0),
-                           "-", "-", "-", "-", "-", _f(mem.get("peak_rss_mb")), "-"]))
+                           "-", "-", "-", "-", "-", "-", _f(mem.get("peak_rss_mb")), "-"]))
     if any(m["latency"] for m in r["models"]) or any(b["latency"] for b in r["baselines"]):
         lines += ["", "## Latency per batch (ms; batch = B documents through `Engine.extract`)", "",
                   _row(["model", "batch", "samples", "p50", "p95", "p99", "model-stage p50"]), _row(["---"] * 7)]

@@ -30,7 +30,7 @@ TEXTS = [
 ]
 MODEL_KEYS = {"name", "bundle", "task", "model", "precision", "sha256", "provider", "provider_notes", "batch_tokens",
               "streams", "threads_per_stream", "re_streams", "checkpoint", "compute", "baseline_key", "re_bundle", "metrics", "bundle_bytes", "end_to_end", "model_only", "end_to_end_over_model_only",
-              "end_to_end_cpu", "end_to_end_model_idle_ms", "end_to_end_model_calls_in_flight", "breakdown_s", "model_batches", "outputs", "latency", "memory", "rss_scaling"}
+              "end_to_end_over_model_only_split", "end_to_end_cpu", "end_to_end_model_idle_ms", "end_to_end_model_calls_in_flight", "breakdown_s", "model_batches", "outputs", "latency", "memory", "rss_scaling"}
 RATE_KEYS = {"seconds", "documents_per_s", "sentences_per_s", "tokens_per_s", "seconds_all"}
 
 
@@ -84,6 +84,11 @@ def test_bench_writes_report_with_stable_keys(tiny, tmp_path):
         assert set(idle) == {"before_first_model_call", "after_last_model_call", "share_of_wall"}
         assert idle["before_first_model_call"] > 0 and idle["after_last_model_call"] > 0
         assert 0 < idle["share_of_wall"] < 1
+        parts = m["end_to_end_over_model_only_split"]  # the ratio as CPU added x cores left idle
+        assert set(parts) == {"cores", "model_only_process_us_per_document", "model_only_cpu_busy",
+                              "end_to_end_cpu_busy", "cpu_ratio", "busy_ratio"}
+        assert parts["model_only_process_us_per_document"] > 0 and 0 < parts["cpu_ratio"]
+        assert parts["end_to_end_cpu_busy"] > 0 and parts["model_only_cpu_busy"] > 0  # other threads count too
         fly = m["end_to_end_model_calls_in_flight"]  # wall inside model calls over the first-to-last window
         assert set(fly) == {"mean_calls", "stage1_streams", "re_streams"}
         assert 0 < fly["mean_calls"] <= fly["stage1_streams"] + 0.01 and fly["re_streams"] is None
@@ -102,6 +107,24 @@ def test_bench_writes_report_with_stable_keys(tiny, tmp_path):
     assert {t["name"] for t in r["targets"]} == {"end_to_end_over_model_only"}
     md = (out / "report.md").read_text()
     assert "| joint | fp32 |" in md and "## Latency" in md and "## Targets" in md
+
+
+def test_ratio_split_multiplies_back_to_each_rounds_ratio():
+    """end to end / model only == CPU ratio x busy ratio, exactly, round by round: wall =
+    CPU / (busy share x cores); a non-CPU provider is skipped with the reason."""
+    from types import SimpleNamespace
+
+    from nere.bench import _ratio_split
+
+    engine = SimpleNamespace(provider="CPUExecutionProvider", describe=lambda: {"threads": 2})
+    # one round: 100 documents; end to end 2.0 s wall on 3.6 s CPU, model only 1.6 s on 3.1 s
+    c = SimpleNamespace(engine=engine, e2e=[2.0], e2e_cpu=[{"process": 3.6}], model=[1.6], model_cpu=[3.1])
+    parts = _ratio_split(c, 100)
+    assert parts["cores"] == 2 and parts["model_only_process_us_per_document"] == pytest.approx(31000.0)
+    assert parts["end_to_end_cpu_busy"] == pytest.approx(0.9) and parts["model_only_cpu_busy"] == pytest.approx(0.9688, abs=1e-4)
+    assert parts["cpu_ratio"] * parts["busy_ratio"] == pytest.approx(1.6 / 2.0, abs=1e-3)
+    engine.provider = "CUDAExecutionProvider"
+    assert "not CPU time" in _ratio_split(c, 100)["skipped"]
 
 
 def test_cpu_split_only_where_the_model_runs_in_the_calling_thread(tiny, tmp_path):
