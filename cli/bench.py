@@ -353,7 +353,7 @@ def run_bench(st: Settings) -> dict[str, Any]:
         _echo(f"[profile] {c.name} ({c.precision}, {c.engine.provider}, batch_tokens {c.engine.batch_tokens})")
         end_to_end(c.engine, st.corpus, min(st.limit or 256, 256), scratch / "warmup", *cols)
         c.profile = profile_pass(c.engine, st.corpus, st.limit, *cols)
-        c.profile.recorder.replay(c.engine.streams)  # warm-up of the replay path
+        c.profile.recorder.replay(c.engine.streams, _replay_lanes(c))  # warm-up of the replay path
     stats: CorpusStats = configs[0].profile.stats
 
     baselines = _baselines(configs, st)
@@ -365,7 +365,7 @@ def run_bench(st: Settings) -> dict[str, Any]:
             c.e2e.append(seconds)
             c.e2e_cpu.append(cpu)
             cpu0 = time.process_time()
-            c.model.append(c.profile.recorder.replay(c.engine.streams))
+            c.model.append(c.profile.recorder.replay(c.engine.streams, _replay_lanes(c)))
             c.model_cpu.append(time.process_time() - cpu0)
             _echo(f"[{r + 1}/{st.repeats}] {c.name}: end to end {c.profile.stats.documents / seconds:,.1f} docs/s, "
                   f"model only {c.profile.stats.documents / c.model[-1]:,.1f} docs/s")
@@ -500,6 +500,14 @@ def _cpu_split(c: Config, documents: int) -> dict[str, Any]:
     engine = _median([r["process"] - r["model"] for r in c.e2e_cpu])
     return {"process_us_per_document": round(process * us, 1), "model_us_per_document": round(model * us, 1),
             "engine_us_per_document": round(engine * us, 1), "model_share": round(model / process, 4) if process else None}
+
+
+def _replay_lanes(c: Config) -> dict[int, int]:
+    """The separate RE bundle's graphs -> its calls at once, for the model-only replay."""
+    re_bundle = c.engine.pipeline.re_bundle
+    if re_bundle is None:
+        return {}
+    return {id(g): c.engine.re_streams for g in (re_bundle.stage1, re_bundle.stage2) if g is not None}
 
 
 def _ratio_split(c: Config, documents: int) -> dict[str, Any]:

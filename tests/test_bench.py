@@ -8,6 +8,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -112,8 +113,6 @@ def test_bench_writes_report_with_stable_keys(tiny, tmp_path):
 def test_ratio_split_multiplies_back_to_each_rounds_ratio():
     """end to end / model only == CPU ratio x busy ratio, exactly, round by round: wall =
     CPU / (busy share x cores); a non-CPU provider is skipped with the reason."""
-    from types import SimpleNamespace
-
     from nere.bench import _ratio_split
 
     engine = SimpleNamespace(provider="CPUExecutionProvider", describe=lambda: {"threads": 2})
@@ -166,6 +165,47 @@ def test_model_only_replays_the_engines_stage_calls(tiny, batch_tokens):
         assert any(any(c[0] == "stage1" for c in calls[ref + 1 : k]) for ref, k in refs)
     assert prof.recorder.replay() > 0 and prof.recorder.replay(streams=2) > 0
     assert prof.stats.entities == engine.extract_all(str(tiny["corpus"])).entities.num_rows
+
+
+def test_replay_runs_a_separate_re_bundles_calls_in_their_own_lane(tiny, monkeypatch):
+    """A separate RE bundle's calls replay after the NER calls, at most ``re_streams`` at
+    once (each with its own share of the threads, as in the engine), the NER calls at most
+    ``streams`` at once; every recorded call runs once."""
+    import threading
+
+    import nere.bench_measure as bench_measure
+    from nere.bench import _replay_lanes
+
+    engine = Engine(tiny["ner"], re_bundle=tiny["re"], device="cpu", threads=2, streams=2, re_streams=1)
+    prof = profile_pass(engine, tiny["corpus"], None)
+    re_graphs = {id(engine.pipeline.re_bundle.stage1), id(engine.pipeline.re_bundle.stage2)}
+    lanes = _replay_lanes(SimpleNamespace(engine=engine))
+    assert set(lanes) == re_graphs and set(lanes.values()) == {1}
+    recorded = [id(args[0]) in re_graphs for _, args, _ in prof.recorder.calls]
+    assert any(recorded) and not all(recorded)
+    lock, now, most, order = threading.Lock(), {True: 0, False: 0}, {True: 0, False: 0}, []
+    real1, real2 = bench_measure.run_stage1, bench_measure.run_stage2
+
+    def counted(real):
+        def call(graph, *args):
+            lane = id(graph) in re_graphs
+            with lock:
+                now[lane] += 1
+                most[lane] = max(most[lane], now[lane])
+                order.append(lane)
+            try:
+                return real(graph, *args)
+            finally:
+                with lock:
+                    now[lane] -= 1
+        return call
+
+    monkeypatch.setattr(bench_measure, "run_stage1", counted(real1))
+    monkeypatch.setattr(bench_measure, "run_stage2", counted(real2))
+    assert prof.recorder.replay(2, lanes) > 0
+    assert sorted(order) == sorted(recorded)  # every call once
+    assert order == sorted(order)  # the NER lane first, then the RE lane
+    assert most[True] == 1 and 1 <= most[False] <= 2
 
 
 def test_bench_several_re_bundles_side_by_side(tiny, tmp_path):
