@@ -467,6 +467,21 @@ def test_embedding_rows_quantized_per_row():
     assert (got[0, 1] == 0).all()
 
 
+def test_auto_falls_back_to_the_most_accurate_measured_policy():
+    """When no candidate passes on dev, auto keeps the smallest worst-part difference (not
+    simply the last candidate); the faster of equals."""
+    from nere.export.variants import most_accurate_policy
+
+    tried = [{"policy": "head+ffn-out", "f1_diff": {"ner": 0.0066, "re": 0.0032}},
+             {"policy": "head+ffn", "f1_diff": {"ner": 0.0026, "re": 0.0034}},
+             {"policy": "embeddings", "f1_diff": {"ner": 0.0041, "re": 0.0001}}]
+    assert most_accurate_policy(tried) == "head+ffn"
+    assert most_accurate_policy([{"policy": "a", "f1_diff": {"ner": 0.003}},
+                                 {"policy": "b", "f1_diff": {"ner": 0.003}}]) == "a"
+    with pytest.raises(ValueError):
+        most_accurate_policy([])
+
+
 def test_cli_int8_policy_auto_chooses_on_dev(ner_bundles, tmp_path, monkeypatch):
     """auto tries the candidate policies fastest first on the dev split and records why."""
     import nere.export.verify as verify
@@ -474,8 +489,9 @@ def test_cli_int8_policy_auto_chooses_on_dev(ner_bundles, tmp_path, monkeypatch)
     from nere.train.datasets import write_jsonl
 
     AUTO_INT8_CANDIDATES = auto_int8_candidates("bert")
-    assert AUTO_INT8_CANDIDATES == ("head+ffn-out", "head+ffn")  # no all-MatMul int8 for transformers
-    assert auto_int8_candidates("bilstm") == ("none", "head+ffn-out", "head+ffn")
+    # no all-MatMul int8 for transformers; every MatMul fp32 is the last resort
+    assert AUTO_INT8_CANDIDATES == ("head+ffn-out", "head+ffn", "embeddings")
+    assert auto_int8_candidates("bilstm") == ("none", "head+ffn-out", "head+ffn", "embeddings")
 
     model, _, folder = ner_bundles["bert-crf"]
     tok = __import__("tokenizers").Tokenizer.from_file(str(folder / TOKENIZER))
@@ -493,14 +509,17 @@ def test_cli_int8_policy_auto_chooses_on_dev(ner_bundles, tmp_path, monkeypatch)
     assert read_manifest_json(out)["made_by"]["variant"]["ner"]["policy"] == sel["chosen"]
     assert sorted(p.name for p in out.parent.iterdir()) == ["bundle"]  # scratch bundles removed
 
-    # nothing passes: the most accurate candidate is kept, with a warning
+    # nothing passes: the most accurate candidate measured is kept (the fastest of equals), with a warning
     monkeypatch.setitem(verify.THRESHOLDS, "int8", {"min_agreement": 2.0, "max_f1_diff": 0.005})
     res = CliRunner().invoke(export, [str(ckpt), "--out", str(out), "--precision", "int8", "--int8-policy", "auto",
                                       "--verify", str(data), "--quiet", "--overwrite", "--threads", "1"])
     assert res.exit_code == 1 and "no int8 policy stays within" in res.output
     sel = read_manifest_json(out)["made_by"]["int8_policy_selection"]
     assert [c["policy"] for c in sel["candidates"]] == list(AUTO_INT8_CANDIDATES)
-    assert sel["chosen"] == AUTO_INT8_CANDIDATES[-1] and not any(c["passed"] for c in sel["candidates"])
+    worst = [max(c["f1_diff"].values()) for c in sel["candidates"]]
+    assert sel["chosen"] == AUTO_INT8_CANDIDATES[worst.index(min(worst))]
+    assert not any(c["passed"] for c in sel["candidates"])
+    assert f"using the most accurate measured, {sel['chosen']}" in res.output
 
     for args, msg in ((["--int8-policy", "auto"], "--precision int8"),
                       (["--precision", "int8", "--int8-policy", "auto"], "--verify DATASET")):
