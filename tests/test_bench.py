@@ -324,6 +324,10 @@ def test_targets_arithmetic():
         ("int8_f1_drop", "a-int8 f1"): (0.004, True),
         ("rss_growth", "a-int8"): (1.3, False),
     }
+    # a missed e2e target says which factor to work on, when the report has the split
+    report["models"][1]["end_to_end_over_model_only_split"] = {"cpu_ratio": 0.86, "busy_ratio": 0.93}
+    (e2e,) = [t for t in evaluate_targets(report) if t["subject"] == "a-int8" and t["name"] == "end_to_end_over_model_only"]
+    assert "CPU ratio 0.860 (the engine's own CPU) x busy ratio 0.930 (cores left idle)" in e2e["detail"]
 
 
 def test_checkpoint_of_reads_the_export_command(tmp_path, monkeypatch):
