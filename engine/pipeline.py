@@ -25,7 +25,7 @@ import pyarrow as pa
 from nere.engine.bundle import Bundle
 from nere.engine.core.decode import decode_tags
 from nere.engine.core.featurize import Batch, Encoded, Featurizer, Tokens, char_to_token_spans
-from nere.engine.core.pairs import candidate_pairs, ordered_pairs
+from nere.engine.core.pairs import candidate_pairs, grouped_pairs, type_pair_table
 from nere.engine.core.types import Entity
 from nere.engine.core.viterbi import CRFDecoder
 from nere.engine.errors import EngineError
@@ -230,13 +230,9 @@ class Pipeline:
         # an RE bundle with the NER bundle's tokenizer reuses the unit's tokens (the usual
         # case: both built from the same training text, or the same pretrained BERT)
         self.reuse_tokens = re_bundle is not None and re_bundle.tokenizer_sha256 == ner.tokenizer_sha256
-        # the RE bundle's type_pairs as a (head type, tail type) table, for the array path
-        self.re_type_pairs: np.ndarray | None = None
-        if re_bundle is not None and re_bundle.re is not None and re_bundle.re.type_pairs is not None:
-            type_of = re_bundle.re.type_ids
-            self.re_type_pairs = np.zeros((len(type_of), len(type_of)), dtype=bool)
-            for a, b in re_bundle.re.type_pairs:
-                self.re_type_pairs[type_of[a], type_of[b]] = True
+        # the relation stage's type_pairs as a (head type, tail type) table, for the array paths
+        re_spec = ner.re or (re_bundle.re if re_bundle is not None else None)
+        self.type_pairs = type_pair_table(re_spec.type_pairs, re_spec.type_ids) if re_spec is not None else None
 
     # ---------------------------------------------------------------- prepare (CPU)
     def prepare(self, unit: Unit) -> Prepared:
@@ -396,19 +392,11 @@ class Pipeline:
         """Stage 2 over the pairs of each row's own entities (one encoding per row)."""
         re_spec = self.ner.re
         assert re_spec is not None and self.ner.stage2 is not None
-        types = np.asarray([re_spec.type_ids.get(lab, -1) for lab in found.label], dtype=np.int64)
-        heads, tails = [], []
-        for group in np.split(np.arange(len(found.row)), np.flatnonzero(np.diff(found.row)) + 1):
-            group = group[types[group] >= 0]
-            if len(group) < 2:
-                continue
-            ents = [Entity(int(found.start[k]), int(found.end[k]), found.label[k]) for k in group]
-            for h, t, _ in candidate_pairs(ents, type_pairs=re_spec.type_pairs):
-                heads.append(group[h])
-                tails.append(group[t])
-        if not heads:
+        type_of = re_spec.type_ids
+        types = np.fromiter((type_of.get(lab, -1) for lab in found.label), dtype=np.int64, count=len(found.label))
+        h, t = grouped_pairs(found.row, types, self.type_pairs)  # the spans come in row order
+        if not len(h):
             return
-        h, t = np.asarray(heads), np.asarray(tails)
         lead = self.ner.featurizer.lead
         pos_s, pos_e = found.start - found.t0 + lead, found.end - found.t0 + lead  # stage-1 positions
         probs = run_stage2(self.ner.stage2, hidden, width, found.row[h], (pos_s[h], pos_e[h], types[h]),
@@ -487,7 +475,7 @@ class Pipeline:
         label and id of each, in sentence order): the RE bundle reuses the unit's tokens and
         every sentence with a candidate pair fits one RE window. Then each such sentence is
         one RE row of its own tokens, its pairs are every ordered pair of its typed entities
-        that ``type_pairs`` allows (:func:`ordered_pairs`, the order of the general path),
+        that ``type_pairs`` allows (:func:`grouped_pairs`, the order of the general path),
         and batches, pairs and results are the general path's. None in any other case."""
         rb = self.re_bundle
         assert rb is not None and rb.re is not None and rb.stage2 is not None
@@ -496,23 +484,13 @@ class Pipeline:
         f, spec = rb.featurizer, rb.re
         type_of = spec.type_ids
         types = np.fromiter((type_of.get(lab, -1) for lab in labels), dtype=np.int64, count=len(labels))
-        typed = np.flatnonzero(types >= 0)
-        sent = si[typed]
-        first = np.flatnonzero(np.diff(sent, prepend=-1))  # each sentence's first typed entity (sentence order)
-        sizes = np.diff(np.append(first, len(sent)))
-        first, sizes = first[sizes >= 2], sizes[sizes >= 2]
-        if (prep.tokens.lengths[sent[first]] > f.max_content).any():
-            return None  # a sentence to window: the general path
-        group, i, j = ordered_pairs(sizes)
-        head, tail = typed[first[group] + i], typed[first[group] + j]  # unit-level entity indices
-        if self.re_type_pairs is not None:
-            ok = self.re_type_pairs[types[head], types[tail]]
-            group, head, tail = group[ok], head[ok], tail[ok]
-        if not len(group):
+        head, tail = grouped_pairs(si, types, self.type_pairs)  # unit-level entity indices, sentence order
+        if not len(head):
             return []
-        row_groups, row_of_pair = np.unique(group, return_inverse=True)  # a row per sentence with a pair
-        row_sent = sent[first[row_groups]]
+        row_sent, row_of_pair = np.unique(si[head], return_inverse=True)  # a row per sentence with a pair
         counts = prep.tokens.lengths[row_sent]
+        if (counts > f.max_content).any():
+            return None  # a sentence to window: the general path
         batches = plan_batches(counts, f, self.batch_tokens)
         order = np.concatenate(batches)
         inputs = collate_flat_many(f, prep.tokens, prep.tokens.first[row_sent][order], counts[order],
@@ -521,7 +499,7 @@ class Pipeline:
         place = np.empty(len(order), dtype=np.int64)  # a row's place in its batch
         place[order] = np.concatenate([np.arange(len(b)) for b in batches])
         pair_batch, pair_place = batch_of_row[row_of_pair], place[row_of_pair]
-        by_batch = np.lexsort((np.arange(len(group)), pair_place, pair_batch))  # the general path's pair order
+        by_batch = np.lexsort((np.arange(len(head)), pair_place, pair_batch))  # the general path's pair order
         bounds = np.searchsorted(pair_batch[by_batch], np.arange(len(batches) + 1))
         doc = np.asarray(prep.sent_doc, dtype=np.int64)[si]
         lead = f.lead

@@ -89,3 +89,33 @@ def test_example_validate_and_triples():
         Example("Ann", [Entity(0, 4, "PER")]).validate()
     with pytest.raises(ValueError, match="refers to a missing entity"):
         Example("Ann", [Entity(0, 3, "PER")], [Relation(0, 1, "Kill")]).validate()
+
+
+def test_grouped_pairs_equal_candidate_pairs_of_each_group():
+    """The engine's array form lists, for many groups at once, exactly what candidate_pairs
+    lists group by group (untyped entities skipped, type_pairs applied, same order)."""
+    import random
+
+    import numpy as np
+
+    from nere.engine.core.pairs import grouped_pairs, type_pair_table
+
+    labels = ["PER", "ORG", "LOC", "MISC"]  # MISC: not a type of the relation stage
+    type_ids = {"PER": 0, "ORG": 1, "LOC": 2}
+    rng = random.Random(5)
+    for allowed in (None, {("PER", "ORG"), ("ORG", "LOC"), ("PER", "PER")}, set()):
+        table = type_pair_table(allowed, type_ids)
+        for _ in range(30):
+            groups = [[rng.choice(labels) for _ in range(rng.randint(0, 5))] for _ in range(rng.randint(0, 6))]
+            keys = np.array([g for g, ents in enumerate(groups) for _ in ents], dtype=np.int64)
+            flat = [lab for ents in groups for lab in ents]
+            types = np.array([type_ids.get(lab, -1) for lab in flat], dtype=np.int64)
+            want = []
+            base = 0
+            for ents in groups:
+                typed = [k for k, lab in enumerate(ents) if lab in type_ids]
+                sub = [Entity(k, k + 1, ents[k]) for k in typed]
+                want += [(base + typed[i], base + typed[j]) for i, j, _ in candidate_pairs(sub, type_pairs=allowed)]
+                base += len(ents)
+            head, tail = grouped_pairs(keys, types, table)
+            assert list(zip(head.tolist(), tail.tolist())) == want

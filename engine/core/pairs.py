@@ -21,6 +21,35 @@ def ordered_pairs(sizes: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.nda
     return group[keep], i[keep], j[keep]
 
 
+def type_pair_table(type_pairs: Collection[tuple[str, str]] | None, type_ids: dict[str, int]) -> np.ndarray | None:
+    """``type_pairs`` as a (head type id, tail type id) bool table; None (every pair) stays None."""
+    if type_pairs is None:
+        return None
+    table = np.zeros((len(type_ids), len(type_ids)), dtype=bool)
+    for a, b in type_pairs:
+        table[type_ids[a], type_ids[b]] = True
+    return table
+
+
+def grouped_pairs(keys: np.ndarray, types: np.ndarray, table: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`candidate_pairs` (without gold labels) of many groups at once, as arrays: the
+    entities come grouped by ``keys`` (contiguous runs: a sentence, a model row), ``types``
+    are their type ids (-1: untyped, never paired), ``table`` from :func:`type_pair_table`.
+    Returns the (head, tail) entity indices of every ordered pair of two typed entities of
+    one group that the table allows, in (group, head, tail) order."""
+    typed = np.flatnonzero(np.asarray(types) >= 0)
+    key = np.asarray(keys)[typed]
+    first = np.flatnonzero(np.diff(key, prepend=-1) != 0)  # each group's first typed entity
+    sizes = np.diff(np.append(first, len(key)))
+    first, sizes = first[sizes >= 2], sizes[sizes >= 2]
+    group, i, j = ordered_pairs(sizes)
+    head, tail = typed[first[group] + i], typed[first[group] + j]
+    if table is not None and len(head):
+        ok = table[types[head], types[tail]]
+        head, tail = head[ok], tail[ok]
+    return head, tail
+
+
 def candidate_pairs(
     entities: Sequence[Entity],
     relations: Sequence[Relation] = (),
