@@ -8,7 +8,7 @@ in whichever thread runs it: the reader thread prepares, the calling thread deco
 writes, the workers run the model) and prints microseconds of CPU per document for each,
 beside the process's total; nested steps count inside their callers too (``prepare``
 holds ``split_sentences`` and ``tokenize_flat``, ``_decode`` holds ``decode_tags``, which
-holds the Viterbi's ``pinned_tags`` and ``_search_islands``). The
+holds the Viterbi's ``certified_path``, ``_search_islands`` and ``search_sorted``). The
 wrappers add ~1 us per call. For one intra-op thread per call (the default 2 streams at
 2 threads) ``run_stage1`` is all of the model's CPU.
 """
@@ -52,7 +52,7 @@ def main() -> None:
         clocked(pipeline_module.Pipeline, name)
     clocked(pipeline_module.Prepared, "rows_batches")
     clocked(featurize_module.Featurizer, "tokenize_flat")
-    for name in ("pinned_tags", "_search_islands"):  # inside decode_tags: the Viterbi's two parts
+    for name in ("certified_path", "_search_islands", "search_sorted"):  # inside decode_tags: the Viterbi's parts
         clocked(viterbi_module, name)
     clocked(parquet_io_module.RunState, "commit")
     engine = Engine.load(args.bundle, device="cpu", threads=args.threads, streams=args.streams,

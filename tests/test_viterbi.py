@@ -193,10 +193,11 @@ def test_row_char_spans_ignores_special_positions():
     assert [text[s:e] for s, e, _ in spans] == ["Ann Lee", "Rome"]
 
 
-# ---- pinning: positions decided without search, islands searched between them ----------
+# ---- certified positions: decided without search, islands searched between them ----------
 
 from nere.engine.core import viterbi as viterbi_module  # noqa: E402
-from nere.engine.core.viterbi import CRFDecoder, pin_gain, pinned_tags, search_sorted  # noqa: E402
+from nere.engine.core.viterbi import (  # noqa: E402
+    CRFDecoder, certified_path, rounding_margin, run_bounds, search_sorted, top_two)
 
 
 def _confident(rng: np.random.Generator, batch: int, time: int, ntags: int, strength: float) -> np.ndarray:
@@ -207,27 +208,69 @@ def _confident(rng: np.random.Generator, batch: int, time: int, ntags: int, stre
     return em
 
 
-def _full_search(emissions: np.ndarray, lengths: np.ndarray, trans, start, end) -> np.ndarray:
-    """The dynamic programme over whole rows, no pinning (the reference)."""
-    trans, start, end = (np.asarray(x, np.float32) for x in (trans, start, end))
+def _sorted_layout(emissions: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows longest first, as (time, tags, rows): the decoder's own layout."""
     order = np.argsort(-lengths, kind="stable")
     lens = lengths[order]
-    em = np.ascontiguousarray(emissions[order][:, : lens[0]].transpose(1, 2, 0))
+    return np.ascontiguousarray(emissions[order][:, : lens[0]].transpose(1, 2, 0).astype(np.float32)), lens, order
+
+
+def _full_search(emissions: np.ndarray, lengths: np.ndarray, trans, start, end) -> np.ndarray:
+    """The dynamic programme over whole rows, nothing certified (the reference)."""
+    trans, start, end = (np.asarray(x, np.float32) for x in (trans, start, end))
+    em, lens, order = _sorted_layout(emissions, lengths)
     out = np.zeros(emissions.shape[:2], np.int64)
     out[order, : lens[0]] = search_sorted(em, lens, trans, start[:, None], end[None, :])
     return out
 
 
+def _certified(emissions, lengths, trans, start, end) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, time) reference tags and free mask, in the caller's row order."""
+    trans, start, end = (np.asarray(x, np.float32) for x in (trans, start, end))
+    em, lens, order = _sorted_layout(emissions, lengths)
+    tag, free = certified_path(em, lens, run_bounds(trans, start, end), rounding_margin(em, trans, start, end))
+    tags, frees = np.zeros(emissions.shape[:2], np.int64), np.zeros(emissions.shape[:2], bool)
+    tags[order, : lens[0]], frees[order, : lens[0]] = tag.T, free.T
+    return tags, frees
+
+
 def _pin_share(emissions, lengths, trans, start, end) -> float:
-    order = np.argsort(-lengths, kind="stable")
-    lens = lengths[order]
-    em = np.ascontiguousarray(emissions[order][:, : lens[0]].transpose(1, 2, 0).astype(np.float32))
-    got = pinned_tags(em, lens, pin_gain(trans, start, end), trans, start, end)
-    return 0.0 if got is None else 1 - got[1].sum() / lens.sum()
+    return 1 - _certified(emissions, lengths, trans, start, end)[1].sum() / lengths.sum()
+
+
+def _bioes_crf(rng: np.random.Generator, types: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A BIOES CRF as training leaves one: allowed moves near +1, forbidden ones near -8
+    (large negative, not -inf); and tag paths drawn from the allowed moves."""
+    tags = ["O"] + [f"{p}-{k}" for k in range(types) for p in "BIES"]
+    n = len(tags)
+
+    def allowed(a: str, b: str) -> bool:
+        if a[0] in "BI":
+            return b[0] in "IE" and b[2:] == a[2:]
+        return b[0] in "OBS"
+
+    ok = np.array([[allowed(a, b) for b in tags] for a in tags])
+    trans = np.where(ok, rng.normal(1.0, 0.5, (n, n)), rng.normal(-8.0, 1.0, (n, n))).astype(np.float32)
+    start = np.where([t[0] in "OBS" for t in tags], 0.5, -7.0).astype(np.float32)
+    end = np.where([t[0] in "OES" for t in tags], 0.5, -7.0).astype(np.float32)
+    return trans, start, end, ok
+
+
+def _bioes_emissions(rng: np.random.Generator, ok: np.ndarray, batch: int, time: int, strength: float) -> np.ndarray:
+    """Emissions favouring an allowed tag path, by ``strength`` over noise."""
+    n = ok.shape[0]
+    em = rng.normal(0, 1.0, (batch, time, n)).astype(np.float32)
+    for b in range(batch):
+        y = 0
+        for t in range(time):
+            choices = np.flatnonzero(ok[y])
+            y = int(rng.choice(choices, p=None if y else [0.8] + [0.2 / (len(choices) - 1)] * (len(choices) - 1)))
+            em[b, t, y] += strength
+    return em
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_pinned_decoding_equals_the_full_search(seed):
+def test_certified_decoding_equals_the_full_search(seed):
     rng = np.random.default_rng(200 + seed)
     ntags, batch, time = int(rng.integers(3, 18)), int(rng.integers(20, 120)), int(rng.integers(5, 60))
     trans, start, end = (rng.normal(0, 0.5, s).astype(np.float32) for s in ((ntags, ntags), ntags, ntags))
@@ -235,13 +278,13 @@ def test_pinned_decoding_equals_the_full_search(seed):
     lengths = rng.integers(1, time + 1, batch)
     lengths[0] = time
     share = _pin_share(em, lengths, trans, start, end)
-    assert 0.5 < share < 1.0  # pinning is used, and islands are left to search
+    assert 0.5 < share < 1.0  # certificates are used, and islands are left to search
     assert np.array_equal(viterbi_decode(em, lengths, trans, start, end), _full_search(em, lengths, trans, start, end))
 
 
 @needs_torchcrf
 @pytest.mark.parametrize("seed", range(4))
-def test_pinned_decoding_equals_pytorch_crf(seed):
+def test_certified_decoding_equals_pytorch_crf(seed):
     rng = np.random.default_rng(300 + seed)
     crf = _random_crf(rng, 9, 0.5)
     em = _confident(rng, 40, 30, 9, strength=6.0)
@@ -253,21 +296,42 @@ def test_pinned_decoding_equals_pytorch_crf(seed):
         assert got[b, : lengths[b]].tolist() == path
 
 
-def test_pinned_tags_are_on_every_best_path_brute_force():
-    """Pinned positions hold the tag of the best path (checked on every path of small
-    problems, including integer scores where paths tie); islands that start a sentence,
-    end it, or fill it whole are searched with the right boundary scores."""
+@pytest.mark.parametrize("seed", range(4))
+def test_a_crf_that_forbids_moves_is_certified_where_the_top_tags_form_a_good_path(seed):
+    """BIOES transitions (forbidden moves at about -8): the reference path's own
+    neighbours bound the gains, so most positions are certified wherever the emissions
+    follow an allowed path, and the paths equal the full search; with weak emissions
+    (top tags often a forbidden sequence) far fewer are, and the paths still equal it."""
+    rng = np.random.default_rng(600 + seed)
+    trans, start, end, ok = _bioes_crf(rng, types=3)
+    lengths = rng.integers(1, 41, 60)
+    lengths[0] = 40
+    shares = []
+    for strength in (6.0, 0.5):
+        em = _bioes_emissions(rng, ok, 60, 40, strength)
+        shares.append(_pin_share(em, lengths, trans, start, end))
+        assert np.array_equal(viterbi_decode(em, lengths, trans, start, end), _full_search(em, lengths, trans, start, end))
+    assert shares[0] > 0.9 and shares[1] < 0.1
+
+
+def test_certified_tags_are_on_every_best_path_brute_force():
+    """Certified positions hold the tag of the best path (checked on every path of small
+    problems, including integer scores where paths tie, and CRFs that forbid moves);
+    islands that start a sentence, end it, or fill it whole are searched with the right
+    boundary scores."""
     rng = np.random.default_rng(11)
     checked = 0
-    for case in range(150):
-        ntags, time = int(rng.integers(2, 4)), int(rng.integers(1, 7))
-        integer = case % 2 == 0
-        if integer:
+    for case in range(240):
+        ntags, time = int(rng.integers(2, 5)), int(rng.integers(1, 7))
+        kind = case % 3
+        if kind == 0:  # integer scores: many ties
             trans, start, end = (rng.integers(-1, 2, size=s).astype(np.float32) for s in ((ntags, ntags), ntags, ntags))
             em = rng.integers(-1, 2, size=(1, time, ntags)).astype(np.float32)
             em[0, rng.random(time) < 0.7, 0] += 6  # most positions strongly tag 0
         else:
             trans, start, end = (rng.normal(0, 0.5, s).astype(np.float32) for s in ((ntags, ntags), ntags, ntags))
+            if kind == 2:  # some moves forbidden
+                trans[rng.random((ntags, ntags)) < 0.3] = -8.0
             em = _confident(rng, 1, time, ntags, strength=float(rng.choice([0.5, 3.0, 8.0])))
 
         def score(p):
@@ -277,62 +341,57 @@ def test_pinned_tags_are_on_every_best_path_brute_force():
         paths = list(itertools.product(range(ntags), repeat=time))
         scores = np.array([score(p) for p in paths])
         best_paths = [p for p, s in zip(paths, scores) if s == scores.max()]
-        em_t = np.ascontiguousarray(em.transpose(1, 2, 0))
-        got = pinned_tags(em_t, np.array([time]), pin_gain(trans, start, end), trans, start, end)
-        if got is not None:
-            tag, free = got
-            for t in np.flatnonzero(~free[:, 0]):
-                assert all(p[t] == tag[t, 0] for p in best_paths)
-                checked += 1
+        tag, free = _certified(em, np.array([time]), trans, start, end)
+        for t in np.flatnonzero(~free[0, :time]):
+            assert all(p[t] == tag[0, t] for p in best_paths)
+            checked += 1
         path = viterbi_decode(em, [time], trans, start, end)[0].tolist()
         assert score(path) == scores.max()
-        if not integer:
+        if kind:
             assert tuple(path) == best_paths[0] and len(best_paths) == 1
-    assert checked > 100  # the test did exercise pinning
+    assert checked > 200  # the test did exercise certificates
 
 
-def test_forbidding_transitions_pin_nothing_and_the_decoder_stops_sampling(monkeypatch):
-    """Large negative transitions (a BIO CRF's forbidden moves) leave little pinned: the
-    sample refuses, whole rows are searched, and a kept decoder stops sampling after
-    PIN_GIVE_UP refusals, except every PIN_RETRY_EVERY-th call; paths never change."""
+def test_top_two_handles_ties_and_takes_the_first_top_tag():
+    em = np.array([[3, 1, 3, 0], [0, 2, 1, 2], [-1, -5, -2, -1]], np.float32).T[None, :, :]  # (1 step, 4 tags, 3 rows)
+    best, tag, second = top_two(np.ascontiguousarray(em))
+    assert best.tolist() == [[3, 2, -1]] and tag.tolist() == [[0, 1, 0]] and second.tolist() == [[3, 2, -1]]
+    em = np.array([[1, 5, 2]], np.float32)[:, :, None]  # (1 step, 3 tags, 1 row)
+    best, tag, second = top_two(em)
+    assert (best.item(), tag.item(), second.item()) == (5, 1, 2)
+
+
+def test_weak_emissions_search_whole_rows(monkeypatch):
+    """Where most positions stay free (flat emissions), whole rows go through the
+    dynamic programme, not the islands; the paths equal the full search."""
     rng = np.random.default_rng(4)
     ntags = 5
-    trans = np.where(rng.random((ntags, ntags)) < 0.4, -12.0, 0.3).astype(np.float32)
-    start, end = np.zeros(ntags, np.float32), np.zeros(ntags, np.float32)
-    em = _confident(rng, 30, 20, ntags, strength=3.0)
+    trans, start, end = (rng.normal(0, 1.0, s).astype(np.float32) for s in ((ntags, ntags), ntags, ntags))
+    em = rng.normal(0, 0.05, (30, 20, ntags)).astype(np.float32)
     lengths = rng.integers(1, 21, 30)
     lengths[0] = 20
-    assert _pin_share(em, lengths, trans, start, end) == 0.0
-    sampled = []
-    real = viterbi_module.pinned_tags
-    monkeypatch.setattr(viterbi_module, "pinned_tags", lambda *a: sampled.append(1) or real(*a))
-    decoder = CRFDecoder(trans, start, end)
-    want = _full_search(em, lengths, trans, start, end)
-    calls = 2 * viterbi_module.PIN_RETRY_EVERY
-    for _ in range(calls):
-        assert np.array_equal(decoder.decode(em, lengths), want)
-    assert len(sampled) == viterbi_module.PIN_GIVE_UP + calls // viterbi_module.PIN_RETRY_EVERY
+    assert _pin_share(em, lengths, trans, start, end) < 1 - viterbi_module.FULL_SEARCH_SHARE
+    islands = []
+    real = viterbi_module._search_islands
+    monkeypatch.setattr(viterbi_module, "_search_islands", lambda *a: islands.append(1) or real(*a))
+    assert np.array_equal(CRFDecoder(trans, start, end).decode(em, lengths), _full_search(em, lengths, trans, start, end))
+    assert not islands
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_rare_top_tags_are_pinned_by_the_second_round(seed, monkeypatch):
-    """A tag that tops too few positions for a pass of its own (an entity tag) is still
-    pinned where its margin suffices: the free positions are tested for their own top
-    tag. Without that round those positions stay free; with it, fewer do, and the paths
-    equal the full search either way."""
-    rng = np.random.default_rng(500 + seed)
-    ntags, batch, time = 9, 80, 40
-    trans, start, end = (rng.normal(0, 0.5, s).astype(np.float32) for s in ((ntags, ntags), ntags, ntags))
-    em = rng.normal(0, 1.0, (batch, time, ntags)).astype(np.float32)
-    top = rng.choice(ntags, size=(batch, time), p=[0.84] + [0.02] * (ntags - 1))  # tags 1.. below PIN_TAG_SHARE
-    np.put_along_axis(em, top[..., None], np.take_along_axis(em, top[..., None], -1) + 8.0, axis=-1)
-    lengths = rng.integers(1, time + 1, batch)
-    lengths[0] = time
-    rare = (top > 0) & (np.arange(time)[None, :] < lengths[:, None])
-    with_round = _pin_share(em, lengths, trans, start, end)
-    want = _full_search(em, lengths, trans, start, end)
-    assert np.array_equal(viterbi_decode(em, lengths, trans, start, end), want)
-    monkeypatch.setattr(viterbi_module, "_pin_tops", lambda *a: None)
-    without = _pin_share(em, lengths, trans, start, end)
-    assert np.array_equal(viterbi_decode(em, lengths, trans, start, end), want)
-    assert with_round - without > 0.5 * rare.sum() / lengths.sum()  # most rare-top positions pinned now
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_non_finite_emissions_skip_the_certificate(bad, monkeypatch):
+    """No bound holds on infinite or NaN scores: the decoder searches whole rows, as the
+    plain dynamic programme would, rather than certifying from them."""
+    rng = np.random.default_rng(8)
+    trans, start, end = (rng.normal(0, 0.5, s).astype(np.float32) for s in ((4, 4), 4, 4))
+    em = _confident(rng, 6, 10, 4, strength=6.0)
+    em[2, 3, 1] = bad
+    lengths = np.full(6, 10)
+    monkeypatch.setattr(viterbi_module, "certified_path", lambda *a: pytest.fail("certified non-finite scores"))
+    got = CRFDecoder(trans, start, end).decode(em, lengths)
+    assert np.array_equal(got, _full_search(em, lengths, trans, start, end))
+
+
+def test_one_tag_crf_gives_the_only_path():
+    got = viterbi_decode(np.random.default_rng(0).normal(size=(3, 5, 1)), [5, 2, 1], np.zeros((1, 1)), [0.0], [0.0])
+    assert got.shape == (3, 5) and not got.any()

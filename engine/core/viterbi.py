@@ -5,26 +5,26 @@ tag j; ``start``/``end`` score the first/last tag; the mask is a left-aligned pr
 (``lengths`` per sequence). The loop runs over time steps only, never over sequences,
 and each step touches only the sequences still running.
 
-Most positions of a confident model need no search: a tag whose emission beats every
-other tag by more than any choice of neighbours could win back (:func:`pinned_tags`) is
-on the best path whatever the rest of the sentence says. Those positions are pinned, and
-only the free stretches between them ("islands") go through the dynamic programme, as
-short sequences whose start and end scores are the transitions from and to their pinned
-neighbours. Models whose transitions forbid much (large negative scores) pin little; a
-sample of the time steps tells, and then whole rows are searched as before.
+Most positions need no search. Take a reference path, each position's top-emission tag,
+and bound what any other path can gain over it (:func:`certified_path`): another path
+differs from it on runs of positions, each run's gain is at most a sum of per-position
+terms, and the best run through each position is a prefix maximum plus a suffix maximum,
+computed for every position at once. Where no run can gain, the reference tag is on the
+best path and the position is pinned; only the free stretches between pinned positions
+("islands") go through the dynamic programme, as short sequences whose start and end
+scores are the transitions from and to their pinned neighbours. The bound looks at the
+reference path's own neighbours, so a CRF whose transitions forbid much (a BIOES
+tagger's large negative scores) pins wherever the top tags already form a well-scored path.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
 from nere.engine.core.featurize import expand_ranges
 
-PIN_TAG_SHARE = 0.05  # test a tag for pinning when it is the top emission at >= this share of positions
-PIN_SAMPLE = 7  # ... counted on every PIN_SAMPLE-th time step, where the pinning is also tried first
 FULL_SEARCH_SHARE = 0.5  # search whole rows when this share of positions or more would stay free
-PIN_GIVE_UP = 4  # a decoder whose samples refused pinning this many calls in a row ...
-PIN_RETRY_EVERY = 16  # ... samples again only every PIN_RETRY_EVERY-th call
-
 
 
 def viterbi_decode(
@@ -47,18 +47,14 @@ def viterbi_decode(
 
 
 class CRFDecoder:
-    """Viterbi for one CRF's parameters, kept for many calls (the engine's): the pinning
-    bounds are computed once, and a model whose samples keep refusing pinning (its
-    transitions forbid much) stops paying for the sample after ``PIN_GIVE_UP`` refusals,
-    except every ``PIN_RETRY_EVERY``-th call. The paths never depend on that choice."""
+    """Viterbi for one CRF's parameters, kept for many calls (the engine's): the bounds
+    of :func:`run_bounds` are computed once."""
 
     def __init__(self, transitions: np.ndarray, start: np.ndarray, end: np.ndarray) -> None:
         self.trans = np.asarray(transitions, dtype=np.float32)
         self.start = np.asarray(start, dtype=np.float32)  # float32 throughout, as pytorch-crf computes
         self.end = np.asarray(end, dtype=np.float32)
-        self.gain = pin_gain(self.trans, self.start, self.end)
-        self._refused = 0  # pinning refused by this many calls in a row
-        self._calls = 0
+        self.bounds = run_bounds(self.trans, self.start, self.end) if len(self.start) > 1 else None
 
     def decode(self, emissions: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """(batch, time) int64 best tags, 0 beyond each length (see viterbi_decode)."""
@@ -69,110 +65,147 @@ class CRFDecoder:
             return np.zeros((batch, time), dtype=np.int64)
         if lengths.min() < 1 or lengths.max() > time:
             raise ValueError("every sequence length must be between 1 and the time dimension")
+        out = np.zeros((batch, time), dtype=np.int64)
+        if self.bounds is None:  # one tag: the only path
+            return out
         trans, start, end = self.trans, self.start, self.end
         order = np.argsort(-lengths, kind="stable")  # longest first: see search_sorted
         lens = lengths[order]
         steps = int(lens[0])
         by_row = emissions[order][:, :steps]  # in two steps: numpy's gather-and-transpose in one is ~7x slower
         em = np.ascontiguousarray(by_row.transpose(1, 2, 0))  # (time, tags, rows)
-        self._calls += 1
-        pinned = None
-        if self._refused < PIN_GIVE_UP or self._calls % PIN_RETRY_EVERY == 0:
-            pinned = pinned_tags(em, lens, self.gain, trans, start, end)
-            self._refused = self._refused + 1 if pinned is None else 0
-        if pinned is None or np.count_nonzero(pinned[1]) >= FULL_SEARCH_SHARE * int(lens.sum()):
+        margin = rounding_margin(em, trans, start, end)
+        free = None
+        if np.isfinite(margin):  # infinite or NaN scores: no bound holds, search everything
+            tag, free = certified_path(em, lens, self.bounds, margin)
+        if free is None or np.count_nonzero(free) >= FULL_SEARCH_SHARE * int(lens.sum()):
             ordered = search_sorted(em, lens, trans, start[:, None], end[None, :])
         else:
-            ordered = np.ascontiguousarray(pinned[0].T)
-            if pinned[1].any():
-                _search_islands(em, lens, pinned[1], ordered, trans, start, end)
-        out = np.zeros((batch, time), dtype=np.int64)
+            ordered = np.ascontiguousarray(tag.T)
+            if free.any():
+                _search_islands(em, lens, free, ordered, trans, start, end)
         out[order, :steps] = ordered
         return out
 
 
-def pin_gain(trans: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
-    """(tags, tags): the most that neighbours can win back when one position's tag y is
-    changed to y' (``gain[y, y']``; -inf on the diagonal), see :func:`pinned_tags`."""
-    into = np.vstack([trans, start[None, :]])  # (predecessor or start, tag)
-    out_of = np.hstack([trans, end[:, None]])  # (tag, successor or end)
-    gain = (into[:, None, :] - into[:, :, None]).max(axis=0) + (out_of[None, :, :] - out_of[:, None, :]).max(axis=2)
-    np.fill_diagonal(gain, -np.inf)
-    return gain.astype(np.float32)
+class RunBounds(NamedTuple):
+    """Per-edge bounds of what a deviation from the reference path gains, indexed by the
+    reference's own tag pair ``p * ntags + q`` (p at t-1, q at t); float64.
+
+    - ``enter[p, q]``: a run starting at t, entered from p: max over y != q of T[p, y], minus T[p, q].
+    - ``inner[p, q]``: an edge inside a run: max over y != p, y' != q of T[y, y'], minus T[p, q].
+    - ``leave[q, s]``: a run ending at t-1 (reference q there), left into s at t: max over
+      y != q of T[y, s], minus T[q, s].
+    - ``start[q]`` / ``end[q]``: a run that starts the sentence / ends it: max over y != q
+      of start[y] (end[y]), minus start[q] (end[q]).
+    """
+
+    enter: np.ndarray
+    inner: np.ndarray
+    leave: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
 
 
-def pinned_tags(em: np.ndarray, lens: np.ndarray, gain: np.ndarray, trans: np.ndarray, start: np.ndarray,
-                end: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+def run_bounds(trans: np.ndarray, start: np.ndarray, end: np.ndarray) -> RunBounds:
+    """The :class:`RunBounds` of one CRF (at least two tags)."""
+    t = np.asarray(trans, dtype=np.float64)
+    n = t.shape[0]
+    other = ~np.eye(n, dtype=bool)
+    enter = np.where(other[None, :, :], t[:, None, :], -np.inf).max(axis=2) - t  # [p, q, y]: y != q
+    leave = np.where(other[:, :, None], t[None, :, :], -np.inf).max(axis=1) - t  # [q, y, s]: y != q
+    both = np.where(other[:, None, :, None] & other[None, :, None, :], t[None, None, :, :], -np.inf)  # [p, q, y, y']
+    inner = both.reshape(n, n, n * n).max(axis=2) - t
+
+    def best_other(v: np.ndarray) -> np.ndarray:
+        v = np.asarray(v, dtype=np.float64)
+        return np.where(other, v[None, :], -np.inf).max(axis=1) - v
+
+    return RunBounds(enter.ravel(), inner.ravel(), leave.ravel(), best_other(start), best_other(end))
+
+
+def rounding_margin(em: np.ndarray, trans: np.ndarray, start: np.ndarray, end: np.ndarray) -> float:
+    """A score gap above the float32 rounding of any running score of the dynamic
+    programme (the largest a path can reach), so that a position certified with it holds
+    the tag the full search picks. Infinite or NaN when the scores are."""
+    steps = em.shape[0]
+    scale = steps * (max(float(em.max()), -float(em.min())) + float(np.abs(trans).max())) \
+        + float(np.abs(start).max()) + float(np.abs(end).max())
+    return 64 * scale * 2.0**-24
+
+
+def top_two(em: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(time, rows) best emission, its tag (the first if tied) and the best of the other
+    tags (equal to the best where two tie), of (time, tags, rows) emissions: one pass per
+    tag over (time, rows) blocks that stay in cache, no (time, tags, rows) temporaries."""
+    steps, ntags, rows = em.shape
+    best = em[:, 0, :].copy()
+    second = np.full_like(best, -np.inf)
+    tag = np.zeros(best.shape, dtype=np.intp)
+    low, above = np.empty_like(best), np.empty(best.shape, dtype=bool)
+    for y in range(1, ntags):
+        x = em[:, y, :]
+        np.minimum(best, x, out=low)
+        np.maximum(second, low, out=second)
+        np.greater(x, best, out=above)
+        np.copyto(tag, y, where=above)
+        np.maximum(best, x, out=best)
+    return best, tag, second
+
+
+def certified_path(em: np.ndarray, lens: np.ndarray, bounds: RunBounds, margin: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """Positions whose tag on the best path is known without search.
 
-    Changing the tag at one position from y to y' changes the path's score by
-    ``em[y'] - em[y]`` plus the two transitions that touch it, and those gain at most
-    ``gain[y, y']`` (:func:`pin_gain`) = max over predecessors (or start) of the incoming difference + max
-    over successors (or end) of the outgoing one. So where ``em[y] - em[y'] > gain[y,
-    y']`` for every y' != y, every path through y' is beaten by the same path through y:
-    y is on the best path (at most one tag can pass, since ``gain[y, z] + gain[z, y] >=
-    0``). The test asks for a margin above float32 rounding of the running scores, so a
-    pinned tag is the one the full search picks. Only tags that are often the top
-    emission are tested (each test is a pass over the emissions), and only when a sample
-    of the time steps says enough positions pass for pinning to pay.
+    The reference path takes each position's top-emission tag a_t. Any other path
+    differs from it on maximal runs of positions [i, j]; each run's score change depends
+    on that run alone (its edges to the agreeing neighbours included), and in a best
+    path every run gains >= 0 (else putting the reference back would score higher). A
+    run's gain is at most ``enter_i + sum_{i<=t<=j} g_t + sum_{i<t<=j} inner_t +
+    leave_j`` (:class:`RunBounds`, with the start and end scores at the sentence's
+    edges), where ``g_t`` = the best other emission minus a_t's. With ``C`` the running
+    sum of ``g + inner`` that is ``(enter_i + g_i - C_i) + (C_j + leave_j)``, so the best
+    run through position t is the prefix maximum of the first term at t plus the suffix
+    maximum of the second. A position no run can gain through (by more than ``margin``,
+    above float32 rounding) holds a_t on the best path (any best path, and the one the
+    full search picks).
 
-    Args: ``em`` (time, tags, rows) with rows longest first, ``lens`` their lengths,
-    ``gain`` from :func:`pin_gain`.
-    Returns: (time, rows) pinned tags (0 elsewhere) and the (time, rows) mask of valid
-    positions left free; None when too few positions would be pinned.
+    Args: ``em`` (time, tags, rows) with rows longest first, ``lens`` their lengths.
+    Returns: (time, rows) reference tags (0 beyond each length) and the mask of valid
+    positions left free.
     """
     steps, ntags, rows = em.shape
-    valid = np.arange(steps)[:, None] < lens[None, :]
-
-    def rounding(x: np.ndarray) -> np.float32:
-        """Above float32 rounding of any running score (the largest a path can reach)."""
-        scale = steps * (max(float(x.max()), -float(x.min())) + float(np.abs(trans).max())) \
-            + float(np.abs(start).max()) + float(np.abs(end).max())
-        return np.float32(64 * scale * 2.0**-24)
-
-    def passing(x: np.ndarray, y: int, margin: np.float32) -> np.ndarray:
-        rival = (x + gain[y][None, :, None]).max(axis=1)  # the best other tag, with what it can win back
-        return rival < x[:, y, :] - margin
-
-    # the sample decides whether to try (its own rounding bound is enough for that)
-    sample, sample_valid = em[::PIN_SAMPLE], valid[::PIN_SAMPLE]
-    top = sample.max(axis=1)
-    best = ((sample == top[:, None, :]) * np.arange(ntags, dtype=np.int16)[None, :, None]).max(axis=1)  # a top tag
-    counts = np.bincount(best[sample_valid], minlength=ntags)
-    tested = np.flatnonzero(counts >= PIN_TAG_SHARE * counts.sum())
-    margin = rounding(sample)
-    sampled = sum(int(np.count_nonzero(passing(sample, int(y), margin) & sample_valid)) for y in tested)
-    if sampled <= (1 - FULL_SEARCH_SHARE) * counts.sum():
-        return None
-    margin = rounding(em)
-    tag = np.zeros((steps, rows), dtype=np.int64)
-    free = valid.copy()
-    for y in tested:
-        here = passing(em, int(y), margin) & valid
-        tag[here] = y
-        free &= ~here
-    _pin_tops(em, gain, margin, tag, free)
+    best, tag, second = top_two(em)
+    invalid = np.arange(steps)[:, None] >= lens[None, :]
+    tag[invalid] = 0
+    g = np.subtract(second, best, dtype=np.float64)  # <= 0
+    pair = np.empty_like(tag)  # the reference's (t-1, t) tag pair, flat
+    pair[0] = 0
+    np.multiply(tag[:-1], ntags, out=pair[1:])
+    pair[1:] += tag[1:]
+    head = bounds.enter[pair]
+    head[0] = bounds.start[tag[0]]
+    tail = np.empty_like(head)
+    tail[:-1] = bounds.leave[pair[1:]]
+    tail[-1] = 0.0
+    last, r = lens - 1, np.arange(rows)
+    tail[last, r] = bounds.end[tag[last, r]]
+    run = bounds.inner[pair]
+    run[0] = 0.0
+    run += g
+    run[invalid] = 0.0
+    cum = np.cumsum(run, axis=0)
+    head += g
+    head -= cum
+    head[invalid] = -np.inf
+    tail += cum
+    tail[invalid] = -np.inf
+    np.maximum.accumulate(head, axis=0, out=head)
+    through = np.maximum.accumulate(tail[::-1], axis=0)[::-1]
+    through += head
+    free = through >= -margin
+    free[invalid] = False
     return tag, free
-
-
-def _pin_tops(em: np.ndarray, gain: np.ndarray, margin: np.float32, tag: np.ndarray, free: np.ndarray) -> None:
-    """Pin more of the free positions (``tag``/``free`` updated in place): each is tested
-    for its own top emission against every other tag, the test of :func:`pinned_tags`.
-    The frequent tags' passes test every position for one tag each; a rarer tag (an
-    entity's) is top at too few positions to pay for a pass of its own, but gathered,
-    the free positions are few: (tags, positions) columns, reduced over the first axis."""
-    t_i, r_i = np.nonzero(free)
-    if not len(t_i):
-        return
-    steps, ntags, rows = em.shape
-    at = (t_i * (ntags * rows) + r_i)[None, :] + (np.arange(ntags) * rows)[:, None]
-    x = np.take(em.ravel(), at)  # (tags, free positions): one flat gather
-    best = x.max(axis=0)
-    top = ((x == best) * np.arange(ntags, dtype=np.int16)[:, None]).max(axis=0)  # a top tag (argmax over axis 0 is slow)
-    rival = (x + np.take(gain.T, top, axis=1)).max(axis=0)  # gain[top, y'] beside em[y']; -inf at y' = top
-    here = rival < best - margin
-    tag[t_i[here], r_i[here]] = top[here]
-    free[t_i[here], r_i[here]] = False
 
 
 def search_sorted(em: np.ndarray, lens: np.ndarray, trans: np.ndarray, start: np.ndarray,
