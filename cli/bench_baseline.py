@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from nere.engine.core.decode import decode_tags, row_char_spans
+from nere.engine.core.decode import decode_tags, kept_decoder, row_char_spans
 from nere.engine.core.types import Entity, Example
 from nere.engine.segment import split_sentences
 from nere.train.checkpoint import load_checkpoint
@@ -49,7 +49,7 @@ class TorchBaseline:
         elif self.task == "joint":
             self.re_model, self.re_featurizer = self.model, self.featurizer
         self.batch_docs = int(batch_docs)
-        self.crf = self.model.crf_arrays()
+        self.crf = kept_decoder(self.model.crf_arrays())
         self.truncated = self.sentences = self.tokens = 0  # running counts over every extract() call
 
     def extract(self, ids: list, texts: list) -> tuple[list[dict], list[dict]]:

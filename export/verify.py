@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from nere.engine import stages as engine_stages
 from nere.engine.bundle import Bundle, load_bundle
-from nere.engine.core.decode import decode_tags, row_char_spans
+from nere.engine.core.decode import decode_tags, kept_decoder, row_char_spans
 from nere.engine.core.featurize import Batch, Featurizer
 from nere.engine.core.metrics import entity_scores
 from nere.engine.core.types import Example
@@ -79,7 +79,8 @@ def ner_parity(bundle: Bundle, model: Any, featurizer: Featurizer, examples: Seq
     items_t, stats = ner_items(examples, featurizer, model.tagset)
     items_b, _ = ner_items(examples, bundle.featurizer, bundle.ner.tagset)
     feat_mismatch = sum(not np.array_equal(a.encoded.ids, b.encoded.ids) for a, b in zip(items_t, items_b))
-    crf_t = model.crf_arrays() if hasattr(model, "crf_arrays") else None
+    crf_t = kept_decoder(model.crf_arrays()) if hasattr(model, "crf_arrays") else None
+    crf_b = kept_decoder(bundle.ner.crf)
     lead_t, lead_b = featurizer.lead, bundle.featurizer.lead
     pred_t: list[list] = [[] for _ in examples]
     pred_b: list[list] = [[] for _ in examples]
@@ -97,7 +98,7 @@ def ner_parity(bundle: Bundle, model: Any, featurizer: Featurizer, examples: Seq
         else:
             max_diff = float("inf")
         tags_t = decode_tags(em_t, bt.lengths, crf_t)
-        tags_b = decode_tags(em_b, bb.lengths, bundle.ner.crf)
+        tags_b = decode_tags(em_b, bb.lengths, crf_b)
         for row, i in enumerate(idx):
             pred_t[i] = row_char_spans(model.tagset, tags_t[row], bt.offsets[row], lead_t, len(items_t[i].tags))
             pred_b[i] = row_char_spans(bundle.ner.tagset, tags_b[row], bb.offsets[row], lead_b, len(items_b[i].tags))

@@ -395,3 +395,41 @@ def test_non_finite_emissions_skip_the_certificate(bad, monkeypatch):
 def test_one_tag_crf_gives_the_only_path():
     got = viterbi_decode(np.random.default_rng(0).normal(size=(3, 5, 1)), [5, 2, 1], np.zeros((1, 1)), [0.0], [0.0])
     assert got.shape == (3, 5) and not got.any()
+
+
+def test_a_decoder_whose_certificates_keep_failing_stops_certifying(monkeypatch):
+    """Weak emissions leave most positions free, so the certificate only costs: a kept
+    decoder stops computing it after CERTIFY_GIVE_UP such calls in a row, except every
+    CERTIFY_RETRY_EVERY-th call; confident emissions bring it back; paths never change."""
+    rng = np.random.default_rng(9)
+    ntags = 5
+    trans, start, end = (rng.normal(0, 1.0, s).astype(np.float32) for s in ((ntags, ntags), ntags, ntags))
+    weak = rng.normal(0, 0.05, (30, 20, ntags)).astype(np.float32)
+    strong = _confident(rng, 30, 20, ntags, strength=8.0)
+    lengths = np.full(30, 20)
+    certified = []
+    real = viterbi_module.certified_path
+    monkeypatch.setattr(viterbi_module, "certified_path", lambda *a: certified.append(1) or real(*a))
+    decoder = CRFDecoder(trans, start, end)
+    want_weak, want_strong = (_full_search(em, lengths, trans, start, end) for em in (weak, strong))
+    calls = 2 * viterbi_module.CERTIFY_RETRY_EVERY
+    for _ in range(calls):
+        assert np.array_equal(decoder.decode(weak, lengths), want_weak)
+    assert len(certified) == viterbi_module.CERTIFY_GIVE_UP + calls // viterbi_module.CERTIFY_RETRY_EVERY
+    for _ in range(viterbi_module.CERTIFY_RETRY_EVERY):  # the next retry certifies, and passes
+        assert np.array_equal(decoder.decode(strong, lengths), want_strong)
+    before = len(certified)
+    for _ in range(3):
+        assert np.array_equal(decoder.decode(strong, lengths), want_strong)
+    assert len(certified) == before + 3
+
+
+def test_kept_decoder_wraps_crf_arrays_once():
+    from nere.engine.core.decode import kept_decoder
+
+    rng = np.random.default_rng(12)
+    crf = {k: rng.normal(size=s).astype(np.float32) for k, s in (("transitions", (4, 4)), ("start", 4), ("end", 4))}
+    decoder = kept_decoder(crf)
+    assert isinstance(decoder, CRFDecoder) and kept_decoder(decoder) is decoder and kept_decoder(None) is None
+    em, lengths = rng.normal(size=(5, 7, 4)).astype(np.float32), np.array([7, 3, 1, 7, 5])
+    assert np.array_equal(decode_tags(em, lengths, decoder), decode_tags(em, lengths, crf))

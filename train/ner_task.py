@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from nere.engine.core.decode import decode_tags, row_char_spans
+from nere.engine.core.decode import decode_tags, kept_decoder, row_char_spans
 from nere.engine.core.featurize import Featurizer
 from nere.engine.core.metrics import entity_scores, token_accuracy
 from nere.engine.core.types import Example
@@ -45,7 +45,7 @@ def build_ner(kind: str, train: Sequence[Example], encoder: str = "auto", max_le
 def predict_ner(model, featurizer: Featurizer, examples: Sequence[Example], batch_size: int = 64) -> dict[str, Any]:
     """Predicted char spans per example, plus gold/pred tag ids for token accuracy."""
     items, stats = ner_items(examples, featurizer, model.tagset)
-    crf = model.crf_arrays()
+    crf = kept_decoder(model.crf_arrays())
     preds: list[list] = [[] for _ in items]
     gold_tags: list[list[int]] = [[] for _ in items]
     pred_tags: list[list[int]] = [[] for _ in items]

@@ -22,6 +22,15 @@ def decode_tags(
     return viterbi_decode(emissions, lengths, crf["transitions"], crf["start"], crf["end"])
 
 
+def kept_decoder(crf: dict[str, np.ndarray] | CRFDecoder | None) -> CRFDecoder | None:
+    """A decoder to keep for many :func:`decode_tags` calls of one model: its bounds are
+    computed once, and it stops certifying paths that its model's emissions never let it
+    certify (a model early in training)."""
+    if crf is None or isinstance(crf, CRFDecoder):
+        return crf
+    return CRFDecoder(crf["transitions"], crf["start"], crf["end"])
+
+
 def row_char_spans(
     tagset: TagSet, tag_ids: np.ndarray, offsets: np.ndarray, lead: int, n_content: int
 ) -> list[tuple[int, int, str]]:

@@ -25,6 +25,8 @@ import numpy as np
 from nere.engine.core.featurize import expand_ranges
 
 FULL_SEARCH_SHARE = 0.5  # search whole rows when this share of positions or more would stay free
+CERTIFY_GIVE_UP = 4  # a decoder whose certificates left that share free this many calls in a row ...
+CERTIFY_RETRY_EVERY = 16  # ... certifies again only every CERTIFY_RETRY_EVERY-th call
 
 
 def viterbi_decode(
@@ -48,13 +50,18 @@ def viterbi_decode(
 
 class CRFDecoder:
     """Viterbi for one CRF's parameters, kept for many calls (the engine's): the bounds
-    of :func:`run_bounds` are computed once."""
+    of :func:`run_bounds` are computed once, and a model whose certificates keep leaving
+    most positions free (weak emissions) stops paying for them after ``CERTIFY_GIVE_UP``
+    such calls, except every ``CERTIFY_RETRY_EVERY``-th call. The paths never depend on
+    that choice."""
 
     def __init__(self, transitions: np.ndarray, start: np.ndarray, end: np.ndarray) -> None:
         self.trans = np.asarray(transitions, dtype=np.float32)
         self.start = np.asarray(start, dtype=np.float32)  # float32 throughout, as pytorch-crf computes
         self.end = np.asarray(end, dtype=np.float32)
         self.bounds = run_bounds(self.trans, self.start, self.end) if len(self.start) > 1 else None
+        self._refused = 0  # certificates that left most positions free, this many calls in a row
+        self._calls = 0
 
     def decode(self, emissions: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """(batch, time) int64 best tags, 0 beyond each length (see viterbi_decode)."""
@@ -74,11 +81,16 @@ class CRFDecoder:
         steps = int(lens[0])
         by_row = emissions[order][:, :steps]  # in two steps: numpy's gather-and-transpose in one is ~7x slower
         em = np.ascontiguousarray(by_row.transpose(1, 2, 0))  # (time, tags, rows)
-        margin = rounding_margin(em, trans, start, end)
         free = None
-        if np.isfinite(margin):  # infinite or NaN scores: no bound holds, search everything
-            tag, free = certified_path(em, lens, self.bounds, margin)
-        if free is None or np.count_nonzero(free) >= FULL_SEARCH_SHARE * int(lens.sum()):
+        self._calls += 1
+        if self._refused < CERTIFY_GIVE_UP or self._calls % CERTIFY_RETRY_EVERY == 0:
+            margin = rounding_margin(em, trans, start, end)
+            if np.isfinite(margin):  # infinite or NaN scores: no bound holds, search everything
+                tag, free = certified_path(em, lens, self.bounds, margin)
+                if np.count_nonzero(free) >= FULL_SEARCH_SHARE * int(lens.sum()):
+                    free = None
+            self._refused = self._refused + 1 if free is None else 0
+        if free is None:
             ordered = search_sorted(em, lens, trans, start[:, None], end[None, :])
         else:
             ordered = np.ascontiguousarray(tag.T)
