@@ -433,3 +433,23 @@ def test_kept_decoder_wraps_crf_arrays_once():
     assert isinstance(decoder, CRFDecoder) and kept_decoder(decoder) is decoder and kept_decoder(None) is None
     em, lengths = rng.normal(size=(5, 7, 4)).astype(np.float32), np.array([7, 3, 1, 7, 5])
     assert np.array_equal(decode_tags(em, lengths, decoder), decode_tags(em, lengths, crf))
+
+
+def test_run_bounds_match_their_definitions():
+    """Each bound against its definition, by brute force (integer transitions, so maxima
+    tie); and many tags stay cheap (the bounds are O(tags^2), not a (tags^4) table)."""
+    rng = np.random.default_rng(13)
+    for n in (2, 3, 5, 8):
+        trans, start, end = (rng.integers(-2, 3, size=s).astype(np.float32) for s in ((n, n), n, n))
+        b = run_bounds(trans, start, end)
+        t = trans.astype(np.float64)
+        for p in range(n):
+            for q in range(n):
+                k = p * n + q
+                assert b.enter[k] == max(t[p, y] for y in range(n) if y != q) - t[p, q]
+                assert b.leave[k] == max(t[y, q] for y in range(n) if y != p) - t[p, q]
+                assert b.inner[k] == max(t[y, z] for y in range(n) for z in range(n) if y != p and z != q) - t[p, q]
+            assert b.start[p] == max(start[y] for y in range(n) if y != p) - start[p]
+            assert b.end[p] == max(end[y] for y in range(n) if y != p) - end[p]
+    many = run_bounds(*(rng.normal(size=s).astype(np.float32) for s in ((401, 401), 401, 401)))  # 100 BIOES types
+    assert many.inner.shape == (401 * 401,) and np.isfinite(many.inner).all()

@@ -120,20 +120,31 @@ class RunBounds(NamedTuple):
 
 
 def run_bounds(trans: np.ndarray, start: np.ndarray, end: np.ndarray) -> RunBounds:
-    """The :class:`RunBounds` of one CRF (at least two tags)."""
+    """The :class:`RunBounds` of one CRF (at least two tags), in O(tags^2): every bound is
+    a maximum that leaves out one row or one column, taken from the top two of each."""
     t = np.asarray(trans, dtype=np.float64)
-    n = t.shape[0]
-    other = ~np.eye(n, dtype=bool)
-    enter = np.where(other[None, :, :], t[:, None, :], -np.inf).max(axis=2) - t  # [p, q, y]: y != q
-    leave = np.where(other[:, :, None], t[None, :, :], -np.inf).max(axis=1) - t  # [q, y, s]: y != q
-    both = np.where(other[:, None, :, None] & other[None, :, None, :], t[None, None, :, :], -np.inf)  # [p, q, y, y']
-    inner = both.reshape(n, n, n * n).max(axis=2) - t
+    row_but = _max_but_own(t.T).T  # [p, q]: max over y != q of T[p, y]
+    enter = row_but - t
+    leave = _max_but_own(t) - t  # [q, s]: max over y != q of T[y, s]
+    inner = _max_but_own(row_but) - t  # [p, q]: max over y != p of (max over y' != q of T[y, y'])
 
     def best_other(v: np.ndarray) -> np.ndarray:
         v = np.asarray(v, dtype=np.float64)
-        return np.where(other, v[None, :], -np.inf).max(axis=1) - v
+        return _max_but_own(v[:, None])[:, 0] - v
 
     return RunBounds(enter.ravel(), inner.ravel(), leave.ravel(), best_other(start), best_other(end))
+
+
+def _max_but_own(a: np.ndarray) -> np.ndarray:
+    """``out[i, j]`` = max over rows k != i of ``a[k, j]`` (-inf for a single row): the
+    column's maximum, or its second where row i holds the (first) maximum."""
+    rows, cols = a.shape
+    top = a.argmax(axis=0)
+    best = a[top, np.arange(cols)]
+    rest = a.copy()
+    rest[top, np.arange(cols)] = -np.inf
+    second = rest.max(axis=0)
+    return np.where(np.arange(rows)[:, None] == top[None, :], second[None, :], best[None, :])
 
 
 def rounding_margin(em: np.ndarray, trans: np.ndarray, start: np.ndarray, end: np.ndarray) -> float:
