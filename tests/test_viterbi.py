@@ -453,3 +453,24 @@ def test_run_bounds_match_their_definitions():
             assert b.end[p] == max(end[y] for y in range(n) if y != p) - end[p]
     many = run_bounds(*(rng.normal(size=s).astype(np.float32) for s in ((401, 401), 401, 401)))  # 100 BIOES types
     assert many.inner.shape == (401 * 401,) and np.isfinite(many.inner).all()
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    batch=st.integers(1, 40),
+    time=st.integers(1, 30),
+    ntags=st.integers(2, 13),
+    strength=st.sampled_from([1.0, 3.0, 6.0, 12.0]),
+    forbid=st.sampled_from([0.0, 0.3, 0.6]),
+)
+def test_certified_decoding_equals_the_full_search_property(seed, batch, time, ntags, strength, forbid):
+    """Any mix of confidence and forbidden moves (about -8): certified positions plus
+    searched islands give the full search's paths, whatever share is certified."""
+    rng = np.random.default_rng(seed)
+    trans, start, end = (rng.normal(0, 1.0, s).astype(np.float32) for s in ((ntags, ntags), ntags, ntags))
+    trans[rng.random((ntags, ntags)) < forbid] = -8.0
+    em = _confident(rng, batch, time, ntags, strength=strength)
+    lengths = rng.integers(1, time + 1, batch)
+    lengths[rng.integers(0, batch)] = time
+    assert np.array_equal(CRFDecoder(trans, start, end).decode(em, lengths), _full_search(em, lengths, trans, start, end))
