@@ -23,11 +23,10 @@ import numpy as np
 import pyarrow as pa
 
 from nere.engine.bundle import Bundle
-from nere.engine.core.decode import decode_tags
+from nere.engine.core.decode import decode_tags, kept_decoder
 from nere.engine.core.featurize import Batch, Encoded, Featurizer, Tokens, char_to_token_spans
 from nere.engine.core.pairs import candidate_pairs, grouped_pairs, type_pair_table
 from nere.engine.core.types import Entity
-from nere.engine.core.viterbi import CRFDecoder
 from nere.engine.errors import EngineError
 from nere.engine.segment import (
     DEFAULT_MAX_DOC_CHARS,
@@ -219,9 +218,8 @@ class Pipeline:
             raise EngineError(f"re_streams must be positive, got {re_streams}")
         self.ner = ner
         self.re_bundle = re_bundle
-        crf = ner.ner.crf
-        # one decoder for the run: it keeps its pinning bounds and what it learnt (see CRFDecoder)
-        self.crf = CRFDecoder(crf["transitions"], crf["start"], crf["end"]) if crf is not None else None
+        # one decoder for the run: it keeps its certificate bounds and what it learnt (see CRFDecoder)
+        self.crf = kept_decoder(ner.ner.crf)
         self.batch_tokens = int(batch_tokens)
         self.max_doc_chars = int(max_doc_chars)
         self.streams = int(streams)  # stage-1 calls in flight at once (worker threads)
