@@ -21,9 +21,11 @@ from nere.engine import allocator
 from nere.engine.bundle import CUDA, Bundle, load_bundle
 from nere.engine.errors import EngineError
 from nere.engine.parquet_io import (
+    EDGE_DOCS,
     OUTPUTS,
     RunState,
     background,
+    edge_cuts,
     iter_units,
     open_inputs,
     resolve_inputs,
@@ -227,22 +229,34 @@ class Engine:
             ids, texts = pa.array(data[id_col]), list(data[text_col])
             if len(ids) != len(texts):
                 raise EngineError(f"columns {id_col!r} and {text_col!r} differ in length")
-            return (Unit(ids.slice(a, UNIT_DOCS), texts[a : a + UNIT_DOCS], "<table>", a)
-                    for a in range(0, len(texts), UNIT_DOCS))
+            n = len(texts)
+            cuts = [(a, min(a + UNIT_DOCS, n)) for a in range(0, n, UNIT_DOCS)]
+            if len(cuts) > 1:
+                cuts = edge_cuts(cuts, EDGE_DOCS, EDGE_DOCS)
+            return (Unit(ids.slice(a, b - a), texts[a:b], "<table>", a) for a, b in cuts)
         batches = [data] if isinstance(data, (pa.Table, pa.RecordBatch)) else data
         return self._units_of_batches(batches, id_col, text_col)
 
     def _units_of_batches(self, batches: Iterable[Any], id_col: str, text_col: str) -> Iterator[Unit]:
+        """The units of each record batch in turn; the first and the last unit of an input
+        of several units are small, as :func:`iter_units` cuts them (one batch looked ahead)."""
         row = 0
-        for batch in batches:
+        ahead = iter(batches)
+        batch = next(ahead, None)
+        while batch is not None:
             if not isinstance(batch, (pa.Table, pa.RecordBatch)):
                 raise EngineError(f"cannot read input of type {type(batch).__name__}: give a pyarrow Table, "
                                   "RecordBatches, a list of texts, a dict of columns or a Parquet path")
             for col in (id_col, text_col):
                 if col not in batch.schema.names:
                     raise EngineError(f"input table has no column {col!r} (it has {', '.join(batch.schema.names)})")
-            yield from units_of_batch(batch, id_col, text_col, UNIT_DOCS, UNIT_CHARS, "<table>", row)
+            following = next(ahead, None)
+            several = following is not None or row > 0 or batch.num_rows > UNIT_DOCS
+            lead = EDGE_DOCS if several and row == 0 else 0
+            tail = EDGE_DOCS if several and following is None else 0
+            yield from units_of_batch(batch, id_col, text_col, UNIT_DOCS, UNIT_CHARS, "<table>", row, lead, tail)
             row += batch.num_rows
+            batch = following
 
     # ------------------------------------------------------------------ streaming
     def run(

@@ -35,6 +35,7 @@ PROGRESS, SUMMARY = "progress.json", "summary.json"
 OURS = frozenset(OUTPUTS) | {PROGRESS, SUMMARY}
 ROW_GROUP_ROWS = 65_536
 PROGRESS_VERSION = 1
+EDGE_DOCS = 128  # documents in the first and the last unit of an input: see edge_cuts
 
 
 def _first_line(err: BaseException) -> str:
@@ -115,13 +116,33 @@ def _char_cuts(texts: pa.Array, unit_docs: int, unit_chars: int) -> list[tuple[i
     return cuts
 
 
+def edge_cuts(cuts: list[tuple[int, int]], lead: int, tail: int) -> list[tuple[int, int]]:
+    """``cuts`` with the first range cut after ``lead`` rows and the last cut ``tail`` rows
+    before its end, where they are longer.
+
+    Nothing runs in parallel with the first unit's reading and preparing (the model waits)
+    or with the last unit's decoding, assembling and writing (the model is done), so small
+    units at the edges of a run shorten both waits (docs/benchmarks.md, item 42). The cut
+    only refines the ranges, so a progress record of an earlier cut still tells exactly
+    which of the new units are done."""
+    if lead > 0 and cuts and cuts[0][1] - cuts[0][0] > lead:
+        a, b = cuts[0]
+        cuts = [(a, a + lead), (a + lead, b)] + cuts[1:]
+    if tail > 0 and cuts and cuts[-1][1] - cuts[-1][0] > tail:
+        a, b = cuts[-1]
+        cuts = cuts[:-1] + [(a, b - tail), (b - tail, b)]
+    return cuts
+
+
 def units_of_batch(batch: pa.RecordBatch | pa.Table, id_col: str, text_col: str, unit_docs: int, unit_chars: int,
-                   source: str, row0: int) -> Iterator[Unit]:
+                   source: str, row0: int, lead: int = 0, tail: int = 0) -> Iterator[Unit]:
+    """The units of one record batch; ``lead``/``tail``: the batch opens/closes the input
+    and its first/last unit holds that many rows (:func:`edge_cuts`)."""
     ids = batch.column(id_col)
     texts = batch.column(text_col)
     if isinstance(ids, pa.ChunkedArray):
         ids, texts = ids.combine_chunks(), texts.combine_chunks()
-    for a, b in _char_cuts(texts, unit_docs, unit_chars):
+    for a, b in edge_cuts(_char_cuts(texts, unit_docs, unit_chars), lead, tail):
         yield Unit(ids.slice(a, b - a), texts.slice(a, b - a).to_pylist(), source, row0 + a)
 
 
@@ -133,11 +154,16 @@ def iter_units(
     unit_chars: int,
     limit: int | None = None,
     done: Callable[[int, int, int], bool] = lambda f, a, b: False,
+    edge_docs: int = EDGE_DOCS,
 ) -> Iterator[tuple[int, Unit]]:
     """(file index, unit) over all inputs in order; the first ``limit`` rows only; units
-    for which ``done(file index, first row, end row)`` holds are skipped."""
+    for which ``done(file index, first row, end row)`` holds are skipped. The first and
+    the last unit of an input of several units hold ``edge_docs`` documents (:func:`edge_cuts`)."""
     columns = list(dict.fromkeys([id_col, text_col]))
     left = limit
+    total = sum(inp.rows for inp in inputs) if limit is None else min(limit, sum(inp.rows for inp in inputs))
+    edge = edge_docs if total > unit_docs else 0  # one unit: nothing to overlap it with
+    read = 0
     for fi, inp in enumerate(inputs):
         row = 0
         try:
@@ -148,7 +174,11 @@ def iter_units(
                         return
                     batch = batch.slice(0, left)
                     left -= batch.num_rows
-                for unit in units_of_batch(batch, id_col, text_col, unit_docs, unit_chars, str(inp.path), row):
+                lead = edge if read == 0 else 0
+                read += batch.num_rows
+                tail = edge if read >= total else 0
+                for unit in units_of_batch(batch, id_col, text_col, unit_docs, unit_chars, str(inp.path), row,
+                                           lead, tail):
                     if not done(fi, unit.row0, unit.row0 + len(unit.texts)):
                         yield fi, unit
                 row += batch.num_rows

@@ -508,11 +508,11 @@ def test_stage1_jobs_of_several_batches_change_nothing(bundles, kind, monkeypatc
     from nere.engine.api import UNIT_DOCS
 
     texts = [" ".join(["alice smith works for acme corp"] * (k % 5 + 1) + ["in paris"] * (k % 3))
-             for k in range(UNIT_DOCS + 200)]  # two units, run as one stream of jobs
+             for k in range(UNIT_DOCS + 200)]  # several units, run as one stream of jobs
     engine = Engine.load(bundles[kind], device="cpu", threads=2, batch_tokens=64, streams=2)
     many = engine.extract_all(texts)
     grouped = [j for j in jobs if len(j) > 1]
-    assert len({u for j in jobs for u, _ in j}) == 2
+    assert len({u for j in jobs for u, _ in j}) == 4  # 1,024 + 200 documents, the first and last 128 apart
     assert grouped and all(len({u for u, _ in j}) == 1 for j in jobs)  # several batches, one unit each
     assert all(sum(p for _, p in j) <= pipeline_module.STAGE1_JOB_POSITIONS for j in grouped)
     jobs.clear()
