@@ -292,8 +292,9 @@ def select_providers(device: str) -> list:
 RECURRENT_OPS = frozenset({"LSTM", "GRU", "RNN", "DynamicQuantizeLSTM"})  # ONNX ops of recurrent encoders
 
 
-def session_options(threads: int | None) -> ort.SessionOptions:
-    """Explicit threads (no oversubscription when several engines share a host)."""
+def session_options(threads: int | None, memory_patterns: bool = True) -> ort.SessionOptions:
+    """Explicit threads (no oversubscription when several engines share a host);
+    ``memory_patterns``: see :func:`memory_patterns_pay`."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = int(threads or os.cpu_count() or 1)
     so.inter_op_num_threads = 1
@@ -305,20 +306,27 @@ def session_options(threads: int | None) -> ort.SessionOptions:
     # Measured on 2 cores, 2 threads: +10% documents/s for the MSRA BiLSTM-CRF bundle,
     # no change for MiniLM BERT-CRF (docs/benchmarks.md).
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    # onnxruntime plans and keeps one memory pattern per set of input shapes; the engine's
-    # shapes change with every batch (rows x bucket width), so the patterns only add up.
-    # Off: peak RSS no longer depends on how a run's first batches are cut (BERT-CRF int8,
-    # 200 documents: 301/362 MB -> 297/297 MB with full/small edge units), documents/s
-    # unchanged within noise for the BERT-CRF and both BiLSTM-CRF bundles (item 42).
-    so.enable_mem_pattern = False
+    so.enable_mem_pattern = memory_patterns
     return so
 
 
-def open_graph(path: Path, spec: Any, device: str, threads: int | None) -> Graph:
+def memory_patterns_pay(spec: dict[str, Any]) -> bool:
+    """Whether onnxruntime should plan a memory pattern per set of input shapes for a
+    bundle whose stage-1 graph is ``spec``: yes for a recurrent graph (many small calls,
+    whose allocations the plan saves: the English BiLSTM-CRF int8 ran 7% slower without),
+    no for the others (BERT-style encoders): their plans for the varying batch shapes
+    (rows x bucket width) only add memory (BERT-CRF int8 over 200 documents cut with
+    small edge units: peak RSS 362 -> 297 MB) and the joint and BERT-CRF bundles ran as
+    fast or faster without (docs/benchmarks.md item 42)."""
+    return spec.get("recurrent") is True
+
+
+def open_graph(path: Path, spec: Any, device: str, threads: int | None, memory_patterns: bool = True) -> Graph:
     """Create a session and check it against the manifest's declaration of the graph."""
     providers = select_providers(device)
     try:
-        sess = ort.InferenceSession(str(path), sess_options=session_options(threads), providers=providers)
+        sess = ort.InferenceSession(str(path), sess_options=session_options(threads, memory_patterns),
+                                    providers=providers)
     except Exception as err:  # onnxruntime raises its own exception types for bad models
         raise BundleError(f"bundle {path}: onnxruntime cannot load it ({str(err).splitlines()[0]})") from None
     used = sess.get_providers()[0]
@@ -368,7 +376,8 @@ def load_bundle(path: str | Path, device: str = "auto", threads: int | None = No
     graphs = _section(m, "graphs", bundle) or {}
     s1 = graphs.get("stage1")
     _need(isinstance(s1, dict), mpath, "missing graphs.stage1")
-    stage1 = open_graph(_listed(m, bundle, s1.get("file"), "stage1 graph"), s1, device, threads)
+    patterns = memory_patterns_pay(s1)
+    stage1 = open_graph(_listed(m, bundle, s1.get("file"), "stage1 graph"), s1, device, threads, patterns)
     unknown = [n for n in stage1.inputs if n not in STAGE1_INPUTS]
     _need(not unknown, bundle / stage1.file, f"stage 1 has inputs the engine cannot fill: {unknown}")
     _need("input_ids" in stage1.inputs, bundle / stage1.file, "stage 1 has no input_ids input")
@@ -386,7 +395,7 @@ def load_bundle(path: str | Path, device: str = "auto", threads: int | None = No
         _need("hidden" in stage1.outputs, bundle / stage1.file, "stage 1 has no 'hidden' output for stage 2")
         s2 = graphs.get("stage2")
         _need(isinstance(s2, dict), mpath, f"task {m['task']} needs graphs.stage2")
-        stage2 = open_graph(_listed(m, bundle, s2.get("file"), "stage2 graph"), s2, device, threads)
+        stage2 = open_graph(_listed(m, bundle, s2.get("file"), "stage2 graph"), s2, device, threads, patterns)
         unknown = [n for n in stage2.inputs if n not in STAGE2_INPUTS]
         _need(not unknown, bundle / stage2.file, f"stage 2 has inputs the engine cannot fill: {unknown}")
         _need("hidden" in stage2.inputs, bundle / stage2.file, "stage 2 has no 'hidden' input")

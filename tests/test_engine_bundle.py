@@ -152,3 +152,18 @@ def test_session_options_threads_and_no_spinning():
     assert so.intra_op_num_threads == 3 and so.inter_op_num_threads == 1
     assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert session_options(None).intra_op_num_threads >= 1
+
+
+def test_memory_patterns_only_for_recurrent_graphs(pristine):
+    """onnxruntime plans memory per input shape for recurrent stage-1 graphs only; for the
+    others those plans only added memory over the engine's varying batch shapes (item 42)."""
+    from nere.engine.bundle import memory_patterns_pay, session_options
+
+    assert memory_patterns_pay({"recurrent": True}) and not memory_patterns_pay({"recurrent": False})
+    assert not memory_patterns_pay({})
+    assert session_options(1).enable_mem_pattern and not session_options(1, memory_patterns=False).enable_mem_pattern
+    j = load_bundle(pristine["joint"], device="cpu")  # the test bundles are no LSTM
+    assert not j.stage1.session.get_session_options().enable_mem_pattern
+    assert not j.stage2.session.get_session_options().enable_mem_pattern
+    shipped = load_bundle(Path(__file__).resolve().parents[1] / "artifacts" / "zh-msra-ner-bilstm-crf-int8", "cpu")
+    assert shipped.stage1.session.get_session_options().enable_mem_pattern
