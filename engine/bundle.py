@@ -313,7 +313,7 @@ def session_options(threads: int | None, memory_patterns: bool = True) -> ort.Se
 def memory_patterns_pay(spec: dict[str, Any]) -> bool:
     """Whether onnxruntime should plan a memory pattern per set of input shapes for a
     bundle whose stage-1 graph is ``spec``: yes for a recurrent graph (many small calls,
-    whose allocations the plan saves: the English BiLSTM-CRF int8 ran 7% slower without),
+    whose allocations the plan saves: the English BiLSTM-CRF int8 ran up to 7% slower without),
     no for the others (BERT-style encoders): their plans for the varying batch shapes
     (rows x bucket width) only add memory (BERT-CRF int8 over 200 documents cut with
     small edge units: peak RSS 362 -> 297 MB) and the joint and BERT-CRF bundles ran as

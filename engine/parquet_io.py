@@ -161,7 +161,8 @@ def iter_units(
     the last unit of an input of several units hold ``edge_docs`` documents (:func:`edge_cuts`)."""
     columns = list(dict.fromkeys([id_col, text_col]))
     left = limit
-    total = sum(inp.rows for inp in inputs) if limit is None else min(limit, sum(inp.rows for inp in inputs))
+    rows = sum(inp.rows for inp in inputs)
+    total = rows if limit is None else min(limit, rows)
     edge = edge_docs if total > unit_docs else 0  # one unit: nothing to overlap it with
     read = 0
     for fi, inp in enumerate(inputs):
