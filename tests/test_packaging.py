@@ -126,3 +126,16 @@ def test_cli_unknown_command_is_a_clean_error():
     result = CliRunner().invoke(main, ["no-such-command"], prog_name="nere")
     assert result.exit_code == 2 and "No such command" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_gpu_transfer_scripts_parse_and_size_the_tree():
+    """scripts/gpu (the plan for a lent GPU, docs/benchmarks.md) parses, and the tree a
+    device call would send is measured from git's own file list."""
+    root = Path(__file__).resolve().parents[1]
+    for script in sorted((root / "scripts" / "gpu").glob("*.sh")):
+        subprocess.run(["bash", "-n", str(script)], check=True)
+    out = subprocess.run(["bash", str(root / "scripts" / "gpu" / "tree.sh"), "size"], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.startswith("tree a device call sends: ") and float(out.split()[-2]) > 0
+    bad = subprocess.run(["bash", str(root / "scripts" / "gpu" / "tree.sh"), "grow"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "usage" in bad.stderr
