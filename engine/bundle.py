@@ -317,13 +317,15 @@ def memory_patterns_pay(spec: dict[str, Any]) -> bool:
     no for the others (BERT-style encoders): their plans for the varying batch shapes
     (rows x bucket width) only add memory (BERT-CRF int8 over 200 documents cut with
     small edge units: peak RSS 362 -> 297 MB) and the joint and BERT-CRF bundles ran as
-    fast or faster without (docs/benchmarks.md item 42)."""
+    fast or faster without (docs/benchmarks.md item 42). Measured on CPU: a session on
+    CUDA keeps onnxruntime's default (on)."""
     return spec.get("recurrent") is True
 
 
 def open_graph(path: Path, spec: Any, device: str, threads: int | None, memory_patterns: bool = True) -> Graph:
     """Create a session and check it against the manifest's declaration of the graph."""
     providers = select_providers(device)
+    memory_patterns = memory_patterns or providers[0] == CUDA  # measured on CPU only: CUDA keeps the default
     try:
         sess = ort.InferenceSession(str(path), sess_options=session_options(threads, memory_patterns),
                                     providers=providers)
