@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import pyarrow as pa
 
 from nere.engine import allocator
-from nere.engine.bundle import CUDA, Bundle, load_bundle
+from nere.engine.bundle import CUDA, Bundle, load_bundle, stage1_recurrent
 from nere.engine.errors import EngineError
 from nere.engine.parquet_io import (
     EDGE_DOCS,
@@ -55,13 +55,7 @@ def auto_streams(manifest: dict[str, Any] | None, threads: int) -> int:
     transformers use all threads well inside one call (-15% with 2)."""
     tokenizer = (manifest or {}).get("tokenizer")
     no_cls = isinstance(tokenizer, dict) and "cls_token" in tokenizer and tokenizer["cls_token"] is None
-    return 2 if threads >= 2 and (_recurrent(manifest) or no_cls) else 1
-
-
-def _recurrent(manifest: dict[str, Any] | None) -> bool:
-    """Whether the bundle's stage-1 graph is recurrent (``graphs.stage1.recurrent``, recorded by export)."""
-    stage1 = ((manifest or {}).get("graphs") or {}).get("stage1") or {}
-    return stage1.get("recurrent") is True
+    return 2 if threads >= 2 and (stage1_recurrent(manifest) or no_cls) else 1
 
 
 def auto_batch_tokens(manifest: dict[str, Any] | None, provider: str) -> int:
@@ -72,7 +66,7 @@ def auto_batch_tokens(manifest: dict[str, Any] | None, provider: str) -> int:
     difference)."""
     if provider == CUDA:
         return BATCH_TOKENS["cuda"]
-    return RECURRENT_CPU_BATCH_TOKENS if _recurrent(manifest) else BATCH_TOKENS["cpu"]
+    return RECURRENT_CPU_BATCH_TOKENS if stage1_recurrent(manifest) else BATCH_TOKENS["cpu"]
 
 
 def read_manifest_json(bundle: str | Path) -> dict[str, Any] | None:

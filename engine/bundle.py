@@ -310,25 +310,33 @@ def session_options(threads: int | None, memory_patterns: bool = True) -> ort.Se
     return so
 
 
-def memory_patterns_pay(spec: dict[str, Any]) -> bool:
-    """Whether onnxruntime should plan a memory pattern per set of input shapes for a
-    bundle whose stage-1 graph is ``spec``: yes for a recurrent graph (many small calls,
-    whose allocations the plan saves: the English BiLSTM-CRF int8 ran up to 7% slower without),
-    no for the others (BERT-style encoders): their plans for the varying batch shapes
-    (rows x bucket width) only add memory (BERT-CRF int8 over 200 documents cut with
-    small edge units: peak RSS 362 -> 297 MB) and the joint and BERT-CRF bundles ran as
-    fast or faster without (docs/benchmarks.md item 42). Measured on CPU: a session on
-    CUDA keeps onnxruntime's default (on)."""
-    return spec.get("recurrent") is True
+def stage1_recurrent(manifest: dict[str, Any] | None) -> bool:
+    """Whether a bundle's stage-1 graph is recurrent (``graphs.stage1.recurrent``, recorded
+    by export from the graph's operators); the engine's defaults and session settings for
+    the small recurrent encoders key on it."""
+    stage1 = ((manifest or {}).get("graphs") or {}).get("stage1") or {}
+    return stage1.get("recurrent") is True
 
 
-def open_graph(path: Path, spec: Any, device: str, threads: int | None, memory_patterns: bool = True) -> Graph:
-    """Create a session and check it against the manifest's declaration of the graph."""
+def memory_patterns_pay(recurrent: bool, provider: str) -> bool:
+    """Whether onnxruntime should plan a memory pattern per set of input shapes: on CPU,
+    yes for a recurrent bundle (many small calls, whose allocations the plan saves: the
+    English BiLSTM-CRF int8 ran up to 7% slower without), no for the others (BERT-style
+    encoders): their plans for the varying batch shapes (rows x bucket width) only add
+    memory (BERT-CRF int8 over 200 documents cut with small edge units: peak RSS 362 ->
+    297 MB) and the joint and BERT-CRF bundles ran as fast or faster without
+    (docs/benchmarks.md item 42). Nothing was measured on CUDA: it keeps onnxruntime's
+    default (on)."""
+    return recurrent or provider == CUDA
+
+
+def open_graph(path: Path, spec: Any, device: str, threads: int | None, recurrent: bool = False) -> Graph:
+    """Create a session and check it against the manifest's declaration of the graph;
+    ``recurrent``: the bundle's stage 1 is (:func:`memory_patterns_pay`)."""
     providers = select_providers(device)
-    memory_patterns = memory_patterns or providers[0] == CUDA  # measured on CPU only: CUDA keeps the default
+    options = session_options(threads, memory_patterns_pay(recurrent, providers[0]))
     try:
-        sess = ort.InferenceSession(str(path), sess_options=session_options(threads, memory_patterns),
-                                    providers=providers)
+        sess = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as err:  # onnxruntime raises its own exception types for bad models
         raise BundleError(f"bundle {path}: onnxruntime cannot load it ({str(err).splitlines()[0]})") from None
     used = sess.get_providers()[0]
@@ -378,8 +386,8 @@ def load_bundle(path: str | Path, device: str = "auto", threads: int | None = No
     graphs = _section(m, "graphs", bundle) or {}
     s1 = graphs.get("stage1")
     _need(isinstance(s1, dict), mpath, "missing graphs.stage1")
-    patterns = memory_patterns_pay(s1)
-    stage1 = open_graph(_listed(m, bundle, s1.get("file"), "stage1 graph"), s1, device, threads, patterns)
+    recurrent = stage1_recurrent(m)
+    stage1 = open_graph(_listed(m, bundle, s1.get("file"), "stage1 graph"), s1, device, threads, recurrent)
     unknown = [n for n in stage1.inputs if n not in STAGE1_INPUTS]
     _need(not unknown, bundle / stage1.file, f"stage 1 has inputs the engine cannot fill: {unknown}")
     _need("input_ids" in stage1.inputs, bundle / stage1.file, "stage 1 has no input_ids input")
@@ -397,7 +405,7 @@ def load_bundle(path: str | Path, device: str = "auto", threads: int | None = No
         _need("hidden" in stage1.outputs, bundle / stage1.file, "stage 1 has no 'hidden' output for stage 2")
         s2 = graphs.get("stage2")
         _need(isinstance(s2, dict), mpath, f"task {m['task']} needs graphs.stage2")
-        stage2 = open_graph(_listed(m, bundle, s2.get("file"), "stage2 graph"), s2, device, threads, patterns)
+        stage2 = open_graph(_listed(m, bundle, s2.get("file"), "stage2 graph"), s2, device, threads, recurrent)
         unknown = [n for n in stage2.inputs if n not in STAGE2_INPUTS]
         _need(not unknown, bundle / stage2.file, f"stage 2 has inputs the engine cannot fill: {unknown}")
         _need("hidden" in stage2.inputs, bundle / stage2.file, "stage 2 has no 'hidden' input")

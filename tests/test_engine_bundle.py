@@ -157,10 +157,12 @@ def test_session_options_threads_and_no_spinning():
 def test_memory_patterns_only_for_recurrent_graphs(pristine):
     """onnxruntime plans memory per input shape for recurrent stage-1 graphs only; for the
     others those plans only added memory over the engine's varying batch shapes (item 42)."""
-    from nere.engine.bundle import memory_patterns_pay, session_options
+    from nere.engine.bundle import CUDA, memory_patterns_pay, session_options, stage1_recurrent
 
-    assert memory_patterns_pay({"recurrent": True}) and not memory_patterns_pay({"recurrent": False})
-    assert not memory_patterns_pay({})
+    assert memory_patterns_pay(True, CPU) and not memory_patterns_pay(False, CPU)
+    assert memory_patterns_pay(False, CUDA)  # nothing measured there: onnxruntime's default
+    assert stage1_recurrent({"graphs": {"stage1": {"recurrent": True}}})
+    assert not stage1_recurrent({"graphs": {"stage1": {}}}) and not stage1_recurrent(None)
     assert session_options(1).enable_mem_pattern and not session_options(1, memory_patterns=False).enable_mem_pattern
     j = load_bundle(pristine["joint"], device="cpu")  # the test bundles are no LSTM
     assert not j.stage1.session.get_session_options().enable_mem_pattern
