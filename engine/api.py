@@ -315,18 +315,21 @@ class Engine:
                 if part is not None:
                     state.commit(part)
                     part = None
-                state.finish()
+                state.finish(schemas)  # no input rows: one empty part with each table's schema
         except BaseException:
             if part is not None:
                 part.abort()
-            state.discard_if_empty()
+            state.discard_if_empty()  # and unlock
             raise
         finally:
             if bar is not None:
                 bar.close()
         seconds = time.perf_counter() - started
-        summary = self._summary(state, seconds, docs, tokens, done_before)
-        state.write_summary(summary)
+        try:
+            summary = self._summary(state, seconds, docs, tokens, done_before)
+            state.write_summary(summary)
+        finally:
+            state.release()  # the folder's lock, taken by RunState: another run may open it now
         return summary
 
     def _summary(self, state: RunState, seconds: float, docs: int, tokens: int, done_before: int) -> dict[str, Any]:

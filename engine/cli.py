@@ -7,6 +7,14 @@ import click
 
 from nere.engine.errors import EngineError
 
+ALL_FAILED_EXIT = 3  # every document failed: the run wrote its tables, but nothing was extracted
+
+
+class AllFailed(click.ClickException):
+    """Every input row failed (wrong column, unreadable texts): a non-zero exit for scripts."""
+
+    exit_code = ALL_FAILED_EXIT
+
 
 def _print_summary(s: dict[str, Any]) -> None:
     failed = f"{s['documents_failed']:,} failed"
@@ -59,7 +67,11 @@ def _print_summary(s: dict[str, Any]) -> None:
               help="Print the first N rows of the entity and relation tables when done.")
 def extract(inputs, model, re_model, out, id_col, text_col, device, batch_tokens, threads, streams, re_streams, resume,
             overwrite, limit, max_doc_chars, part_docs, progress, preview) -> None:
-    """Extract entities (and relations) from the Parquet files or folders INPUT..."""
+    """Extract entities (and relations) from the Parquet files or folders INPUT...
+
+    Exit status: 0 when done; 1 on an error (bad input, bundle or --out, or --out in use by
+    another run); 3 when every document failed (the tables, failures/ and summary.json are
+    still written)."""
     from nere.engine.api import Engine
 
     try:
@@ -72,6 +84,10 @@ def extract(inputs, model, re_model, out, id_col, text_col, device, batch_tokens
     _print_summary(summary)
     if preview:
         _print_preview(out, preview)
+    read, failed = summary["documents_read"], summary["documents_failed"]
+    if read and failed == read:
+        reasons = ", ".join(f"{k}: {v:,}" for k, v in summary["failure_reasons"].items())
+        raise AllFailed(f"all {read:,} documents failed ({reasons}); see {summary['failures_table']}")
 
 
 def _print_preview(out: str, rows: int) -> None:

@@ -28,13 +28,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from nere.engine.errors import EngineError
+from nere.engine.lock import LOCK_NAME, FolderLock
 from nere.engine.pipeline import Unit, UnitResult
 
 OUTPUTS = ("entities", "relations", "failures")
 PROGRESS, SUMMARY = "progress.json", "summary.json"
-OURS = frozenset(OUTPUTS) | {PROGRESS, SUMMARY}
+OURS = frozenset(OUTPUTS) | {PROGRESS, SUMMARY, LOCK_NAME}
 ROW_GROUP_ROWS = 65_536
 PROGRESS_VERSION = 1
+PART_COUNTS = ("documents", "failed", "cleaned", "tokens", "entities", "relations")  # per part in the progress record
 EDGE_DOCS = 128  # documents in the first and the last unit of an input: see edge_cuts
 
 
@@ -77,6 +79,25 @@ def resolve_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     return unique
 
 
+def is_text_type(t: pa.DataType) -> bool:
+    """Whether a column of type ``t`` holds texts: strings (any Arrow layout, dictionary
+    encoded too) or only nulls. Any other type would fail every row, so it is refused whole."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+            or pa.types.is_null(t))
+
+
+def check_text_type(t: pa.DataType, where: str, text_col: str) -> None:
+    """Raise a one-line EngineError naming the input, the column and its type when the
+    text column holds no strings (an int64 or binary column, say)."""
+    if not is_text_type(t):
+        raise EngineError(
+            f"{where}: text column {text_col!r} is {t}, not string; cast it to string or pick "
+            "the text column with --text-col"
+        )
+
+
 def open_inputs(files: Sequence[Path], id_col: str, text_col: str) -> list[InputFile]:
     """Check every file's footer and columns before any work starts."""
     out: list[InputFile] = []
@@ -91,6 +112,7 @@ def open_inputs(files: Sequence[Path], id_col: str, text_col: str) -> list[Input
                 raise EngineError(
                     f"input {f}: no {what} column {col!r} (it has {', '.join(schema.names) or 'no columns'})"
                 )
+        check_text_type(schema.field(text_col).type, f"input {f}", text_col)
         id_type = schema.field(id_col).type
         if out and id_type != out[0].id_type:
             raise EngineError(f"input {f}: id column {id_col!r} is {id_type}, but {out[0].path} has {out[0].id_type}")
@@ -140,8 +162,11 @@ def units_of_batch(batch: pa.RecordBatch | pa.Table, id_col: str, text_col: str,
     and its first/last unit holds that many rows (:func:`edge_cuts`)."""
     ids = batch.column(id_col)
     texts = batch.column(text_col)
+    check_text_type(texts.type, "input" if source == "<table>" else f"input {source}", text_col)
     if isinstance(ids, pa.ChunkedArray):
         ids, texts = ids.combine_chunks(), texts.combine_chunks()
+    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
+        texts = texts.cast(pa.string())  # dictionary-encoded, string view or all-null: plain strings
     for a, b in edge_cuts(_char_cuts(texts, unit_docs, unit_chars), lead, tail):
         yield Unit(ids.slice(a, b - a), texts.slice(a, b - a).to_pylist(), source, row0 + a)
 
@@ -247,7 +272,7 @@ class Part:
     folder: Path
     schemas: dict[str, pa.Schema]
     ranges: list[list[int]] = field(default_factory=list)  # [file index, first row, end row]
-    stats: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=lambda: {**dict.fromkeys(PART_COUNTS, 0), "failure_reasons": {}})
     _writers: dict[str, pq.ParquetWriter] = field(default_factory=dict)
     _buffers: dict[str, list[pa.Table]] = field(default_factory=dict)
 
@@ -268,11 +293,10 @@ class Part:
         else:
             self.ranges.append([file_index, first, end])
         s = self.stats
-        for key, value in (("documents", result.documents), ("failed", result.failed), ("cleaned", result.cleaned),
-                           ("tokens", result.tokens), ("entities", result.entities.num_rows),
-                           ("relations", result.relations.num_rows)):
-            s[key] = s.get(key, 0) + value
-        reasons = s.setdefault("failure_reasons", {})
+        for key, value in zip(PART_COUNTS, (result.documents, result.failed, result.cleaned, result.tokens,
+                                            result.entities.num_rows, result.relations.num_rows)):
+            s[key] += value
+        reasons = s["failure_reasons"]
         for why in result.failures.column("reason").to_pylist():
             kind = why.split(" (")[0]
             reasons[kind] = reasons.get(kind, 0) + 1
@@ -316,7 +340,8 @@ RESUME_OPTIONS = frozenset({"batch_tokens", "max_doc_chars", "part_docs", "limit
 
 
 class RunState:
-    """The output folder of one run: its checks, its progress record, its parts."""
+    """The output folder of one run: its checks, its progress record, its parts, and the
+    folder's lock (:mod:`nere.engine.lock`), held from the first check to :meth:`release`."""
 
     def __init__(self, folder: Path, config: dict[str, Any], resume: bool, overwrite: bool) -> None:
         self.folder = folder
@@ -325,7 +350,12 @@ class RunState:
         self.complete = False
         self.created = False
         self.resumed = False
-        self._open(resume, overwrite)
+        self._lock: FolderLock | None = None
+        try:
+            self._open(resume, overwrite)
+        except BaseException:
+            self.discard_if_empty()
+            raise
         self._done: dict[int, list[tuple[int, int]]] = {}
         for part in self.parts:
             for fi, a, b in part["ranges"]:
@@ -337,9 +367,16 @@ class RunState:
         f = self.folder
         if resume and overwrite:
             raise EngineError("use either --resume or --overwrite, not both")
-        if f.exists() and not f.is_dir():
-            raise EngineError(f"output {f}: exists and is not a folder")
-        entries = sorted(p.name for p in f.iterdir()) if f.exists() else []
+        try:
+            f.mkdir(parents=True)
+            self.created = True
+        except FileExistsError:  # there already, or another run made it just now
+            if not f.is_dir():
+                raise EngineError(f"output {f}: exists and is not a folder") from None
+        except OSError as err:
+            raise EngineError(f"output {f}: cannot create the folder ({err.strerror})") from None
+        self._lock = FolderLock.acquire(f)  # before anything is read or removed
+        entries = sorted(p.name for p in f.iterdir() if p.name != LOCK_NAME)
         foreign = [e for e in entries if e not in OURS]
         if entries and not (resume or overwrite):
             raise EngineError(f"output folder {f} is not empty; use --resume to continue its run or --overwrite to replace it")
@@ -352,9 +389,6 @@ class RunState:
             for e in entries:
                 p = f / e
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
-        if not f.exists():
-            f.mkdir(parents=True)
-            self.created = True
         if resume and (f / PROGRESS).is_file():
             self._load_progress()
         for table in OUTPUTS:
@@ -402,7 +436,7 @@ class RunState:
 
     @property
     def documents_done(self) -> int:
-        return sum(p["documents"] for p in self.parts)
+        return sum(p.get("documents", 0) for p in self.parts)
 
     def new_part(self, schemas: dict[str, pa.Schema]) -> Part:
         return Part(len(self.parts), self.folder, schemas)
@@ -412,7 +446,11 @@ class RunState:
         self.parts.append({"name": part.name, "ranges": part.ranges, **part.stats})
         self._save()
 
-    def finish(self) -> None:
+    def finish(self, schemas: dict[str, pa.Schema]) -> None:
+        """Mark the run complete. A run that committed no part (no input rows) commits one
+        empty part, so that every table folder holds a file with the schema."""
+        if not self.parts:
+            self.commit(self.new_part(schemas))
         self.complete = True
         self._save()
 
@@ -421,8 +459,7 @@ class RunState:
         write_atomic(self.folder / PROGRESS, json.dumps(record, indent=1, default=str).encode())
 
     def totals(self) -> dict[str, Any]:
-        keys = ("documents", "failed", "cleaned", "tokens", "entities", "relations")
-        out: dict[str, Any] = {k: sum(p.get(k, 0) for p in self.parts) for k in keys}
+        out: dict[str, Any] = {k: sum(p.get(k, 0) for p in self.parts) for k in PART_COUNTS}
         reasons: dict[str, int] = {}
         for p in self.parts:
             for k, v in p.get("failure_reasons", {}).items():
@@ -445,6 +482,13 @@ class RunState:
         write_atomic(self.folder / SUMMARY, json.dumps(summary, indent=2, default=str).encode())
 
     def discard_if_empty(self) -> None:
-        """After an error before any part was committed, leave no folder we created."""
-        if self.created and not self.parts:
+        """After an error before any part was committed, leave no folder we created (and
+        still hold: a run refused by the lock leaves the holder's folder alone); unlock."""
+        if self.created and not self.parts and self._lock is not None and self._lock.held:
             shutil.rmtree(self.folder, ignore_errors=True)
+        self.release()
+
+    def release(self) -> None:
+        """Unlock the folder: another run may write it now. Safe to call more than once."""
+        if self._lock is not None:
+            self._lock.release()
