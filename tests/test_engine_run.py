@@ -122,16 +122,16 @@ def test_cli_streams_write_the_same_bytes(tmp_path, bundle):
     assert code == 2 and "--streams" in output and "Traceback" not in output
 
 
-def test_int_ids_non_string_text_and_limit(tmp_path, bundle):
+def test_int_ids_bad_rows_and_limit(tmp_path, bundle):
     pq.write_table(pa.table({"id": pa.array([1, 2, 3], pa.int64()), "text": [None, "", "x" * 50]}),
                    tmp_path / "n.parquet")
-    engine = Engine.load(bundle, device="cpu", max_doc_chars=40)
-    s = engine.run(tmp_path / "n.parquet", tmp_path / "o1", progress=False)
+    s = Engine.load(bundle, device="cpu", max_doc_chars=40).run(tmp_path / "n.parquet", tmp_path / "o1", progress=False)
     assert s["documents_failed"] == 3 and set(s["failure_reasons"]) == {"null text", "empty text", "text too long"}
     assert read_dir(tmp_path / "o1", "entities").schema.field("doc_id").type == pa.int64()
     # a non-string row is a per-row failure where rows carry Python objects (the in-memory API)
-    mixed = Engine.load(bundle, device="cpu").extract_all({"id": [1, 2], "text": [10, "Bob lives"]})
-    assert mixed.failures.column("reason").to_pylist() == ["text is not a string"]
+    engine = Engine.load(bundle, device="cpu")
+    mixed = engine.extract_all({"id": [1, 2], "text": [10, "Bob lives"]})
+    assert mixed.failures.column("reason").to_pylist() == ["text is not a string (int)"]
     corpus = write_corpus(tmp_path / "c.parquet", 50)
     s = engine.run([corpus], tmp_path / "o2", limit=12, progress=False)
     docs = set(read_dir(tmp_path / "o2", "entities")["doc_id"].to_pylist())
