@@ -11,7 +11,7 @@ ALL_FAILED_EXIT = 3  # every document failed: the run wrote its tables, but noth
 
 
 class AllFailed(click.ClickException):
-    """Every input row failed (wrong column, unreadable texts): a non-zero exit for scripts."""
+    """Every input row failed (null, blank or too long texts, say): a non-zero exit for scripts."""
 
     exit_code = ALL_FAILED_EXIT
 
