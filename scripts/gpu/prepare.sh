@@ -5,7 +5,7 @@
 #
 # A device call carries the working tree plus named ignored paths, 64 MiB in all; the
 # tracked tree alone is ~52 MiB (artifacts/ is 49 MB), so the tree is shrunk for the
-# device calls (step 3 of docs/benchmarks.md, "For a session lent a GPU") and everything
+# device calls (step 2 of docs/benchmarks.md, "For a session lent a GPU") and everything
 # else travels as pieces of .gpu/ (ignored), one piece per call:
 #   - onnxruntime-gpu (the device image has only the CPU build): the wheel unpacked,
 #     re-packed as tar.xz (the 255.6 MB wheel -> 194.7 MiB), split into 58 MiB pieces;
