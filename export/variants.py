@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 import onnx
 
-PRECISIONS = ("fp32", "fp16", "int8")
+from nere.engine.manifest import PRECISIONS
 
 # which weight MatMuls stay fp32 in int8 bundles: policy -> (groups kept fp32, description)
 _POLICIES = {

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from fixtures_bundles import ENTITY_LABELS, RELATIONS, TAGSET, make_bundle, write_manifest
-from nere.engine.bundle import CPU, load_bundle, read_manifest
+from nere.engine.bundle import CPU, load_bundle
 from nere.engine.errors import BundleError, EngineError
+from nere.engine.manifest import Manifest
 
 
 @pytest.fixture(scope="module")
@@ -93,15 +94,16 @@ def test_manifest_mismatches_are_refused(joint, change, message):
 
 def test_label_count_must_match_graph_widths(joint):
     # consistent manifest, but one label more than the graphs were built for
-    _edit(joint, lambda m: m["ner"].update(entity_labels=ENTITY_LABELS + ["Misc"],
-                                           tags=TAGSET.tags + ["B-Misc", "I-Misc"]))
+    _edit(joint, lambda m: (m["ner"].update(entity_labels=ENTITY_LABELS + ["Misc"],
+                                            tags=TAGSET.tags + ["B-Misc", "I-Misc"]),
+                            m["re"].update(entity_labels=ENTITY_LABELS + ["Misc"])))
     k = 9
     np.savez(joint / "crf.npz", transitions=np.zeros((k, k)), start=np.zeros(k), end=np.zeros(k))
     _edit(joint, lambda m: None, rehash=True)
     with pytest.raises(BundleError, match="emissions width 7 != 9 tags"):
         load_bundle(joint, device="cpu")
     _edit(joint, lambda m: (m["ner"].update(entity_labels=ENTITY_LABELS, tags=TAGSET.tags),
-                            m["re"].update(relation_labels=RELATIONS + ["Kill"])))
+                            m["re"].update(entity_labels=ENTITY_LABELS, relation_labels=RELATIONS + ["Kill"])))
     np.savez(joint / "crf.npz", transitions=np.zeros((7, 7)), start=np.zeros(7), end=np.zeros(7))
     _edit(joint, lambda m: None, rehash=True)
     with pytest.raises(BundleError, match="logits width 3 != 4 relation labels"):
@@ -124,10 +126,10 @@ def test_not_a_bundle(tmp_path):
     with pytest.raises(BundleError, match="not a folder"):
         load_bundle(tmp_path / "nothing")
     with pytest.raises(BundleError, match="manifest.json: missing"):
-        read_manifest(tmp_path)
+        Manifest.read(tmp_path)
     (tmp_path / "manifest.json").write_text("{oops")
     with pytest.raises(BundleError, match="not valid JSON"):
-        read_manifest(tmp_path)
+        Manifest.read(tmp_path)
 
 
 def test_cuda_without_gpu_is_a_clear_error(pristine):
@@ -156,7 +158,7 @@ def test_session_options_threads_and_no_spinning():
 
 def test_memory_patterns_only_for_recurrent_graphs(pristine):
     """onnxruntime plans memory per input shape for recurrent stage-1 graphs only; for the
-    others those plans only added memory over the engine's varying batch shapes (item 42)."""
+    others those plans only added memory over the engine's varying batch shapes."""
     from nere.engine.bundle import CUDA, memory_patterns_pay, session_options, stage1_recurrent
 
     assert memory_patterns_pay(True, CPU) and not memory_patterns_pay(False, CPU)

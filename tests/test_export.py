@@ -22,7 +22,8 @@ from click.testing import CliRunner
 from nere.engine.bundle import load_bundle
 from nere.engine.core.types import Entity, Example, Relation
 from nere.engine.errors import BundleError
-from nere.export.bundle import read_manifest_json, validate_manifest, write_bundle, write_manifest
+from nere.engine.manifest import Manifest, read_manifest_json
+from nere.export.bundle import write_bundle
 from nere.export.cli import export
 from nere.export.verify import ner_parity, summary, verify_bundle
 from nere.train.checkpoint import TOKENIZER, save_checkpoint
@@ -91,7 +92,7 @@ def ner_bundles(tmp_path_factory):
 def test_ner_bundle_contents_and_parity(kind, ner_bundles):
     model, feat, folder = ner_bundles[kind]
     m = read_manifest_json(folder)
-    validate_manifest(m)
+    Manifest(m)
     crf = kind.endswith("crf")
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         ["manifest.json", "ner.onnx", "tokenizer.json"] + (["crf.npz"] if crf else []))
@@ -163,9 +164,9 @@ def test_validator_names_the_bad_field(ner_bundles):
     for what, change in cases.items():
         m = json.loads(json.dumps(good))
         change(m)
-        with pytest.raises(BundleError, match="manifest: "):
-            validate_manifest(m)
-    validate_manifest(good)
+        with pytest.raises(BundleError, match="bundle manifest.json: "):
+            Manifest(m)
+    Manifest(good)
 
 
 def test_tampered_bundle_refused(ner_bundles, tmp_path):
@@ -432,7 +433,7 @@ def test_set_metrics_keeps_bundle_loadable(ner_bundles, tmp_path):
     load_bundle(folder, device="cpu", threads=1)
     m = read_manifest_json(folder)
     m["precision"] = "bf16"
-    write_manifest(folder, m)
+    (folder / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(BundleError, match="precision"):  # never records metrics into a bad manifest
         set_metrics(folder, "test", {"f1": 0.1})
 

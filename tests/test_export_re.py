@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from nere.engine.bundle import load_bundle
-from nere.export.bundle import read_manifest_json, validate_manifest, write_bundle
+from nere.engine.manifest import Manifest, read_manifest_json
+from nere.export.bundle import write_bundle
 from nere.export.verify import verify_bundle
 from nere.train.checkpoint import TOKENIZER
 from test_export import TINY_BERT, TINY_LSTM, make_examples
@@ -55,7 +56,7 @@ def bundles(tmp_path_factory):
 def test_two_stage_bundle_and_relation_parity(task, kind, bundles):
     model, feat, folder = bundles[kind]
     m = read_manifest_json(folder)
-    validate_manifest(m)
+    Manifest(m)
     assert m["task"] == task and m["model"] == kind
     assert {"ner.onnx", "re.onnx", "tokenizer.json"} <= set(m["files"])
     r = m["re"]
