@@ -97,6 +97,11 @@ def card(m: Manifest, name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _trained(d: dict[str, Any] | None) -> str:
+    """A PyTorch figure from training's own test evaluation (sentences, not the engine)."""
+    return f"{_prf(d)} (`nere train`'s test evaluation)" if d else "-"
+
+
 def _f_int(v: Any) -> str:
     return f"{v:.0f}" if isinstance(v, (int, float)) else "-"
 
@@ -118,9 +123,9 @@ def _measured(m: Manifest, training: dict[str, Any]) -> list[str]:
         rows.append(f"| relations on gold entities, macro F1 | {_f(re_f1)} | {_f(re_torch)} |")
     engine = v.get("engine") or {}
     if engine.get("entities"):
-        rows.append(f"| entities through the engine | {_prf(engine['entities'])} | {_prf(torch.get('ner')) if m.task == 'ner' else '-'} |")
+        rows.append(f"| entities through the engine | {_prf(engine['entities'])} | {_trained(torch.get('ner') if m.task == 'ner' else None)} |")
     if engine.get("triples"):
-        rows.append(f"| end-to-end triples through the engine | {_prf(engine['triples'])} | {_prf(torch.get('e2e'))} (training's own evaluation) |")
+        rows.append(f"| end-to-end triples through the engine | {_prf(engine['triples'])} | {_trained(torch.get('e2e'))} |")
     lines = [f"## Measured on the {split} split of `{v.get('dataset')}`"
              + (f" (first {v['limit']} sentences)" if v.get("limit") else f" ({v.get('sentences')} sentences)"), ""]
     if head:
