@@ -77,6 +77,11 @@ def test_two_stage_bundle_and_relation_parity(task, kind, bundles):
     assert rel["max_abs_logit_diff"] <= 1e-4 and rel["f1"] == rel["torch_f1"]
     if task == "joint":
         assert res["ner"]["agreement"] == 1.0 and res["ner"]["max_abs_logit_diff"] <= 1e-4
+        # the headline: triples through the engine
+        assert res["headline"] == {"metric": "triples_f1", "value": res["engine"]["triples"]["f1"], "through": "engine"}
+    else:  # an RE-only bundle needs an NER bundle in the engine: relations on gold entities
+        assert "engine" not in res
+        assert res["headline"] == {"metric": "relation_macro_f1", "value": rel["f1"], "through": "gold entities"}
     # the PyTorch side matches the training code's own RE prediction
     out = re_task.predict_re(model, feat, make_examples(), batch_size=4)
     from nere.engine.core.metrics import relation_scores
