@@ -88,7 +88,8 @@ def machine_info() -> dict[str, Any]:
 def versions(with_torch: bool) -> dict[str, str | None]:
     from nere.engine.manifest import package_versions
 
-    out: dict[str, str | None] = dict(package_versions(("nere", "onnxruntime", "onnxruntime-gpu", "numpy", "pyarrow", "tokenizers")))
+    packages = ("nere", "onnxruntime", "onnxruntime-gpu", "numpy", "pyarrow", "tokenizers")
+    out: dict[str, str | None] = dict(package_versions(packages))
     if with_torch:
         out["torch"] = package_versions(("torch",)).get("torch")
     return out

@@ -158,16 +158,47 @@ class Manifest:
         return Manifest(data, self.where)
 
     # ------------------------------------------------------------------ fields
-    task = property(lambda self: self.data["task"])
-    model = property(lambda self: self.data["model"])
-    precision = property(lambda self: self.data["precision"])
-    tokenizer = property(lambda self: self.data["tokenizer"])
-    files = property(lambda self: self.data["files"])
-    ner = property(lambda self: self.data.get("ner"))
-    re = property(lambda self: self.data.get("re"))
-    graphs = property(lambda self: self.data["graphs"])
-    metrics = property(lambda self: self.data.get("metrics") or {})
-    made_by = property(lambda self: self.data["made_by"])
+    @property
+    def task(self) -> str:
+        return self.data["task"]
+
+    @property
+    def model(self) -> str:
+        return self.data["model"]
+
+    @property
+    def precision(self) -> str:
+        return self.data["precision"]
+
+    @property
+    def tokenizer(self) -> dict[str, Any]:
+        return self.data["tokenizer"]
+
+    @property
+    def files(self) -> dict[str, str]:
+        """File name -> sha256 of every hashed file."""
+        return self.data["files"]
+
+    @property
+    def ner(self) -> dict[str, Any] | None:
+        return self.data.get("ner")
+
+    @property
+    def re(self) -> dict[str, Any] | None:
+        return self.data.get("re")
+
+    @property
+    def graphs(self) -> dict[str, Any]:
+        return self.data["graphs"]
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """Split -> what ``--verify`` measured (not hashed)."""
+        return self.data.get("metrics") or {}
+
+    @property
+    def made_by(self) -> dict[str, Any]:
+        return self.data["made_by"]
 
     def headline(self, split: str = "test") -> dict[str, Any] | None:
         """The figure the bundle is sold on, as ``--verify`` measured it on ``split``."""

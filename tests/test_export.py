@@ -623,7 +623,7 @@ def test_rebuild_command_names_the_int8_policy():
 
 def test_evaluate_bundle_gives_what_verify_records(ner_bundles, tmp_path):
     """`nere evaluate BUNDLE` scores through the engine: the very figures --verify recorded."""
-    from nere.train.cli import evaluate
+    from nere.cli import main as nere
 
     model, _, folder = ner_bundles["bert-crf"]
     tok = __import__("tokenizers").Tokenizer.from_file(str(folder / TOKENIZER))
@@ -631,7 +631,7 @@ def test_evaluate_bundle_gives_what_verify_records(ner_bundles, tmp_path):
     data = _write_jsonl_dataset(tmp_path / "data")
     out = tmp_path / "bundle"
     assert CliRunner().invoke(export, [str(ckpt), "--out", str(out), "--verify", str(data), "--quiet"]).exit_code == 0
-    res = CliRunner().invoke(evaluate, [str(out), "--dataset", str(data), "--json"])
+    res = CliRunner().invoke(nere, ["evaluate", str(out), "--dataset", str(data), "--json"])
     assert res.exit_code == 0, res.output
     got = json.loads(res.output)
     t = read_manifest_json(out)["metrics"]["test"]
@@ -643,19 +643,19 @@ def test_evaluate_scores_a_tiny_bundle(tmp_path):
     """On the lookup bundles of fixtures_bundles: known entity and triple scores, and a
     one-line error for a bundle the engine cannot run alone."""
     from fixtures_bundles import make_bundle, scored_examples
-    from nere.train.cli import evaluate
+    from nere.cli import main as nere
     from nere.train.datasets import write_jsonl
 
     (tmp_path / "data").mkdir()
     write_jsonl(scored_examples(), tmp_path / "data" / "test.jsonl")
     joint = make_bundle(tmp_path / "joint", task="joint")
-    res = CliRunner().invoke(evaluate, [str(joint), "--dataset", str(tmp_path / "data"), "--json"])
+    res = CliRunner().invoke(nere, ["evaluate", str(joint), "--dataset", str(tmp_path / "data"), "--json"])
     assert res.exit_code == 0, res.output
     got = json.loads(res.output)
     assert got["entities"]["f1"] == 1.0 and got["triples"]["f1"] == 0.75
     assert got["headline"] == {"metric": "triples_f1", "value": 0.75, "through": "engine"}
-    text = CliRunner().invoke(evaluate, [str(joint), "--dataset", str(tmp_path / "data")])
+    text = CliRunner().invoke(nere, ["evaluate", str(joint), "--dataset", str(tmp_path / "data")])
     assert text.exit_code == 0 and "triples:" in text.output
     re_only = make_bundle(tmp_path / "re", task="re")
-    bad = CliRunner().invoke(evaluate, [str(re_only), "--dataset", str(tmp_path / "data")])
+    bad = CliRunner().invoke(nere, ["evaluate", str(re_only), "--dataset", str(tmp_path / "data")])
     assert bad.exit_code == 1 and "RE-only" in bad.output and "Traceback" not in bad.output
