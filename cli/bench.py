@@ -26,7 +26,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -87,17 +86,12 @@ def machine_info() -> dict[str, Any]:
 
 
 def versions(with_torch: bool) -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for name in ("nere", "onnxruntime", "onnxruntime-gpu", "numpy", "pyarrow", "tokenizers"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
+    from nere.engine.manifest import package_versions
+
+    packages = ("nere", "onnxruntime", "onnxruntime-gpu", "numpy", "pyarrow", "tokenizers")
+    out: dict[str, str | None] = dict(package_versions(packages))
     if with_torch:
-        try:
-            out["torch"] = metadata.version("torch")
-        except metadata.PackageNotFoundError:
-            out["torch"] = None
+        out["torch"] = package_versions(("torch",)).get("torch")
     return out
 
 

@@ -7,7 +7,6 @@
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import pyarrow as pa
 from nere.engine import allocator
 from nere.engine.bundle import CUDA, Bundle, load_bundle, stage1_recurrent
 from nere.engine.errors import EngineError
+from nere.engine.manifest import read_manifest_json
 from nere.engine.parquet_io import (
     EDGE_DOCS,
     OUTPUTS,
@@ -67,15 +67,6 @@ def auto_batch_tokens(manifest: dict[str, Any] | None, provider: str) -> int:
     if provider == CUDA:
         return BATCH_TOKENS["cuda"]
     return RECURRENT_CPU_BATCH_TOKENS if stage1_recurrent(manifest) else BATCH_TOKENS["cpu"]
-
-
-def read_manifest_json(bundle: str | Path) -> dict[str, Any] | None:
-    """A bundle's manifest as JSON, unverified (load_bundle verifies it); None if unreadable."""
-    try:
-        m = json.loads((Path(bundle) / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None  # load_bundle reports what is wrong with the bundle
-    return m if isinstance(m, dict) else None
 
 
 @dataclass

@@ -11,11 +11,9 @@ session really uses (onnxruntime-gpu falls back to CPU without raising);
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,16 +22,10 @@ import onnxruntime as ort
 from nere.engine.core.featurize import Featurizer
 from nere.engine.core.tags import TagSet
 from nere.engine.errors import BundleError, EngineError
+from nere.engine.manifest import STAGE1_INPUTS, STAGE2_INPUTS, Manifest, safe_member
 
-FORMAT = "nere-bundle"
-FORMAT_VERSION = 1
-TASKS = ("ner", "re", "joint")
 DEVICES = ("auto", "cpu", "cuda")
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
-
-# inputs the engine knows how to fill; a graph asking for anything else is refused
-STAGE1_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-STAGE2_INPUTS = ("hidden", "pair_index", "head_mask", "tail_mask", "head_type", "tail_type")
 
 ORT_TO_NUMPY = {
     "tensor(int64)": np.int64,
@@ -122,149 +114,49 @@ class Bundle:
         }
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _need(cond: bool, where: Path | str, why: str) -> None:
     if not cond:
         raise BundleError(f"bundle {where}: {why}")
 
 
-def _section(m: dict, key: str, where: Path) -> dict | None:
-    value = m.get(key)
-    _need(value is None or isinstance(value, dict), where, f"manifest '{key}' must be an object or null")
-    return value
-
-
-def _str_list(value: Any, what: str, where: Path) -> list[str]:
-    ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-    _need(ok, where, f"manifest {what} must be a list of strings")
-    return list(value)
-
-
-def _safe_member(bundle: Path, name: str) -> Path:
-    """A file named in the manifest, refused if it points outside the bundle folder."""
-    p = PurePosixPath(name)
-    _need(bool(name) and not p.is_absolute() and ".." not in p.parts, bundle, f"bad file name {name!r} in manifest")
-    return bundle / p
-
-
-def read_manifest(path: str | Path) -> tuple[dict[str, Any], str]:
-    """Parse manifest.json and check format, version, task and every file's sha256.
-
-    Returns (manifest, sha256 of manifest.json). Label and graph checks need the files
-    themselves and happen in :func:`load_bundle`.
-    """
-    bundle = Path(path)
-    _need(bundle.is_dir(), bundle, "not a folder")
-    mpath = bundle / "manifest.json"
-    _need(mpath.is_file(), mpath, "missing")
-    raw = mpath.read_bytes()
-    try:
-        m = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise BundleError(f"bundle {mpath}: not valid JSON ({err})") from None
-    _need(isinstance(m, dict), mpath, "not a JSON object")
-    _need(m.get("format") == FORMAT, mpath, f"format is {m.get('format')!r}, expected {FORMAT!r}")
-    _need(
-        m.get("format_version") == FORMAT_VERSION,
-        mpath,
-        f"format_version is {m.get('format_version')!r}; this engine reads version {FORMAT_VERSION}",
-    )
-    _need(m.get("task") in TASKS, mpath, f"task is {m.get('task')!r}, expected one of {', '.join(TASKS)}")
-    files = m.get("files")
-    _need(isinstance(files, dict) and bool(files), mpath, "'files' must map file names to sha256")
-    for name, digest in files.items():
-        fpath = _safe_member(bundle, name)
-        _need(fpath.is_file(), fpath, "listed in manifest but missing")
-        _need(isinstance(digest, str), mpath, f"sha256 of {name} is not a string")
-        actual = sha256_file(fpath)
-        _need(actual == digest.lower(), fpath, f"sha256 mismatch (manifest {digest[:12]}..., file {actual[:12]}...)")
-    return m, hashlib.sha256(raw).hexdigest()
-
-
-def _listed(m: dict, bundle: Path, name: Any, what: str) -> Path:
-    _need(isinstance(name, str), bundle / "manifest.json", f"{what} file name missing")
-    _need(name in m["files"], bundle / name, f"{what} file is not listed (with its sha256) in manifest 'files'")
-    return _safe_member(bundle, name)
-
-
-def _ner_spec(m: dict, bundle: Path) -> NerSpec | None:
-    mpath = bundle / "manifest.json"
-    ner = _section(m, "ner", bundle)
+def _ner_spec(m: Manifest, bundle: Path) -> NerSpec | None:
+    ner = m.ner
     if ner is None:
-        _need(m["task"] == "re", mpath, f"task {m['task']} needs an 'ner' section")
         return None
-    labels = _str_list(ner.get("entity_labels"), "ner.entity_labels", mpath)
-    try:
-        tagset = TagSet(str(ner.get("tag_scheme")), tuple(labels))
-        expected = tagset.tags
-    except ValueError as err:
-        raise BundleError(f"bundle {mpath}: ner: {err}") from None
-    tags = _str_list(ner.get("tags"), "ner.tags", mpath)
-    _need(
-        tags == expected,
-        mpath,
-        f"ner.tags do not match tag_scheme {tagset.scheme} over entity_labels (expected {expected[:6]}...)",
-    )
-    decoding = ner.get("decoding")
-    _need(decoding in ("crf", "softmax"), mpath, f"ner.decoding is {decoding!r}, expected 'crf' or 'softmax'")
+    tagset = TagSet(ner["tag_scheme"], tuple(ner["entity_labels"]))
     crf = None
-    if decoding == "crf":
-        cpath = _listed(m, bundle, ner.get("crf"), "CRF")
+    if ner["decoding"] == "crf":
+        cpath = safe_member(bundle, ner["crf"])
         try:
             with np.load(cpath) as z:
                 crf = {k: np.asarray(z[k], dtype=np.float32) for k in ("transitions", "start", "end")}
         except (KeyError, ValueError, OSError) as err:
             raise BundleError(f"bundle {cpath}: cannot read CRF arrays transitions/start/end ({err})") from None
-        k = len(tags)
+        k = len(tagset.tags)
         shapes = {n: a.shape for n, a in crf.items()}
         _need(
             shapes == {"transitions": (k, k), "start": (k,), "end": (k,)},
             cpath,
             f"CRF shapes {shapes} do not fit {k} tags",
         )
-    return NerSpec(tagset, decoding, crf)
+    return NerSpec(tagset, ner["decoding"], crf)
 
 
-def _re_spec(m: dict, bundle: Path) -> ReSpec | None:
-    mpath = bundle / "manifest.json"
-    re_ = _section(m, "re", bundle)
+def _re_spec(m: Manifest) -> ReSpec | None:
+    re_ = m.re
     if re_ is None:
-        _need(m["task"] == "ner", mpath, f"task {m['task']} needs an 're' section")
         return None
-    rels = _str_list(re_.get("relation_labels"), "re.relation_labels", mpath)
-    neg = re_.get("negative_label")
-    _need(bool(rels) and rels[0] == neg, mpath, f"re.relation_labels[0] must be the negative_label {neg!r}")
-    _need(len(set(rels)) == len(rels), mpath, "re.relation_labels has duplicates")
-    types = _str_list(re_.get("entity_labels"), "re.entity_labels", mpath)
-    pairs_raw = re_.get("type_pairs")
-    pairs = None
-    if pairs_raw:
-        ok = isinstance(pairs_raw, list) and all(
-            isinstance(p, list) and len(p) == 2 and all(t in types for t in p) for p in pairs_raw
-        )
-        _need(ok, mpath, "re.type_pairs must be [head, tail] pairs of re.entity_labels")
-        pairs = {(h, t) for h, t in pairs_raw}
-    return ReSpec(rels, neg, types, pairs)
+    pairs = {(h, t) for h, t in re_["type_pairs"]} if re_.get("type_pairs") else None
+    return ReSpec(list(re_["relation_labels"]), re_["negative_label"], list(re_["entity_labels"]), pairs)
 
 
-def _featurizer(m: dict, bundle: Path) -> Featurizer:
-    mpath = bundle / "manifest.json"
-    tok = _section(m, "tokenizer", bundle)
-    _need(tok is not None, mpath, "missing 'tokenizer' section")
-    tpath = _listed(m, bundle, tok.get("file"), "tokenizer")
-    max_length = tok.get("max_length")
-    _need(isinstance(max_length, int) and max_length > 0, mpath, "tokenizer.max_length must be a positive integer")
+def _featurizer(m: Manifest, bundle: Path) -> Featurizer:
+    tok = m.tokenizer
+    tpath = safe_member(bundle, tok["file"])
     try:
         return Featurizer.from_file(
             tpath,
-            max_length=max_length,
+            max_length=tok["max_length"],
             cls_token=tok.get("cls_token"),
             sep_token=tok.get("sep_token"),
             pad_token=tok.get("pad_token") or "[PAD]",
@@ -302,9 +194,8 @@ def session_options(threads: int | None, memory_patterns: bool = True) -> ort.Se
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3  # errors only; the provider actually used is reported by us
     # onnxruntime's intra-op threads spin while waiting for work by default; the engine
-    # always has other threads with work (reader, decoding), which the spinning starves.
-    # Measured on 2 cores, 2 threads: +10% documents/s for the MSRA BiLSTM-CRF bundle,
-    # no change for MiniLM BERT-CRF (docs/benchmarks.md).
+    # always has other threads with work (reader, decoding), which the spinning starves
+    # (docs/benchmarks.md).
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.enable_mem_pattern = memory_patterns
     return so
@@ -320,13 +211,9 @@ def stage1_recurrent(manifest: dict[str, Any] | None) -> bool:
 
 def memory_patterns_pay(recurrent: bool, provider: str) -> bool:
     """Whether onnxruntime should plan a memory pattern per set of input shapes: on CPU,
-    yes for a recurrent bundle (many small calls, whose allocations the plan saves: the
-    English BiLSTM-CRF int8 ran up to 7% slower without), no for the others (BERT-style
-    encoders): their plans for the varying batch shapes (rows x bucket width) only add
-    memory (BERT-CRF int8 over 200 documents cut with small edge units: peak RSS 362 ->
-    297 MB) and the joint and BERT-CRF bundles ran as fast or faster without
-    (docs/benchmarks.md item 42). Nothing was measured on CUDA: it keeps onnxruntime's
-    default (on)."""
+    yes for a recurrent bundle (many small calls, whose allocations the plan saves), no
+    for the others (BERT-style encoders), whose plans for the engine's varying batch shapes
+    only add memory (docs/benchmarks.md). CUDA keeps onnxruntime's default (on)."""
     return recurrent or provider == CUDA
 
 
@@ -378,19 +265,16 @@ def _static_dim(shape: list, axis: int) -> int | None:
 def load_bundle(path: str | Path, device: str = "auto", threads: int | None = None) -> Bundle:
     """Verify a bundle completely and open its sessions; raises BundleError/EngineError."""
     bundle = Path(path)
-    m, digest = read_manifest(bundle)
-    mpath = bundle / "manifest.json"
+    m = Manifest.read(bundle)
+    m.verify_files(bundle)
     ner = _ner_spec(m, bundle)
-    re_ = _re_spec(m, bundle)
+    re_ = _re_spec(m)
     featurizer = _featurizer(m, bundle)
-    graphs = _section(m, "graphs", bundle) or {}
-    s1 = graphs.get("stage1")
-    _need(isinstance(s1, dict), mpath, "missing graphs.stage1")
-    recurrent = stage1_recurrent(m)
-    stage1 = open_graph(_listed(m, bundle, s1.get("file"), "stage1 graph"), s1, device, threads, recurrent)
+    s1 = m.graphs["stage1"]
+    recurrent = stage1_recurrent(m.data)
+    stage1 = open_graph(safe_member(bundle, s1["file"]), s1, device, threads, recurrent)
     unknown = [n for n in stage1.inputs if n not in STAGE1_INPUTS]
     _need(not unknown, bundle / stage1.file, f"stage 1 has inputs the engine cannot fill: {unknown}")
-    _need("input_ids" in stage1.inputs, bundle / stage1.file, "stage 1 has no input_ids input")
     notes: list[str] = []
     if ner is not None:
         _need("emissions" in stage1.outputs, bundle / stage1.file, "stage 1 has no 'emissions' output")
@@ -402,14 +286,10 @@ def load_bundle(path: str | Path, device: str = "auto", threads: int | None = No
         )
     stage2 = None
     if re_ is not None:
-        _need("hidden" in stage1.outputs, bundle / stage1.file, "stage 1 has no 'hidden' output for stage 2")
-        s2 = graphs.get("stage2")
-        _need(isinstance(s2, dict), mpath, f"task {m['task']} needs graphs.stage2")
-        stage2 = open_graph(_listed(m, bundle, s2.get("file"), "stage2 graph"), s2, device, threads, recurrent)
+        s2 = m.graphs["stage2"]
+        stage2 = open_graph(safe_member(bundle, s2["file"]), s2, device, threads, recurrent)
         unknown = [n for n in stage2.inputs if n not in STAGE2_INPUTS]
         _need(not unknown, bundle / stage2.file, f"stage 2 has inputs the engine cannot fill: {unknown}")
-        _need("hidden" in stage2.inputs, bundle / stage2.file, "stage 2 has no 'hidden' input")
-        _need(bool(stage2.outputs), bundle / stage2.file, "stage 2 has no output")
         logits = stage2.outputs.get("logits", next(iter(stage2.outputs.values())))
         width = _static_dim(logits, -1)
         _need(
@@ -417,9 +297,6 @@ def load_bundle(path: str | Path, device: str = "auto", threads: int | None = No
             bundle / stage2.file,
             f"logits width {width} != {len(re_.relation_labels)} relation labels in the manifest",
         )
-        if ner is not None:
-            missing = [lab for lab in ner.tagset.labels if lab not in re_.entity_labels]
-            _need(not missing, mpath, f"ner.entity_labels {missing} are not in re.entity_labels")
     if stage1.provider != CUDA and CUDA in select_providers(device):
         notes.append("CUDAExecutionProvider is listed but failed to load; running on CPU")
-    return Bundle(bundle, m, m["task"], digest, dict(m["files"]), featurizer, ner, re_, stage1, stage2, notes)
+    return Bundle(bundle, m.data, m.task, m.sha256 or "", dict(m.files), featurizer, ner, re_, stage1, stage2, notes)

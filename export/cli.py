@@ -58,10 +58,12 @@ def _mb(n: int) -> str:
 def export(checkpoint: str, out_dir: str, precision: str, int8_policy: str, dataset: str | None, split: str,
            limit: int | None, data_dir: str | None, batch_size: int, threads: int | None, overwrite: bool,
            quiet: bool) -> None:
-    """Export CHECKPOINT to an ONNX bundle (docs/bundle-format.md); with --verify, measure its
-    parity with PyTorch and record it in the manifest (exit 1 when parity fails)."""
+    """Export CHECKPOINT to an ONNX bundle (docs/bundle-format.md) with its model card
+    (README.md); with --verify, measure its parity with PyTorch and its scores through the
+    engine, and record them in the manifest (exit 1 when parity fails)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     from nere.export.bundle import set_metrics, write_bundle
+    from nere.export.card import write_card
     from nere.train.checkpoint import TOKENIZER, load_checkpoint
 
     if int8_policy == "auto" and precision != "int8":
@@ -82,7 +84,8 @@ def export(checkpoint: str, out_dir: str, precision: str, int8_policy: str, data
                                                      Path(out_dir), dev, batch_size, threads, quiet)
     try:
         out, manifest = write_bundle(model, config, Path(checkpoint) / TOKENIZER, out_dir, precision, int8_policy,
-                                     command=_command_line(), overwrite=overwrite, progress=say)
+                                     command=_command_line(), training=_training(Path(checkpoint)),
+                                     overwrite=overwrite, progress=say)
     except (ValueError, FileExistsError) as err:
         raise click.ClickException(str(err)) from err
     if selection is not None:
@@ -98,6 +101,7 @@ def export(checkpoint: str, out_dir: str, precision: str, int8_policy: str, data
         click.echo("note: int8 quantized no node (no encoder weight MatMul or LSTM under this policy); "
                    "the bundle computes in fp32", err=True)
     if examples is None:
+        write_card(out)
         return
     from nere.export.verify import summary, verify_bundle
 
@@ -106,10 +110,23 @@ def export(checkpoint: str, out_dir: str, precision: str, int8_policy: str, data
     metrics = summary(result, precision)
     metrics.update(dataset=dataset, split=split, limit=limit, verify_seconds=round(time.perf_counter() - started, 2))
     set_metrics(out, split, metrics)
+    write_card(out)
     _report(result, metrics)
     if not metrics["passed"]:
         raise click.ClickException(f"parity check failed for {out}: {'; '.join(metrics['problems'])} "
                                    "(the bundle was written; its manifest records the failure)")
+
+
+def _training(checkpoint: Path) -> dict[str, Any] | None:
+    """The checkpoint's training record (its metrics.json), for made_by.training and the card."""
+    from nere.export.card import training_record
+    from nere.train.checkpoint import METRICS
+
+    try:
+        metrics = json.loads((checkpoint / METRICS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return training_record(metrics) if isinstance(metrics, dict) else None
 
 
 def _choose_int8_policy(model: Any, featurizer: Any, config: dict[str, Any], tokenizer_file: Path, out: Path,
@@ -172,4 +189,7 @@ def _report(result: dict[str, Any], metrics: dict[str, Any]) -> None:
                    f"vs PyTorch {r['torch_f1']:.4f}, max abs logit diff {r['max_abs_logit_diff']:.2e}")
         for d in r.get("differing_sentences", []):
             click.echo("  differs: " + json.dumps(d, ensure_ascii=False)[:300])
+    head = metrics.get("headline")
+    if head:
+        click.echo(f"headline: {head['metric']} {head['value']:.4f} (through the {head['through']})")
     click.echo("parity: " + ("passed" if metrics["passed"] else "FAILED: " + "; ".join(metrics["problems"])))

@@ -13,10 +13,7 @@ indices goes with them. The values at real positions are the same computation in
 order (fp32: equal to the bit on the engine's shapes); the module zeroes the backward half
 at padding and the graph keeps that product, so padding positions agree too, and the
 export's parity check against PyTorch covers the rewritten graph. A graph of any other
-shape is left as it is.
-
-Measured on the CoNLL04 BiLSTM-CRF graph (docs/benchmarks.md, "Engine overhead", item 37):
-the reversal nodes were ~17% of onnxruntime's kernel time in int8.
+shape is left as it is. Why it pays: docs/benchmarks.md, "Engine overhead".
 """
 from __future__ import annotations
 

@@ -14,14 +14,14 @@ from typing import Any
 
 import click
 
-from nere.export.bundle import read_manifest_json
+from nere.engine.manifest import Manifest
 
 KEY = ("task", "dataset", "model", "precision")
 
 
 def record(folder: Path, split: str = "test") -> dict[str, Any] | None:
     """One results.json record from a verified bundle, or None when it was not verified."""
-    m = read_manifest_json(folder)
+    m = Manifest.read(folder).data
     metrics = m.get("metrics", {}).get(split)
     if not metrics:
         return None
@@ -29,7 +29,7 @@ def record(folder: Path, split: str = "test") -> dict[str, Any] | None:
     keep = ("f1", "torch_f1", "f1_diff", "agreement", "max_abs_logit_diff", "precision", "recall",
             "re_f1", "re_torch_f1", "re_agreement", "re_max_abs_logit_diff", "re_pair_agreement",
             "pair_agreement", "max_abs_hidden_diff", "engine_agreement", "engine_f1", "sentences", "pairs",
-            "passed")
+            "passed", "headline")
     return {
         "kind": "export",
         "task": m["task"],

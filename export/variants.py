@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 import onnx
 
-PRECISIONS = ("fp32", "fp16", "int8")
+from nere.engine.manifest import PRECISIONS
 
 # which weight MatMuls stay fp32 in int8 bundles: policy -> (groups kept fp32, description)
 _POLICIES = {
@@ -39,20 +39,18 @@ _POLICIES = {
 INT8_POLICIES = {name: desc for name, (_, desc) in _POLICIES.items()}
 DEFAULT_INT8_POLICY = "head+ffn"
 # `--int8-policy auto`: fastest first; the first whose dev F1 stays within AUTO_DEV_SHARE of
-# the int8 tolerance is kept, else the most accurate measured (most_accurate_policy). Half the tolerance:
-# on CoNLL04's 231 dev / 288 test sentences the same bundle's F1 difference moved by up to
-# 0.002 between the splits (bert-softmax head+ffn-out: 0.0040 on dev, 0.0058 on test).
+# the int8 tolerance is kept, else the most accurate measured (most_accurate_policy). Half the
+# tolerance because on small dev and test splits the same bundle's F1 difference moves between
+# the splits (docs/results.md, "int8 policy").
 AUTO_INT8_CANDIDATES = ("none", "head+ffn-out", "head+ffn", "embeddings")
 # "embeddings" (every MatMul fp32) is the last resort: tried only when the faster ones all
-# fail on dev (a retrained joint model: head+ffn 0.0026 / 0.0034 on dev, then -0.0067 entity
-# F1 through the engine on test); when every candidate fails, auto keeps the one whose
-# worst dev difference is smallest.
+# fail on dev; when every candidate fails, auto keeps the one whose worst dev difference is
+# smallest.
 # "none" is tried for the recurrent and convolutional kinds only: there every weight MatMul
 # outside the (LSTM or embedding) encoder is stage 1's per-sentence projection or stage 2's
 # per-pair work, which the other policies leave in fp32. For transformer encoders it
-# quantizes the FFN denses, measured outside the tolerance (BERT-CRF dev -0.011,
-# docs/results.md "int8 policy"), and on CoNLL04's small dev split it can pass by chance
-# and then fail on test (BERT-Softmax NER: dev 0.0019, test 0.0067).
+# quantizes the FFN denses, which costs more than the tolerance, and a small dev split can
+# pass it by chance (docs/results.md, "int8 policy").
 _AUTO_SKIP = {"bert": ("none",)}
 
 
@@ -107,8 +105,8 @@ def int8_plan(model: onnx.ModelProto, policy: str = DEFAULT_INT8_POLICY, lstm: b
     if policy not in INT8_POLICIES:
         raise ValueError(f"unknown int8 policy {policy!r}; choose one of {', '.join(INT8_POLICIES)}")
     weights = {i.name for i in model.graph.initializer}
-    # embedding tables of at least 1M values (the word embeddings, 47 MB in MiniLM): the
-    # int8 MiniLM NER bundle is 35 MB (fp32: 91 MB); small tables (positions, types) stay fp32
+    # embedding tables of at least 1M values (a BERT's word embeddings: most of a small
+    # encoder's bytes) go int8; small tables (positions, types) stay fp32
     big_tables = {i.name for i in model.graph.initializer if len(i.dims) == 2 and i.dims[0] * i.dims[1] >= 1_000_000}
     quantize, keep, tables = [], [], []
     for node in model.graph.node:

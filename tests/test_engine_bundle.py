@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from fixtures_bundles import ENTITY_LABELS, RELATIONS, TAGSET, make_bundle, write_manifest
-from nere.engine.bundle import CPU, load_bundle, read_manifest
+from nere.engine.bundle import CPU, load_bundle
 from nere.engine.errors import BundleError, EngineError
+from nere.engine.manifest import Manifest
 
 
 @pytest.fixture(scope="module")
@@ -93,15 +94,16 @@ def test_manifest_mismatches_are_refused(joint, change, message):
 
 def test_label_count_must_match_graph_widths(joint):
     # consistent manifest, but one label more than the graphs were built for
-    _edit(joint, lambda m: m["ner"].update(entity_labels=ENTITY_LABELS + ["Misc"],
-                                           tags=TAGSET.tags + ["B-Misc", "I-Misc"]))
+    _edit(joint, lambda m: (m["ner"].update(entity_labels=ENTITY_LABELS + ["Misc"],
+                                            tags=TAGSET.tags + ["B-Misc", "I-Misc"]),
+                            m["re"].update(entity_labels=ENTITY_LABELS + ["Misc"])))
     k = 9
     np.savez(joint / "crf.npz", transitions=np.zeros((k, k)), start=np.zeros(k), end=np.zeros(k))
     _edit(joint, lambda m: None, rehash=True)
     with pytest.raises(BundleError, match="emissions width 7 != 9 tags"):
         load_bundle(joint, device="cpu")
     _edit(joint, lambda m: (m["ner"].update(entity_labels=ENTITY_LABELS, tags=TAGSET.tags),
-                            m["re"].update(relation_labels=RELATIONS + ["Kill"])))
+                            m["re"].update(entity_labels=ENTITY_LABELS, relation_labels=RELATIONS + ["Kill"])))
     np.savez(joint / "crf.npz", transitions=np.zeros((7, 7)), start=np.zeros(7), end=np.zeros(7))
     _edit(joint, lambda m: None, rehash=True)
     with pytest.raises(BundleError, match="logits width 3 != 4 relation labels"):
@@ -124,10 +126,10 @@ def test_not_a_bundle(tmp_path):
     with pytest.raises(BundleError, match="not a folder"):
         load_bundle(tmp_path / "nothing")
     with pytest.raises(BundleError, match="manifest.json: missing"):
-        read_manifest(tmp_path)
+        Manifest.read(tmp_path)
     (tmp_path / "manifest.json").write_text("{oops")
     with pytest.raises(BundleError, match="not valid JSON"):
-        read_manifest(tmp_path)
+        Manifest.read(tmp_path)
 
 
 def test_cuda_without_gpu_is_a_clear_error(pristine):
@@ -156,7 +158,7 @@ def test_session_options_threads_and_no_spinning():
 
 def test_memory_patterns_only_for_recurrent_graphs(pristine):
     """onnxruntime plans memory per input shape for recurrent stage-1 graphs only; for the
-    others those plans only added memory over the engine's varying batch shapes (item 42)."""
+    others those plans only added memory over the engine's varying batch shapes."""
     from nere.engine.bundle import CUDA, memory_patterns_pay, session_options, stage1_recurrent
 
     assert memory_patterns_pay(True, CPU) and not memory_patterns_pay(False, CPU)
@@ -169,3 +171,65 @@ def test_memory_patterns_only_for_recurrent_graphs(pristine):
     assert not j.stage2.session.get_session_options().enable_mem_pattern
     shipped = load_bundle(Path(__file__).resolve().parents[1] / "artifacts" / "zh-msra-ner-bilstm-crf-int8", "cpu")
     assert shipped.stage1.session.get_session_options().enable_mem_pattern
+
+
+def test_score_bundle_through_the_engine(pristine):
+    """Entities and triples of the engine's tables against gold; the headline is triples
+    F1 for a bundle with relations, entity F1 for an NER bundle."""
+    from fixtures_bundles import scored_examples
+    from nere.engine.score import score_bundle
+
+    examples = scored_examples()
+    gold = [[(e.start, e.end, e.label) for e in ex.entities] for ex in examples]
+    joint = score_bundle(pristine["joint"], examples, gold, device="cpu", threads=1)
+    assert joint["documents"] == 2
+    assert joint["entities"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+    assert joint["triples"] == {"precision": 0.75, "recall": 0.75, "f1": 0.75}
+    assert joint["headline"] == {"metric": "triples_f1", "value": 0.75, "through": "engine"}
+    ner = score_bundle(pristine["ner"], examples, gold, device="cpu", threads=1)
+    assert ner["triples"] is None and ner["headline"] == {"metric": "entity_f1", "value": 1.0, "through": "engine"}
+
+
+def test_card_is_not_hashed(joint):
+    """README.md (the model card) is not listed in 'files': editing it never breaks loading;
+    an unlisted file is ignored, a listed one is checked."""
+    from nere.engine.manifest import CARD, hash_files
+
+    (joint / CARD).write_text("# card\n")
+    assert CARD not in hash_files(joint)
+    load_bundle(joint, device="cpu")
+    (joint / CARD).write_text("# edited card\n")
+    load_bundle(joint, device="cpu")
+
+
+def test_manifest_round_trip_and_one_line_errors(joint, tmp_path):
+    m = Manifest.read(joint)
+    assert m.task == "joint" and m.sha256 and m.int8_policy() is None and m.headline() is None
+    m2 = m.with_metrics("test", {"headline": {"metric": "triples_f1", "value": 0.5, "through": "engine"}})
+    m2.write(joint)
+    assert Manifest.read(joint).headline()["value"] == 0.5 and m.metrics == {"test": {}}  # copies, not edits
+    load_bundle(joint, device="cpu")  # metrics are not hashed
+    for change, message in [
+        (lambda d: d.update(precision="bf16"), "precision is 'bf16'"),
+        (lambda d: d.pop("made_by"), "made_by must be an object"),
+        (lambda d: d["files"].update({"ner.onnx": "abc"}), "sha256 of ner.onnx"),
+        (lambda d: d["graphs"].pop("stage2"), "missing graphs.stage2"),
+        (lambda d: d["graphs"]["stage1"]["inputs"].append({"name": "pixels", "dtype": "float32", "shape": ["b"]}),
+         "inputs the engine cannot fill"),
+    ]:
+        data = json.loads((joint / "manifest.json").read_text())
+        change(data)
+        with pytest.raises(BundleError, match=message) as err:
+            Manifest(data)
+        assert "\n" not in str(err.value)
+
+
+def test_shipped_bundles_load_with_their_cards():
+    from nere.engine.manifest import CARD
+
+    root = Path(__file__).resolve().parents[1] / "artifacts"
+    for name in ("en-conll04-joint-int8", "zh-msra-ner-bilstm-crf-int8"):
+        m = Manifest.read(root / name)
+        m.verify_files(root / name)
+        assert (root / name / CARD).is_file() and CARD not in m.files
+        assert m.headline()["metric"] == ("triples_f1" if m.task == "joint" else "entity_f1")

@@ -22,7 +22,8 @@ from click.testing import CliRunner
 from nere.engine.bundle import load_bundle
 from nere.engine.core.types import Entity, Example, Relation
 from nere.engine.errors import BundleError
-from nere.export.bundle import read_manifest_json, validate_manifest, write_bundle, write_manifest
+from nere.engine.manifest import Manifest, read_manifest_json
+from nere.export.bundle import write_bundle
 from nere.export.cli import export
 from nere.export.verify import ner_parity, summary, verify_bundle
 from nere.train.checkpoint import TOKENIZER, save_checkpoint
@@ -91,7 +92,7 @@ def ner_bundles(tmp_path_factory):
 def test_ner_bundle_contents_and_parity(kind, ner_bundles):
     model, feat, folder = ner_bundles[kind]
     m = read_manifest_json(folder)
-    validate_manifest(m)
+    Manifest(m)
     crf = kind.endswith("crf")
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         ["manifest.json", "ner.onnx", "tokenizer.json"] + (["crf.npz"] if crf else []))
@@ -163,9 +164,9 @@ def test_validator_names_the_bad_field(ner_bundles):
     for what, change in cases.items():
         m = json.loads(json.dumps(good))
         change(m)
-        with pytest.raises(BundleError, match="manifest: "):
-            validate_manifest(m)
-    validate_manifest(good)
+        with pytest.raises(BundleError, match="bundle manifest.json: "):
+            Manifest(m)
+    Manifest(good)
 
 
 def test_tampered_bundle_refused(ner_bundles, tmp_path):
@@ -432,7 +433,7 @@ def test_set_metrics_keeps_bundle_loadable(ner_bundles, tmp_path):
     load_bundle(folder, device="cpu", threads=1)
     m = read_manifest_json(folder)
     m["precision"] = "bf16"
-    write_manifest(folder, m)
+    (folder / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(BundleError, match="precision"):  # never records metrics into a bad manifest
         set_metrics(folder, "test", {"f1": 0.1})
 
@@ -525,3 +526,136 @@ def test_cli_int8_policy_auto_chooses_on_dev(ner_bundles, tmp_path, monkeypatch)
                       (["--precision", "int8", "--int8-policy", "auto"], "--verify DATASET")):
         res = CliRunner().invoke(export, [str(ckpt), "--out", str(tmp_path / "x"), *args])
         assert res.exit_code == 2 and msg in res.output and "Traceback" not in res.output
+
+
+def _every_token_per(model) -> None:
+    """Make a softmax NER model tag every token S-Per: its F1 on the sentences is above 0
+    (the single-token people), so a bundle that tags nothing differs from it in F1."""
+    tag = model.tagset.tags.index("S-Per")
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.zero_()
+        model.classifier.bias[tag] = 10.0
+
+
+def test_summary_gate_fails_on_the_f1_difference_alone():
+    """int8 and fp16 have no agreement floor: the F1 difference is their whole gate, and a
+    difference that cannot be compared (NaN) fails it too."""
+    base = {"agreement": 1.0, "f1_diff": 0.0}
+    assert summary({"ner": base}, "int8")["passed"]
+    for diff in (0.0051, float("nan")):
+        got = summary({"ner": {**base, "f1_diff": diff}}, "int8")
+        assert not got["passed"] and len(got["problems"]) == 1 and "F1 differs" in got["problems"][0]
+    got = summary({"ner": {**base, "agreement": 0.0, "f1_diff": 0.004}}, "int8")
+    assert got["passed"]  # low agreement alone never fails int8
+
+
+def test_cli_int8_gate_fails_through_the_f1_difference(tmp_path, monkeypatch):
+    """An int8 bundle whose entities differ from PyTorch's in F1 (its emissions replaced by
+    zeros: every token O) fails --verify; nothing but the F1 difference can fail int8."""
+    import nere.export.verify as verify
+
+    model, tok, _ = tiny_ner("bilstm")
+    _every_token_per(model)
+    ckpt = save_checkpoint(model, tok, tmp_path / "ckpt", {})
+    data = _write_jsonl_dataset(tmp_path / "data")
+    real = verify.run_stage1
+
+    def nothing(bundle, batch, outputs):
+        out = real(bundle, batch, outputs)
+        out["emissions"] = np.zeros_like(out["emissions"])
+        return out
+
+    monkeypatch.setattr(verify, "run_stage1", nothing)
+    args = [str(ckpt), "--out", str(tmp_path / "b"), "--precision", "int8", "--verify", str(data), "--quiet"]
+    res = CliRunner().invoke(export, args)
+    assert res.exit_code == 1 and "parity check failed" in res.output and "Traceback" not in res.output
+    t = read_manifest_json(tmp_path / "b")["metrics"]["test"]
+    assert t["torch_f1"] > 0 and t["f1"] == 0 and not t["passed"]
+    assert t["problems"] == [f"ner F1 differs from PyTorch by {t['f1_diff']:.4f} > 0.005"]
+    monkeypatch.setitem(verify.THRESHOLDS, "int8", {"min_agreement": 0.0, "max_f1_diff": 1.0})
+    assert CliRunner().invoke(export, [*args, "--overwrite"]).exit_code == 0  # the F1 gate was the only failure
+
+
+def test_cli_export_writes_card_training_and_headline(tmp_path):
+    """The card (README.md) sits in the bundle, is not hashed, and names the labels, the
+    training and export commands (int8 policy explicit) and the measured figures; the
+    manifest records the headline figure measured through the engine."""
+    from nere.engine.manifest import CARD, Manifest
+
+    model, tok, _ = tiny_ner("bilstm")
+    _every_token_per(model)  # int8 then decodes exactly as PyTorch does
+    train_metrics = {"command": "nere train ner --model bilstm --dataset tiny --out ckpt", "dataset": "tiny",
+                     "split_sizes": [6, 6, 6], "best_epoch": 1, "hardware": "test", "seconds": 1.0,
+                     "test": {"accuracy": 0.5, "precision": 0.25, "recall": 0.5, "f1": 0.3333, "per_label": {}}}
+    ckpt = save_checkpoint(model, tok, tmp_path / "ckpt", train_metrics)
+    data = _write_jsonl_dataset(tmp_path / "data")
+    out = tmp_path / "bundle"
+    res = CliRunner().invoke(export, [str(ckpt), "--out", str(out), "--precision", "int8", "--verify", str(data),
+                                      "--quiet", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    m = Manifest.read(out)
+    assert CARD not in m.files and (out / CARD).is_file()
+    assert m.made_by["training"]["command"] == train_metrics["command"]
+    assert m.made_by["training"]["test"] == {"ner": {"precision": 0.25, "recall": 0.5, "f1": 0.3333}}
+    t = m.metrics["test"]
+    assert t["headline"] == {"metric": "entity_f1", "value": t["engine"]["entities"]["f1"], "through": "engine"}
+    assert t["engine"]["entities"]["f1"] == pytest.approx(t["engine_f1"]) and t["engine"]["triples"] is None
+    card = (out / CARD).read_text()
+    assert "Loc, Org, Per" in card and train_metrics["command"] in card and "--int8-policy head+ffn" in card
+    assert f"entity_f1 {t['headline']['value']:.4f}" in card and "parity passed" in card
+    (out / CARD).write_text(card + "\nedited by hand\n")
+    load_bundle(out, device="cpu", threads=1)  # the card is not hashed
+
+
+def test_rebuild_command_names_the_int8_policy():
+    from nere.engine.manifest import Manifest
+    from nere.export.card import rebuild_command
+
+    good = json.loads((Path(__file__).resolve().parents[1] / "artifacts" / "en-conll04-joint-int8" / "manifest.json")
+                      .read_text())
+    assert "--int8-policy auto" in good["made_by"]["command"]
+    cmd = rebuild_command(Manifest(good))
+    assert "--int8-policy head+ffn" in cmd and "auto" not in cmd
+    good["made_by"]["command"] = "nere export ckpt --out b --precision int8"
+    assert rebuild_command(Manifest(good)).endswith("--precision int8 --int8-policy head+ffn")
+
+
+def test_evaluate_bundle_gives_what_verify_records(ner_bundles, tmp_path):
+    """`nere evaluate BUNDLE` scores through the engine: the very figures --verify recorded."""
+    from nere.cli import main as nere
+
+    model, _, folder = ner_bundles["bert-crf"]
+    tok = __import__("tokenizers").Tokenizer.from_file(str(folder / TOKENIZER))
+    ckpt = save_checkpoint(model, tok, tmp_path / "ckpt", {})
+    data = _write_jsonl_dataset(tmp_path / "data")
+    out = tmp_path / "bundle"
+    assert CliRunner().invoke(export, [str(ckpt), "--out", str(out), "--verify", str(data), "--quiet"]).exit_code == 0
+    res = CliRunner().invoke(nere, ["evaluate", str(out), "--dataset", str(data), "--json"])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.output)
+    t = read_manifest_json(out)["metrics"]["test"]
+    assert got["headline"] == t["headline"] and got["entities"] == t["engine"]["entities"]
+    assert got["documents"] == t["engine"]["documents"] == len(_SENTS)
+
+
+def test_evaluate_scores_a_tiny_bundle(tmp_path):
+    """On the lookup bundles of fixtures_bundles: known entity and triple scores, and a
+    one-line error for a bundle the engine cannot run alone."""
+    from fixtures_bundles import make_bundle, scored_examples
+    from nere.cli import main as nere
+    from nere.train.datasets import write_jsonl
+
+    (tmp_path / "data").mkdir()
+    write_jsonl(scored_examples(), tmp_path / "data" / "test.jsonl")
+    joint = make_bundle(tmp_path / "joint", task="joint")
+    res = CliRunner().invoke(nere, ["evaluate", str(joint), "--dataset", str(tmp_path / "data"), "--json"])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.output)
+    assert got["entities"]["f1"] == 1.0 and got["triples"]["f1"] == 0.75
+    assert got["headline"] == {"metric": "triples_f1", "value": 0.75, "through": "engine"}
+    text = CliRunner().invoke(nere, ["evaluate", str(joint), "--dataset", str(tmp_path / "data")])
+    assert text.exit_code == 0 and "triples:" in text.output
+    re_only = make_bundle(tmp_path / "re", task="re")
+    bad = CliRunner().invoke(nere, ["evaluate", str(re_only), "--dataset", str(tmp_path / "data")])
+    assert bad.exit_code == 1 and "RE-only" in bad.output and "Traceback" not in bad.output

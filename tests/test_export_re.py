@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from nere.engine.bundle import load_bundle
-from nere.export.bundle import read_manifest_json, validate_manifest, write_bundle
+from nere.engine.manifest import Manifest, read_manifest_json
+from nere.export.bundle import write_bundle
 from nere.export.verify import verify_bundle
 from nere.train.checkpoint import TOKENIZER
 from test_export import TINY_BERT, TINY_LSTM, make_examples
@@ -55,7 +56,7 @@ def bundles(tmp_path_factory):
 def test_two_stage_bundle_and_relation_parity(task, kind, bundles):
     model, feat, folder = bundles[kind]
     m = read_manifest_json(folder)
-    validate_manifest(m)
+    Manifest(m)
     assert m["task"] == task and m["model"] == kind
     assert {"ner.onnx", "re.onnx", "tokenizer.json"} <= set(m["files"])
     r = m["re"]
@@ -76,6 +77,11 @@ def test_two_stage_bundle_and_relation_parity(task, kind, bundles):
     assert rel["max_abs_logit_diff"] <= 1e-4 and rel["f1"] == rel["torch_f1"]
     if task == "joint":
         assert res["ner"]["agreement"] == 1.0 and res["ner"]["max_abs_logit_diff"] <= 1e-4
+        # the headline: triples through the engine
+        assert res["headline"] == {"metric": "triples_f1", "value": res["engine"]["triples"]["f1"], "through": "engine"}
+    else:  # an RE-only bundle needs an NER bundle in the engine: relations on gold entities
+        assert "engine" not in res
+        assert res["headline"] == {"metric": "relation_macro_f1", "value": rel["f1"], "through": "gold entities"}
     # the PyTorch side matches the training code's own RE prediction
     out = re_task.predict_re(model, feat, make_examples(), batch_size=4)
     from nere.engine.core.metrics import relation_scores

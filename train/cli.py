@@ -159,12 +159,20 @@ def _print_scores(metrics: dict[str, Any]) -> None:
 @click.option("--limit", default=None, type=click.IntRange(1))
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def evaluate(checkpoint: str, dataset: str, split: str, data_dir: str | None, limit: int | None, as_json: bool) -> None:
-    """Score a checkpoint on a dataset split (token accuracy, strict entity P/R/F1, RE and end-to-end scores)."""
+    """Score a checkpoint on a dataset split (token accuracy, strict entity P/R/F1, RE and end-to-end scores),
+    or a bundle through the engine (entities, triples: the figures `nere export --verify` records)."""
     from nere.train.evaluators import evaluate_checkpoint
 
     (examples,) = load_splits(dataset, data_dir, limit, (split,))
     try:
-        metrics = evaluate_checkpoint(checkpoint, examples)
+        if (Path(checkpoint) / "manifest.json").is_file():  # a bundle
+            from nere.engine.score import score_bundle
+            from nere.train.datasets.policy import flat_entities
+
+            gold = [[(e.start, e.end, e.label) for e in flat_entities(ex.entities)[0]] for ex in examples]
+            metrics = score_bundle(checkpoint, examples, gold, device="cpu")
+        else:
+            metrics = evaluate_checkpoint(checkpoint, examples)
     except (ValueError, OSError) as err:
         raise click.ClickException(str(err)) from err
     if as_json:
