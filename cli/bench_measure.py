@@ -116,8 +116,7 @@ class Recorder(StageObserver):
         separate RE bundle's graphs to that bundle's calls at once (the engine's
         ``re_streams``, each call on its own share of the threads): their jobs run after
         the others, at that concurrency, so no replayed call has more threads beside it
-        than the engine gives it (two 2-thread RE calls at once on 2 cores measured the
-        replay ~4% slower than the whole engine)."""
+        than the engine gives it (more would slow the replay below the engine itself)."""
         jobs: list[list[tuple[str, tuple, int | None]]] = []
         job_of: dict[int, int] = {}  # stage-1 call index -> its job
         for k, call in enumerate(self.calls):

@@ -4,8 +4,8 @@
 sentence of the unit in ONE batched call, cut long sentences into windows, plan batches.
 A reader thread runs it for the next unit while ``infer`` runs the models on this one.
 
-``infer``: stage 1 -> Viterbi/argmax -> spans with scores -> (stage 2 on pairs of one
-row's entities) -> merge windows -> output tables in document order.
+``infer``: stage 1 (:class:`Stage1Stream`) -> Viterbi/argmax -> spans with scores ->
+merge windows -> relations (:mod:`nere.engine.relations`) -> output tables in document order.
 
 Entity score: the mean, over the entity's tokens, of the softmax probability of the tag
 each token was decoded to (for CRF models: the softmax of the emission scores).
