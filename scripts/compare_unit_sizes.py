@@ -3,7 +3,7 @@
     python scripts/compare_unit_sizes.py runs/bundles/conll04-ner-bilstm-crf-int8 \
         --corpus runs/corpus/en-10k.parquet --limit 2000 --sizes 256,1024,2048 --rounds 4
 
-For each round runs ``Engine.run(..., unit_docs=N)`` once per size and prints, per size,
+For each round runs ``Engine(..., unit_docs=N).run(...)`` once per size and prints, per size,
 the wall seconds of each round, the engine's CPU per document (process CPU time minus the
 thread CPU time inside the model calls) and the model's. The split holds for one
 intra-op thread per call (the default 2 streams at 2 threads), as in
@@ -46,7 +46,8 @@ def main() -> None:
             for size in sizes:
                 model.clear()
                 cpu, started = time.process_time(), time.perf_counter()
-                engine.run(args.corpus, Path(d) / f"r{r}-{size}", limit=args.limit, progress=False, unit_docs=size)
+                sized = Engine(engine.bundle, config=engine.config, unit_docs=size)  # the bundle's sessions are shared
+                sized.run(args.corpus, Path(d) / f"r{r}-{size}", limit=args.limit, progress=False)
                 wall, cpu = time.perf_counter() - started, time.process_time() - cpu
                 got[size].append((wall, (cpu - model["model"]) * us, model["model"] * us))
     for size, runs in got.items():

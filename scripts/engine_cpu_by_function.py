@@ -23,6 +23,7 @@ import nere.engine.core.featurize as featurize_module
 import nere.engine.core.viterbi as viterbi_module
 import nere.engine.parquet_io as parquet_io_module
 import nere.engine.pipeline as pipeline_module
+import nere.engine.relations as relations_module
 from nere.cpu_clock import CallClock
 from nere.engine.api import Engine
 
@@ -48,8 +49,9 @@ def main() -> None:
     for name in ("run_stage1", "run_stage2", "split_sentences", "check_texts", "decode_tags", "span_scores",
                  "_unit_spans", "plan_batches"):
         clocked(pipeline_module, name)
-    for name in ("prepare", "_decode", "_found", "_assemble", "_tables", "_separate_relations"):
+    for name in ("prepare", "_decode", "_found", "_assemble", "_tables"):
         clocked(pipeline_module.Pipeline, name)
+    clocked(relations_module.Relations, "of_unit")  # a separate RE bundle's relations
     clocked(pipeline_module.Prepared, "rows_batches")
     clocked(featurize_module.Featurizer, "tokenize_flat")
     for name in ("certified_path", "_search_islands", "search_sorted"):  # inside decode_tags: the Viterbi's parts
