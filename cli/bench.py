@@ -325,7 +325,7 @@ def load_configs(st: Settings) -> list[Config]:
                     name += f"@{bt}" if len(st.budgets) > 1 else ""
                     name += f"x{streams}" if len(st.streams) > 1 else ""
                     engine = Engine(bundle_at(path, streams), re_bundle, device=st.device, threads=st.threads,
-                                    batch_tokens=bt, streams=streams)
+                                    batch_tokens=bt, streams=streams, tune_allocator=True)
                     configs.append(Config(name, bundle, re_bundle, engine, ckpt, re_ckpt))
     names = [c.name for c in configs]
     if len(set(names)) != len(names):

@@ -3,7 +3,7 @@
 "Model only" is the ONNX work alone (stage 1, and stage 2 for relation bundles) on inputs
 that are already tokenized, batched and padded exactly as the engine does it. To get
 those inputs without a second implementation of batching or pair building, a
-:class:`Recorder` stands in for ``run_stage1``/``run_stage2`` inside the engine's pipeline
+:class:`Recorder` observes the engine pipeline's model calls (its ``StageObserver`` hook)
 during one pass, records every call with its arguments, and replays them later with
 nothing else running. The same pass times each phase of the pipeline serially (read,
 prepare, stage 1, stage 2, decode/assemble, Parquet encoding): where the time goes.
@@ -28,7 +28,8 @@ import nere.engine.pipeline as pipeline_module
 from nere.cpu_clock import CallClock
 from nere.engine.api import UNIT_CHARS, UNIT_DOCS, Engine
 from nere.engine.parquet_io import iter_units, open_inputs, resolve_inputs
-from nere.engine.stages import run_stage1, run_stage2
+from nere.engine.pipeline import Pipeline
+from nere.engine.stages import StageObserver, run_stage1, run_stage2
 
 
 RECENT_STAGE1 = 256  # stage-1 outputs a stage-2 call may refer to without a copy
@@ -58,9 +59,9 @@ class CorpusStats:
         self.relations += result.relations.num_rows
 
 
-class Recorder:
-    """Stands in for the pipeline's stage functions: runs them, times them, and keeps
-    their arguments so :meth:`replay` can run the same model work alone."""
+class Recorder(StageObserver):
+    """Observes a pipeline's model calls: runs them, times them, and keeps their
+    arguments so :meth:`replay` can run the same model work alone."""
 
     def __init__(self, keep: bool = True) -> None:
         self.keep = keep
@@ -74,7 +75,7 @@ class Recorder:
 
     def stage1(self, graph, batch, outputs):
         t = time.perf_counter()
-        out = run_stage1(graph, batch, outputs)
+        out = super().stage1(graph, batch, outputs)
         self.seconds["stage1"] += time.perf_counter() - t
         self.batches["stage1"] += 1
         if self.keep:
@@ -85,7 +86,7 @@ class Recorder:
 
     def stage2(self, graph, hidden, width, rows, head, tail, budget):
         t = time.perf_counter()
-        out = run_stage2(graph, hidden, width, rows, head, tail, budget)
+        out = super().stage2(graph, hidden, width, rows, head, tail, budget)
         self.seconds["stage2"] += time.perf_counter() - t
         self.batches["stage2"] += 1
         if self.keep:
@@ -95,14 +96,14 @@ class Recorder:
         return out
 
     @contextmanager
-    def attached(self) -> Iterator["Recorder"]:
-        """Route the pipeline's stage calls through this recorder (restored on exit)."""
-        saved = pipeline_module.run_stage1, pipeline_module.run_stage2
-        pipeline_module.run_stage1, pipeline_module.run_stage2 = self.stage1, self.stage2
+    def attached(self, pipeline: Pipeline) -> Iterator["Recorder"]:
+        """Observe ``pipeline``'s model calls with this recorder (its own observer restored on exit)."""
+        saved = pipeline.observer
+        pipeline.observer = self
         try:
             yield self
         finally:
-            pipeline_module.run_stage1, pipeline_module.run_stage2 = saved
+            pipeline.observer = saved
 
     @property
     def model_seconds(self) -> float:
@@ -115,8 +116,7 @@ class Recorder:
         separate RE bundle's graphs to that bundle's calls at once (the engine's
         ``re_streams``, each call on its own share of the threads): their jobs run after
         the others, at that concurrency, so no replayed call has more threads beside it
-        than the engine gives it (two 2-thread RE calls at once on 2 cores measured the
-        replay ~4% slower than the whole engine)."""
+        than the engine gives it (more would slow the replay below the engine itself)."""
         jobs: list[list[tuple[str, tuple, int | None]]] = []
         job_of: dict[int, int] = {}  # stage-1 call index -> its job
         for k, call in enumerate(self.calls):
@@ -182,7 +182,7 @@ def profile_pass(engine: Engine, corpus: str | Path, limit: int | None, id_col: 
         prep = pipe.prepare(item[1])
         t2 = time.perf_counter()
         before = recorder.model_seconds
-        with recorder.attached():
+        with recorder.attached(pipe):
             result = pipe.infer(prep, overlap=False)
         t3 = time.perf_counter()
         for table in (result.entities, result.relations):
@@ -312,7 +312,7 @@ def engine_batch_runner(engine: Engine, id_col: str = "id", text_col: str = "tex
 
     def run(ids: list, texts: list) -> float:
         rec = Recorder(keep=False)
-        with rec.attached():
+        with rec.attached(engine.pipeline):
             engine.extract_all({id_col: ids, text_col: texts}, id_col, text_col)
         return rec.model_seconds
 

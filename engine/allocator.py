@@ -4,15 +4,15 @@ glibc serves a request above its mmap threshold (128 KiB at start, raised only a
 blocks are freed) with a fresh ``mmap`` and unmaps it on free, and it hands the free top
 of a heap back to the OS beyond its trim threshold. Either way the next array of that
 size touches new pages, and every page is a page fault. The engine makes such arrays for
-every batch and decoding group (emissions, Viterbi scores, gathers, token arrays), so on
-the 2-core machine the numpy side of the engine spent ~20% of its time in those faults
-(docs/benchmarks.md, "Engine overhead", item 19). Raising both thresholds keeps freed
-blocks in the process for reuse: arrays up to 16 MB come from the heap, and up to 64 MB
-of free heap stays mapped.
+every batch and decoding group (emissions, Viterbi scores, gathers, token arrays), so
+those faults cost the engine noticeable time (docs/benchmarks.md). Raising both
+thresholds keeps freed blocks in the process for reuse: arrays up to 16 MB come from the
+heap, and up to 64 MB of free heap stays mapped.
 
-This is a process-wide setting, so :class:`~nere.engine.api.Engine` applies it once per
-process and says so in ``describe()``; ``Engine(..., tune_allocator=False)`` or
-``NERE_TUNE_ALLOCATOR=0`` leaves the allocator alone. Only glibc has these knobs; on any
+This is a process-wide setting, so a library leaves it alone by default:
+``EngineConfig(tune_allocator=True)`` asks :class:`~nere.engine.api.Engine` to apply it
+(once per process; ``describe()`` says so), and ``nere extract``, which owns its process,
+always asks. ``NERE_TUNE_ALLOCATOR=0`` still opts out. Only glibc has these knobs; on any
 other C library nothing is changed.
 """
 from __future__ import annotations

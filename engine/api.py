@@ -1,7 +1,7 @@
 """The engine's Python API; the CLI (``nere extract``) is a thin layer over it.
 
     from nere.engine import Engine
-    engine = Engine.load("artifacts/bundles/conll04-joint", device="cpu", threads=2)
+    engine = Engine.load("artifacts/bundles/conll04-joint", device="cpu", threads=2)  # or config=EngineConfig(...)
     entities, relations = engine.extract(table)                # in memory
     summary = engine.run(["corpus/"], "out/", resume=True)     # streaming, resumable
 """
@@ -17,7 +17,15 @@ from typing import Any, Iterable, Iterator, Sequence
 import pyarrow as pa
 
 from nere.engine import allocator
-from nere.engine.bundle import CUDA, Bundle, load_bundle, stage1_recurrent
+from nere.engine.bundle import Bundle, load_bundle
+from nere.engine.config import (  # noqa: F401  (auto_* and the sizes are read from here too)
+    PART_DOCS,
+    UNIT_CHARS,
+    UNIT_DOCS,
+    EngineConfig,
+    auto_batch_tokens,
+    auto_streams,
+)
 from nere.engine.errors import EngineError
 from nere.engine.manifest import read_manifest_json
 from nere.engine.parquet_io import (
@@ -32,41 +40,14 @@ from nere.engine.parquet_io import (
     units_of_batch,
 )
 from nere.engine.pipeline import Pipeline, Unit, UnitResult
-from nere.engine.segment import DEFAULT_MAX_DOC_CHARS
+from nere.engine.stages import StageObserver
 from nere.engine.tables import entity_schema, failure_schema, relation_schema
 
-BATCH_TOKENS = {"cpu": 4096, "cuda": 65536}  # padded tokens per stage-1 batch
-RECURRENT_CPU_BATCH_TOKENS = 1024  # ... for a recurrent stage-1 graph on CPU (see auto_batch_tokens)
-UNIT_DOCS = 1024  # documents per unit: the window within which rows are sorted by length; larger units
-# amortise per-unit costs (tail batches, tables, hand-offs): docs/benchmarks.md, "Engine overhead", item 27
-UNIT_CHARS = 2_000_000  # ... and at most about this many characters
-PART_DOCS = 50_000  # documents per part file: a killed run redoes at most one part
 FAILURE_SAMPLE = 100  # failures listed in the summary (all are in failures/)
 
 
-def auto_streams(manifest: dict[str, Any] | None, threads: int) -> int:
-    """Default model calls in flight: 2 on 2+ threads for the project's small encoders,
-    whose operators parallelise poorly inside one call: a recurrent stage-1 graph
-    (``graphs.stage1.recurrent``, recorded by export from the graph's operators) or any
-    encoder that reads no [CLS] token (``tokenizer.cls_token`` null: the BiLSTM and ACNN
-    kinds; BERT-style encoders read one). Measured on 2 cores: +3-17% documents/s for every
-    BiLSTM NER bundle (docs/benchmarks.md "Streams"); a separate RE bundle's calls +14%
-    (BiLSTM), +17% (BiLSTM-Att), +26% (ACNN) ("Engine overhead", item 33). 1 otherwise:
-    transformers use all threads well inside one call (-15% with 2)."""
-    tokenizer = (manifest or {}).get("tokenizer")
-    no_cls = isinstance(tokenizer, dict) and "cls_token" in tokenizer and tokenizer["cls_token"] is None
-    return 2 if threads >= 2 and (stage1_recurrent(manifest) or no_cls) else 1
-
-
-def auto_batch_tokens(manifest: dict[str, Any] | None, provider: str) -> int:
-    """Default padded tokens per stage-1 batch: 65,536 on CUDA; on CPU 1,024 for a recurrent
-    stage-1 graph, whose LSTM runs faster on small batches (against 4,096 on 2 cores, English
-    and MSRA BiLSTM-CRF bundles: model alone +14-34%, end to end +13-22% documents/s;
-    docs/benchmarks.md "Engine overhead", item 31), 4,096 otherwise (transformers: no clear
-    difference)."""
-    if provider == CUDA:
-        return BATCH_TOKENS["cuda"]
-    return RECURRENT_CPU_BATCH_TOKENS if stage1_recurrent(manifest) else BATCH_TOKENS["cpu"]
+def _manifest(bundle: Bundle | str | Path) -> dict[str, Any] | None:
+    return bundle.manifest if isinstance(bundle, Bundle) else read_manifest_json(bundle)
 
 
 @dataclass
@@ -82,68 +63,56 @@ class Extraction:
 class Engine:
     """An NER or joint bundle, optionally with a separate RE bundle, ready to run."""
 
-    def __init__(
-        self,
-        bundle: Bundle | str | Path,
-        re_bundle: Bundle | str | Path | None = None,
-        device: str = "auto",
-        threads: int | None = None,
-        batch_tokens: int | None = None,
-        max_doc_chars: int = DEFAULT_MAX_DOC_CHARS,
-        streams: int | None = None,
-        tune_allocator: bool = True,
-        re_streams: int | None = None,
-    ) -> None:
-        """``threads``: CPU threads in all [default: all cores]; ``streams``: stage-1 model
-        calls running at once, each with ``threads // streams`` onnxruntime threads
-        [default: :func:`auto_streams`]; ``re_streams``: the same for a separate RE bundle's
-        calls (a unit's RE batches, each stage 1 then stage 2) [default: :func:`auto_streams`
-        of the RE bundle]. A ``Bundle`` passed in already loaded keeps the threads its sessions
-        were opened with. ``tune_allocator``: raise glibc malloc's mmap and trim thresholds
-        for this process (:mod:`nere.engine.allocator`; also off with ``NERE_TUNE_ALLOCATOR=0``)."""
-        if tune_allocator:
-            allocator.tune_allocator()
-        total = int(threads or os.cpu_count() or 1)
-        if streams is None:
-            streams = auto_streams(bundle.manifest if isinstance(bundle, Bundle) else read_manifest_json(bundle), total)
-        if streams < 1:
-            raise EngineError(f"streams must be positive, got {streams}")
-        self.call_threads = max(1, total // streams)
-        if not isinstance(bundle, Bundle):
-            bundle = load_bundle(bundle, device, self.call_threads)
-        if re_bundle is None and re_streams is not None:
+    def __init__(self, bundle: Bundle | str | Path, re_bundle: Bundle | str | Path | None = None,
+                 config: EngineConfig | None = None, *, observer: StageObserver | None = None,
+                 **overrides: Any) -> None:
+        """``config`` (:class:`EngineConfig`), with ``overrides`` replacing its fields
+        (``Engine(path, threads=2)``). Each stage-1 session gets ``threads // streams``
+        threads, each separate RE session ``threads // re_streams``; a ``Bundle`` passed in
+        already loaded keeps the threads its sessions were opened with. ``observer`` sees
+        every model call (timing, recording)."""
+        config = (config or EngineConfig()).with_overrides(**overrides)
+        if re_bundle is None and config.re_streams is not None:
             raise EngineError("re_streams sets a separate RE bundle's calls at once: give the RE bundle too (--re-model)")
-        if re_bundle is not None and re_streams is None:
-            re_streams = auto_streams(
-                re_bundle.manifest if isinstance(re_bundle, Bundle) else read_manifest_json(re_bundle), total)
-        re_streams = 1 if re_bundle is None else int(re_streams)  # type: ignore[arg-type]
-        if re_streams < 1:
-            raise EngineError(f"re_streams must be positive, got {re_streams}")
-        self.re_call_threads = max(1, total // re_streams)  # a preloaded RE bundle keeps its sessions' threads
+        if config.tune_allocator:
+            allocator.tune_allocator()
+        plan = config.resolved(_manifest(bundle), _manifest(re_bundle) if re_bundle is not None else None)
+        if not isinstance(bundle, Bundle):
+            bundle = load_bundle(bundle, config.device, plan.call_threads)
         if re_bundle is not None and not isinstance(re_bundle, Bundle):
-            re_bundle = load_bundle(re_bundle, device, self.re_call_threads)
-        self.bundle, self.re_bundle = bundle, re_bundle
-        self.device, self.threads, self.streams, self.re_streams = device, threads, int(streams), re_streams
-        if batch_tokens is None:
-            batch_tokens = auto_batch_tokens(bundle.manifest, bundle.provider)
-        self.pipeline = Pipeline(bundle, re_bundle, batch_tokens, max_doc_chars, streams, re_streams)
+            re_bundle = load_bundle(re_bundle, config.device, plan.re_call_threads)
+        self.bundle, self.re_bundle, self.config = bundle, re_bundle, config
+        self.pipeline = Pipeline(bundle, re_bundle, plan, observer)
 
     @classmethod
-    def load(
-        cls,
-        bundle: str | Path,
-        re_bundle: str | Path | None = None,
-        device: str = "auto",
-        threads: int | None = None,
-        batch_tokens: int | None = None,
-        max_doc_chars: int = DEFAULT_MAX_DOC_CHARS,
-        streams: int | None = None,
-        tune_allocator: bool = True,
-        re_streams: int | None = None,
-    ) -> "Engine":
+    def load(cls, bundle: str | Path, re_bundle: str | Path | None = None, config: EngineConfig | None = None,
+             **overrides: Any) -> "Engine":
         """Load and verify the bundle(s); raises BundleError/EngineError with one line."""
-        return cls(bundle, re_bundle, device, threads, batch_tokens, max_doc_chars, streams, tune_allocator,
-                   re_streams)
+        return cls(bundle, re_bundle, config, **overrides)
+
+    @property
+    def device(self) -> str:
+        return self.config.device
+
+    @property
+    def threads(self) -> int | None:
+        return self.config.threads
+
+    @property
+    def streams(self) -> int:
+        return self.pipeline.streams
+
+    @property
+    def re_streams(self) -> int:
+        return self.pipeline.re_streams
+
+    @property
+    def call_threads(self) -> int:
+        return self.pipeline.config.call_threads
+
+    @property
+    def re_call_threads(self) -> int:
+        return self.pipeline.config.re_call_threads
 
     @property
     def provider(self) -> str:
@@ -204,7 +173,7 @@ class Engine:
     def _units(self, data: Any, id_col: str, text_col: str) -> Iterator[Unit]:
         if isinstance(data, (str, Path)):
             inputs = open_inputs(resolve_inputs([data]), id_col, text_col)
-            return (u for _, u in iter_units(inputs, id_col, text_col, UNIT_DOCS, UNIT_CHARS))
+            return (u for _, u in iter_units(inputs, id_col, text_col, self.config.unit_docs, self.config.unit_chars))
         if isinstance(data, (list, tuple)) and all(not isinstance(x, (pa.RecordBatch, pa.Table)) for x in data):
             data = {id_col: list(range(len(data))), text_col: list(data)}
         if isinstance(data, dict):
@@ -215,7 +184,8 @@ class Engine:
             if len(ids) != len(texts):
                 raise EngineError(f"columns {id_col!r} and {text_col!r} differ in length")
             n = len(texts)
-            cuts = [(a, min(a + UNIT_DOCS, n)) for a in range(0, n, UNIT_DOCS)]
+            size = self.config.unit_docs
+            cuts = [(a, min(a + size, n)) for a in range(0, n, size)]
             if len(cuts) > 1:
                 cuts = edge_cuts(cuts, EDGE_DOCS, EDGE_DOCS)
             return (Unit(ids.slice(a, b - a), texts[a:b], "<table>", a) for a, b in cuts)
@@ -225,7 +195,7 @@ class Engine:
     def _units_of_batches(self, batches: Iterable[Any], id_col: str, text_col: str) -> Iterator[Unit]:
         """The units of each record batch in turn; the first and the last unit of an input
         of several units are small, as :func:`iter_units` cuts them (one batch looked ahead)."""
-        row = 0
+        row, cfg = 0, self.config
         ahead = iter(batches)
         batch = next(ahead, None)
         while batch is not None:
@@ -236,10 +206,10 @@ class Engine:
                 if col not in batch.schema.names:
                     raise EngineError(f"input table has no column {col!r} (it has {', '.join(batch.schema.names)})")
             following = next(ahead, None)
-            several = following is not None or row > 0 or batch.num_rows > UNIT_DOCS
+            several = following is not None or row > 0 or batch.num_rows > cfg.unit_docs
             lead = EDGE_DOCS if several and row == 0 else 0
             tail = EDGE_DOCS if several and following is None else 0
-            yield from units_of_batch(batch, id_col, text_col, UNIT_DOCS, UNIT_CHARS, "<table>", row, lead, tail)
+            yield from units_of_batch(batch, id_col, text_col, cfg.unit_docs, cfg.unit_chars, "<table>", row, lead, tail)
             row += batch.num_rows
             batch = following
 
@@ -254,11 +224,9 @@ class Engine:
         overwrite: bool = False,
         limit: int | None = None,
         progress: bool = True,
-        part_docs: int = PART_DOCS,
-        unit_docs: int = UNIT_DOCS,
-        unit_chars: int = UNIT_CHARS,
     ) -> dict[str, Any]:
-        """Stream Parquet inputs into ``out_dir``/{entities,relations,failures}/part-*.parquet.
+        """Stream Parquet inputs into ``out_dir``/{entities,relations,failures}/part-*.parquet
+        (units and parts sized by the config).
 
         Memory stays bounded (one unit being read, one being run, one part's rows
         buffered up to a row group). Returns the summary, also written to summary.json.
@@ -269,32 +237,54 @@ class Engine:
         if limit is not None and limit < 1:
             raise EngineError(f"limit must be positive, got {limit}")
         files = open_inputs(resolve_inputs(inputs), id_col, text_col)
-        config = {
+        state = RunState(Path(out_dir), self._run_config(files, id_col, text_col, limit), resume, overwrite)
+        total = sum(f.rows for f in files)
+        total = min(total, limit) if limit is not None else total
+        done_before = state.documents_done
+        bar = _progress_bar(total, done_before, progress)
+        try:
+            docs, tokens = self._write_parts(state, files, id_col, text_col, limit, bar, started)
+        finally:
+            if bar is not None:
+                bar.close()
+        seconds = time.perf_counter() - started
+        try:
+            summary = self._summary(state, seconds, docs, tokens, done_before)
+            state.write_summary(summary)
+        finally:
+            state.release()  # the folder's lock, taken by RunState: another run may open it now
+        return summary
+
+    def _run_config(self, files: list, id_col: str, text_col: str, limit: int | None) -> dict[str, Any]:
+        """What a resumed run must share with the run it continues."""
+        cfg = self.config
+        return {
             "inputs": [{"path": str(f.path.resolve()), "rows": f.rows, "bytes": f.size} for f in files],
             "id_col": id_col, "text_col": text_col, "limit": limit,
             "bundle_sha256": self.bundle.sha256,
             "re_bundle_sha256": self.re_bundle.sha256 if self.re_bundle else None,
             "batch_tokens": self.batch_tokens, "max_doc_chars": self.pipeline.max_doc_chars,
-            "part_docs": part_docs, "unit_docs": unit_docs, "unit_chars": unit_chars,
+            "part_docs": cfg.part_docs, "unit_docs": cfg.unit_docs, "unit_chars": cfg.unit_chars,
         }
-        state = RunState(Path(out_dir), config, resume, overwrite)
+
+    def _write_parts(self, state: RunState, files: list, id_col: str, text_col: str, limit: int | None,
+                     bar: Any, started: float) -> tuple[int, int]:
+        """Run the units not done yet into part files; (documents, tokens) this run. A part
+        left unfinished by an error is removed."""
         id_type = files[0].id_type
         schemas = {"entities": entity_schema(id_type), "relations": relation_schema(id_type),
                    "failures": failure_schema(id_type)}
-        total = sum(f.rows for f in files)
-        total = min(total, limit) if limit is not None else total
-        done_before = state.documents_done
+        cfg = self.config
         docs = tokens = 0
         part = None
-        bar = _progress_bar(total, done_before, progress)
         try:
             if not state.complete:
-                units = iter_units(files, id_col, text_col, unit_docs, unit_chars, limit, state.done)
+                units = iter_units(files, id_col, text_col, cfg.unit_docs, cfg.unit_chars, limit, state.done)
                 prepared = background(((fi, u), self.pipeline.prepare(u)) for fi, u in units)
                 for (fi, unit), result in self.pipeline.infer_stream(prepared):
                     part = part or state.new_part(schemas)
                     part.add(fi, unit, result)
-                    if part.stats["documents"] >= part_docs:
+                    if part.stats["documents"] >= cfg.part_docs:
                         state.commit(part)
                         part = None
                     docs += result.documents
@@ -312,16 +302,7 @@ class Engine:
                 part.abort()
             state.discard_if_empty()  # and unlock
             raise
-        finally:
-            if bar is not None:
-                bar.close()
-        seconds = time.perf_counter() - started
-        try:
-            summary = self._summary(state, seconds, docs, tokens, done_before)
-            state.write_summary(summary)
-        finally:
-            state.release()  # the folder's lock, taken by RunState: another run may open it now
-        return summary
+        return docs, tokens
 
     def _summary(self, state: RunState, seconds: float, docs: int, tokens: int, done_before: int) -> dict[str, Any]:
         t = state.totals()

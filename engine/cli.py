@@ -73,12 +73,16 @@ def extract(inputs, model, re_model, out, id_col, text_col, device, batch_tokens
     another run); 3 when every document failed (the tables, failures/ and summary.json are
     still written)."""
     from nere.engine.api import Engine
+    from nere.engine.config import EngineConfig
 
     try:
-        engine = Engine.load(model, re_model, device=device, threads=threads, batch_tokens=batch_tokens,
-                             max_doc_chars=max_doc_chars, streams=streams, re_streams=re_streams)
+        # the CLI owns its process, so it tunes the allocator (NERE_TUNE_ALLOCATOR=0 opts out)
+        config = EngineConfig(device=device, threads=threads, streams=streams, re_streams=re_streams,
+                              batch_tokens=batch_tokens, max_doc_chars=max_doc_chars, part_docs=part_docs,
+                              tune_allocator=True)
+        engine = Engine.load(model, re_model, config)
         summary = engine.run(list(inputs), out, id_col=id_col, text_col=text_col, resume=resume,
-                             overwrite=overwrite, limit=limit, progress=progress, part_docs=part_docs)
+                             overwrite=overwrite, limit=limit, progress=progress)
     except EngineError as err:
         raise click.ClickException(str(err)) from None
     _print_summary(summary)

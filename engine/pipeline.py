@@ -4,8 +4,8 @@
 sentence of the unit in ONE batched call, cut long sentences into windows, plan batches.
 A reader thread runs it for the next unit while ``infer`` runs the models on this one.
 
-``infer``: stage 1 -> Viterbi/argmax -> spans with scores -> (stage 2 on pairs of one
-row's entities) -> merge windows -> output tables in document order.
+``infer``: stage 1 (:class:`Stage1Stream`) -> Viterbi/argmax -> spans with scores ->
+merge windows -> relations (:mod:`nere.engine.relations`) -> output tables in document order.
 
 Entity score: the mean, over the entity's tokens, of the softmax probability of the tag
 each token was decoded to (for CRF models: the softmax of the emission scores).
@@ -15,32 +15,24 @@ from __future__ import annotations
 
 from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
-from itertools import islice
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import pyarrow as pa
 
-from nere.engine.bundle import Bundle
+from nere.engine.bundle import Bundle, Graph
+from nere.engine.config import EngineConfig
 from nere.engine.core.decode import decode_tags, kept_decoder
-from nere.engine.core.featurize import Batch, Encoded, Featurizer, Tokens, char_to_token_spans
-from nere.engine.core.pairs import candidate_pairs, grouped_pairs, type_pair_table
-from nere.engine.core.types import Entity
+from nere.engine.core.featurize import Batch, Featurizer, Tokens
 from nere.engine.errors import EngineError
-from nere.engine.segment import (
-    DEFAULT_MAX_DOC_CHARS,
-    Candidate,
-    check_texts,
-    edge_distance,
-    merge_windows,
-    split_sentences,
-    window_plan,
-)
+from nere.engine.relations import Relations, UnitEntities
+from nere.engine.segment import Candidate, check_texts, edge_distance, merge_windows, split_sentences, window_plan
 from nere.engine.stages import (
     DECODE_GROUP_POSITIONS,
     STAGE1_JOB_POSITIONS,
-    collate,
+    StageObserver,
     collate_flat_many,
     decode_groups,
     plan_batches,
@@ -158,122 +150,164 @@ def _unit_spans(prep: Prepared, founds: list[Found]) -> tuple[np.ndarray, np.nda
     return sent[order], start[order], end[order], [labels[k] for k in order.tolist()], score[order]
 
 
-def _window(enc: Encoded, start: int, n: int) -> Encoded:
-    return Encoded(enc.ids[start : start + n], enc.offsets[start : start + n])
+Job = tuple[Any, "Prepared", list[list[int]], list[tuple[np.ndarray, Batch]]]  # key, unit, decode groups, batches
 
 
-def _token_spans(offsets: np.ndarray, spans: list[tuple[int, int, str]]) -> list[tuple[int, int] | None]:
-    """Character spans -> token spans of another tokenizer; None where a span covers no token."""
-    mapped, _ = char_to_token_spans(offsets, spans)
-    if len(mapped) == len(spans):
-        return [(s, e) for s, e, _ in mapped]
-    out: list[tuple[int, int] | None] = []
-    for sp in spans:
-        one, _ = char_to_token_spans(offsets, [sp])
-        out.append((one[0][0], one[0][1]) if one else None)
-    return out
+class Stage1Stream:
+    """Stage 1 ahead of the caller, over one stream of batches that runs on from one
+    unit into the next, so the model keeps working while a unit's last batches are
+    decoded and its tables written. ``streams`` worker threads run jobs: runs of a unit's
+    consecutive batches, up to ``STAGE1_JOB_POSITIONS`` padded positions (small batches
+    suit recurrent models; one hand-off per batch costs more than it overlaps)."""
+
+    def __init__(self, featurizer: Featurizer, batch_tokens: int, streams: int,
+                 call: Callable[[Batch], dict[str, Any]]) -> None:
+        self.featurizer, self.batch_tokens, self.streams, self.call = featurizer, batch_tokens, streams, call
+
+    @property
+    def group_positions(self) -> int:
+        """Padded positions decoded together (:func:`decode_groups`)."""
+        return max(DECODE_GROUP_POSITIONS, self.batch_tokens)
+
+    def run(self, preps: Iterable[tuple[K, "Prepared"]], overlap: bool = True
+            ) -> Iterator[tuple[Any, "Prepared", list[list[int]], list[tuple[np.ndarray, Batch]], list[dict]]]:
+        """(key, unit, decode groups, job, stage-1 outputs) per job, in order; without
+        ``overlap`` each job runs in this thread when it is reached."""
+        job_positions = max(STAGE1_JOB_POSITIONS, self.batch_tokens)
+        depth = self.group_positions // job_positions + 1  # about one decoding group in flight
+        jobs = self.jobs(preps, job_positions)
+        return self.ahead(self._work, jobs, depth, self.streams) if overlap else map(self._work, jobs)
+
+    def _work(self, item: Job) -> tuple[Any, ...]:
+        return (*item, [self.call(batch) for _, batch in item[3]])
+
+    def jobs(self, preps: Iterable[tuple[K, "Prepared"]], job_positions: int) -> Iterator[Job]:
+        """The jobs of each unit in turn. Batches come gathered by ``prepare``, so a worker
+        holds the GIL only to enter and leave onnxruntime."""
+        for key, prep in preps:
+            groups = decode_groups(prep.batches, prep.row_n, self.featurizer, self.group_positions)
+            if not prep.batches:
+                yield key, prep, groups, []  # a unit with nothing to run still yields its tables
+            job: list[tuple[np.ndarray, Batch]] = []
+            positions = 0
+            for rows, batch in zip(prep.batches, prep.inputs, strict=True):
+                size = batch.input_ids.size
+                if job and positions + size > job_positions:
+                    yield key, prep, groups, job
+                    job, positions = [], 0
+                job.append((rows, batch))
+                positions += size
+            if job:
+                yield key, prep, groups, job
+
+    @staticmethod
+    def ahead(work: Callable[[T], R], items: Iterable[T], depth: int = 1, workers: int = 1) -> Iterator[R]:
+        """``work(item)`` for each item, yielded in order, with up to ``depth`` later items
+        submitted to ``workers`` threads while the caller handles the current one. ``items``
+        is consumed lazily (one item per result yielded), so it may be an open-ended stream."""
+        it = iter(items)
+        depth = max(1, int(depth))
+        with ThreadPoolExecutor(max_workers=max(1, min(int(workers), depth)), thread_name_prefix="nere-stage1") as pool:
+            pending = deque(pool.submit(work, x) for x in islice(it, depth))
+            while pending:
+                done = pending.popleft().result()
+                for x in islice(it, 1):
+                    pending.append(pool.submit(work, x))
+                yield done
 
 
-def _ahead(work: Callable[[T], R], items: Iterable[T], depth: int = 1, workers: int = 1) -> Iterator[R]:
-    """``work(item)`` for each item, yielded in order, with up to ``depth`` later items
-    submitted to ``workers`` threads while the caller handles the current one. ``items``
-    is consumed lazily (one item per result yielded), so it may be an open-ended stream."""
-    it = iter(items)
-    depth = max(1, int(depth))
-    with ThreadPoolExecutor(max_workers=max(1, min(int(workers), depth)), thread_name_prefix="nere-stage1") as pool:
-        pending = deque(pool.submit(work, x) for x in islice(it, depth))
-        while pending:
-            done = pending.popleft().result()
-            for x in islice(it, 1):
-                pending.append(pool.submit(work, x))
-            yield done
+def _model_rows(sent_len: np.ndarray, max_content: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(windows per sentence, sentence per model row, first token per model row): one row
+    per sentence that fits, none for a sentence without tokens, and overlapping windows
+    for the (rare) longer ones; rows stay in sentence order."""
+    windows = (sent_len > 0).astype(np.int64)
+    long = np.flatnonzero(sent_len > max_content)
+    plans = [window_plan(int(sent_len[si]), max_content) for si in long]
+    windows[long] = [len(w) for w in plans]
+    row_sent = np.repeat(np.arange(len(sent_len)), windows)
+    row_tok0 = np.zeros(len(row_sent), dtype=np.int64)
+    if len(long):
+        first_row = np.cumsum(windows) - windows
+        for si, wins in zip(long.tolist(), plans):
+            row_tok0[first_row[si] : first_row[si] + len(wins)] = wins
+    return windows, row_sent, row_tok0
 
 
 class Pipeline:
-    """Runs an NER (or joint) bundle, optionally with a separate RE bundle, over units."""
+    """Runs an NER (or joint) bundle, optionally with a separate RE bundle, over units.
+    ``config`` is resolved against the bundles here; ``observer`` sees every model call."""
 
-    def __init__(
-        self,
-        ner: Bundle,
-        re_bundle: Bundle | None = None,
-        batch_tokens: int = 8192,
-        max_doc_chars: int = DEFAULT_MAX_DOC_CHARS,
-        streams: int = 1,
-        re_streams: int = 1,
-    ) -> None:
-        if ner.ner is None:
-            raise EngineError(
-                f"bundle {ner.path} is RE-only: pass it as the RE bundle (--re-model) next to an NER bundle"
-            )
-        if re_bundle is not None:
-            if re_bundle.re is None:
-                raise EngineError(f"bundle {re_bundle.path} has no relation stage (task {re_bundle.task})")
-            if ner.re is not None:
-                raise EngineError(f"bundle {ner.path} is a joint bundle with its own relation stage; drop the RE bundle")
-        if batch_tokens < 1:
-            raise EngineError(f"batch_tokens must be positive, got {batch_tokens}")
-        if streams < 1:
-            raise EngineError(f"streams must be positive, got {streams}")
-        if re_streams < 1:
-            raise EngineError(f"re_streams must be positive, got {re_streams}")
-        self.ner = ner
-        self.re_bundle = re_bundle
+    def __init__(self, ner: Bundle, re_bundle: Bundle | None = None, config: EngineConfig | None = None,
+                 observer: StageObserver | None = None) -> None:
+        _check_bundles(ner, re_bundle)
+        cfg = (config or EngineConfig()).resolved(ner.manifest, re_bundle.manifest if re_bundle else None,
+                                                  ner.provider)
+        self.config, self.ner, self.re_bundle, self.observer = cfg, ner, re_bundle, observer
+        self.batch_tokens, self.max_doc_chars = int(cfg.batch_tokens), int(cfg.max_doc_chars)  # type: ignore[arg-type]
+        self.streams = int(cfg.streams)  # type: ignore[arg-type]  # stage-1 calls in flight at once
+        self.re_streams = int(cfg.re_streams) if re_bundle is not None else 1  # type: ignore[arg-type]
         # one decoder for the run: it keeps its certificate bounds and what it learnt (see CRFDecoder)
-        self.crf = kept_decoder(ner.ner.crf)
-        self.batch_tokens = int(batch_tokens)
-        self.max_doc_chars = int(max_doc_chars)
-        self.streams = int(streams)  # stage-1 calls in flight at once (worker threads)
-        self.re_streams = int(re_streams)  # a separate RE bundle's batches run at once
+        self.crf = kept_decoder(ner.ner.crf)  # type: ignore[union-attr]
         self.relations = "joint" if ner.re is not None else ("separate" if re_bundle is not None else None)
-        # an RE bundle with the NER bundle's tokenizer reuses the unit's tokens (the usual
-        # case: both built from the same training text, or the same pretrained BERT)
-        self.reuse_tokens = re_bundle is not None and re_bundle.tokenizer_sha256 == ner.tokenizer_sha256
-        # the relation stage's type_pairs as a (head type, tail type) table, for the array paths
-        re_spec = ner.re or (re_bundle.re if re_bundle is not None else None)
-        self.type_pairs = type_pair_table(re_spec.type_pairs, re_spec.type_ids) if re_spec is not None else None
+        self.rel = Relations(ner, re_bundle, self.batch_tokens, self.re_streams, self._stage1, self._stage2) \
+            if self.relations else None
+        want = ["emissions", "hidden"] if self.relations == "joint" else ["emissions"]
+        self.stream = Stage1Stream(ner.featurizer, self.batch_tokens, self.streams,
+                                   lambda batch: self._stage1(ner.stage1, batch, want))
+
+    @property
+    def reuse_tokens(self) -> bool:
+        """A separate RE bundle reads the unit's tokens (it has the NER bundle's tokenizer)."""
+        return self.rel is not None and self.rel.reuse_tokens
+
+    @reuse_tokens.setter
+    def reuse_tokens(self, value: bool) -> None:
+        if self.rel is not None:
+            self.rel.reuse_tokens = value
+
+    def _stage1(self, graph: Graph, batch: Batch, outputs: Sequence[str]) -> dict[str, Any]:
+        if self.observer is None:
+            return run_stage1(graph, batch, outputs)
+        return self.observer.stage1(graph, batch, outputs)
+
+    def _stage2(self, graph: Graph, *args: Any) -> np.ndarray:
+        if self.observer is None:
+            return run_stage2(graph, *args)
+        return self.observer.stage2(graph, *args)
 
     # ---------------------------------------------------------------- prepare (CPU)
     def prepare(self, unit: Unit) -> Prepared:
         f = self.ner.featurizer
-        id_ok = unit.ids.is_valid().to_numpy(zero_copy_only=False) if unit.ids.null_count else None
-        texts, failures, cleaned = check_texts(unit.texts, self.max_doc_chars)
-        if id_ok is not None:  # a row with a null id fails too (its text is checked first)
-            failures += [(i, "null doc_id") for i in np.flatnonzero(~id_ok).tolist() if texts[i] is not None]
-            for i, _ in failures:
-                texts[i] = None
-            failures.sort()
+        texts, failures, cleaned = self._check(unit)
         spans = [split_sentences(text) if text is not None else [] for text in texts]
         sent_doc = [d for d, sp in enumerate(spans) for _ in sp]
         sent_no = [k for sp in spans for k in range(len(sp))]
         flat = [se for sp in spans for se in sp]
-        starts = [s for s, _ in flat]
-        ends = [e for _, e in flat]
         pieces = [texts[d][s:e] for d, (s, e) in zip(sent_doc, flat)]  # type: ignore[index]
         tokens = f.tokenize_flat(pieces)
-        sent_len = tokens.lengths
-        maxc = f.max_content
-        # one model row per sentence that fits, none for a sentence without tokens, and
-        # overlapping windows for the (rare) longer ones; rows stay in sentence order
-        windows = (sent_len > 0).astype(np.int64)
-        long = np.flatnonzero(sent_len > maxc)
-        plans = [window_plan(int(sent_len[si]), maxc) for si in long]
-        windows[long] = [len(w) for w in plans]
-        row_sent = np.repeat(np.arange(len(sent_len)), windows)
-        row_tok0 = np.zeros(len(row_sent), dtype=np.int64)
-        if len(long):
-            first_row = np.cumsum(windows) - windows
-            for si, wins in zip(long.tolist(), plans):
-                row_tok0[first_row[si] : first_row[si] + len(wins)] = wins
-        row_n_arr = np.minimum(sent_len[row_sent], maxc)
+        windows, row_sent, row_tok0 = _model_rows(tokens.lengths, f.max_content)
+        row_n = np.minimum(tokens.lengths[row_sent], f.max_content)
         prep = Prepared(
-            unit, texts, failures, cleaned, sent_doc, sent_no, starts, ends, windows.tolist(), tokens, sent_len,
-            row_sent, row_tok0, row_n_arr,
-            plan_batches(row_n_arr, f, self.batch_tokens),
+            unit, texts, failures, cleaned, sent_doc, sent_no, [s for s, _ in flat], [e for _, e in flat],
+            windows.tolist(), tokens, tokens.lengths, row_sent, row_tok0, row_n,
+            plan_batches(row_n, f, self.batch_tokens),
         )
         # all of the unit's batches at once, here: gathered one at a time between model
-        # calls, each ran on caches the model had just filled (measured 4-5x slower)
+        # calls, each ran on caches the model had just filled
         prep.inputs = prep.rows_batches(f, prep.batches)
         return prep
+
+    def _check(self, unit: Unit) -> tuple[list[str | None], list[tuple[int, str]], int]:
+        """Each row's checked text (None: failed), the failures and the rows cleaned; a row
+        with a null id fails too (its text is checked first)."""
+        id_ok = unit.ids.is_valid().to_numpy(zero_copy_only=False) if unit.ids.null_count else None
+        texts, failures, cleaned = check_texts(unit.texts, self.max_doc_chars)
+        if id_ok is not None:
+            failures += [(i, "null doc_id") for i in np.flatnonzero(~id_ok).tolist() if texts[i] is not None]
+            for i, _ in failures:
+                texts[i] = None
+            failures.sort()
+        return texts, failures, cleaned
 
     # ---------------------------------------------------------------- infer (model)
     def infer(self, prep: Prepared, overlap: bool = True) -> UnitResult:
@@ -284,49 +318,13 @@ class Pipeline:
 
     def infer_stream(self, preps: Iterable[tuple[K, Prepared]], overlap: bool = True
                      ) -> Iterator[tuple[K, UnitResult]]:
-        """(key, tables) for each (key, prepared unit), in order.
-
-        Stage 1 runs ahead in ``streams`` worker threads (onnxruntime releases the GIL)
-        over one stream of batches that runs on from one unit into the next, so the model
-        keeps working while a unit's last batches are decoded, its tables assembled and
-        the caller writes them. Decoding (Viterbi or argmax, spans, scores) runs once per
-        *group* of consecutive batches (:func:`decode_groups`) rather than once per batch:
-        batches are ordered by width, so a group pads little, and a Viterbi pass costs a
-        Python-level step per position whatever the number of rows."""
-        f = self.ner.featurizer
-        want = ["emissions", "hidden"] if self.relations == "joint" else ["emissions"]
-        budget = max(DECODE_GROUP_POSITIONS, self.batch_tokens)
-
-        def jobs() -> Iterator[tuple[K, Prepared, list[list[int]], list[tuple[np.ndarray, Batch]]]]:
-            # Batches come gathered by prepare, so a worker needs the GIL only to enter and
-            # leave onnxruntime: gathering in the worker made it wait for the GIL while this
-            # thread decoded, with the model idle. A job is a run of a unit's consecutive
-            # batches (up to STAGE1_JOB_POSITIONS padded positions) that one worker runs in a
-            # row: small batches suit the model (recurrent ones), one hand-off per batch did not
-            for key, prep in preps:
-                groups = decode_groups(prep.batches, prep.row_n, f, budget)
-                if not prep.batches:
-                    yield key, prep, groups, []  # a unit with nothing to run still yields its tables
-                job: list[tuple[np.ndarray, Batch]] = []
-                positions = 0
-                for rows, batch in zip(prep.batches, prep.inputs, strict=True):
-                    size = batch.input_ids.size
-                    if job and positions + size > job_positions:
-                        yield key, prep, groups, job
-                        job, positions = [], 0
-                    job.append((rows, batch))
-                    positions += size
-                if job:
-                    yield key, prep, groups, job
-
-        def stage1(item: tuple[K, Prepared, list[list[int]], list[tuple[np.ndarray, Batch]]]) -> tuple[Any, ...]:
-            return (*item, [run_stage1(self.ner.stage1, batch, want) for _, batch in item[3]])
-
-        job_positions = max(STAGE1_JOB_POSITIONS, self.batch_tokens)
-        depth = budget // job_positions + 1  # about one decoding group in flight
-        results = _ahead(stage1, jobs(), depth, self.streams) if overlap else map(stage1, jobs())
+        """(key, tables) for each (key, prepared unit), in order. Stage 1 runs ahead
+        (:class:`Stage1Stream`); decoding (Viterbi or argmax, spans, scores) runs once per
+        *group* of consecutive batches (:func:`decode_groups`): batches are ordered by
+        width, so a group pads little, and a Viterbi pass costs a Python-level step per
+        position whatever the number of rows."""
         current: Prepared | None = None
-        for key, prep, groups, job, outs in results:
+        for key, prep, groups, job, outs in self.stream.run(preps, overlap):
             if prep is not current:
                 current, g, group = prep, 0, []
                 founds: list[Found] = []
@@ -341,23 +339,8 @@ class Pipeline:
 
     def _decode(self, prep: Prepared, items: list[tuple[np.ndarray, Batch, dict[str, Any]]],
                 founds: list[Found], rel_cands: dict[int, list]) -> None:
-        """Tags, spans and (joint bundles) relations of a group of stage-1 batches; the
-        group's emissions are stacked, zero-padded to its widest batch."""
-        spec = self.ner.ner
-        assert spec is not None
-        if len(items) == 1:
-            rows, batch, out = items[0]
-            emissions, lengths = np.asarray(out["emissions"], dtype=np.float32), batch.lengths
-        else:
-            rows = np.concatenate([it[0] for it in items])
-            lengths = np.concatenate([it[1].lengths for it in items])
-            width = max(it[1].input_ids.shape[1] for it in items)
-            emissions = np.zeros((len(rows), width, len(spec.tagset.tags)), dtype=np.float32)
-            r0 = 0
-            for _, batch, out in items:
-                em = out["emissions"]
-                emissions[r0 : r0 + em.shape[0], : em.shape[1]] = em
-                r0 += em.shape[0]
+        """Tags, spans and (joint bundles) relation candidates of a group of stage-1 batches."""
+        rows, lengths, emissions = self._stacked(items)
         tags = decode_tags(emissions, lengths, self.crf)
         found = self._found(prep, rows, tags, emissions)
         if found is None:
@@ -369,9 +352,27 @@ class Pipeline:
         r0 = 0
         for k, (batch_rows, batch, out) in enumerate(items):
             if bounds[k + 1] > bounds[k]:
-                self._joint_relations(found.part(slice(bounds[k], bounds[k + 1]), r0), batch.input_ids.shape[1],
-                                      out["hidden"], rel_cands)
+                self._joint_candidates(found.part(slice(bounds[k], bounds[k + 1]), r0), batch.input_ids.shape[1],
+                                       out["hidden"], rel_cands)
             r0 += len(batch_rows)
+
+    def _stacked(self, items: list[tuple[np.ndarray, Batch, dict[str, Any]]]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, lengths, emissions) of a group of batches, the emissions zero-padded to
+        its widest batch."""
+        if len(items) == 1:
+            rows, batch, out = items[0]
+            return rows, batch.lengths, np.asarray(out["emissions"], dtype=np.float32)
+        rows = np.concatenate([it[0] for it in items])
+        lengths = np.concatenate([it[1].lengths for it in items])
+        width = max(it[1].input_ids.shape[1] for it in items)
+        emissions = np.zeros((len(rows), width, len(self.ner.ner.tagset.tags)), dtype=np.float32)  # type: ignore[union-attr]
+        r0 = 0
+        for _, batch, out in items:
+            em = out["emissions"]
+            emissions[r0 : r0 + em.shape[0], : em.shape[1]] = em
+            r0 += em.shape[0]
+        return rows, lengths, emissions
 
     def _found(self, prep: Prepared, rows: np.ndarray, tags: np.ndarray, emissions: np.ndarray) -> Found | None:
         """Spans of a group of batches (rows stacked), flat, in row order; scores and
@@ -386,26 +387,17 @@ class Pipeline:
         dist = edge_distance(t0 + s, t0 + e, t0, t0 + n, prep.sent_len[sent])
         return Found(i, sent, t0 + s, t0 + e, labels, score, dist, t0)
 
-    def _joint_relations(self, found: Found, width: int, hidden: Any, rel_cands: dict[int, list]) -> None:
-        """Stage 2 over the pairs of each row's own entities (one encoding per row)."""
-        re_spec = self.ner.re
-        assert re_spec is not None and self.ner.stage2 is not None
-        type_of = re_spec.type_ids
-        types = np.fromiter((type_of.get(lab, -1) for lab in found.label), dtype=np.int64, count=len(found.label))
-        h, t = grouped_pairs(found.row, types, self.type_pairs)  # the spans come in row order
-        if not len(h):
-            return
+    def _joint_candidates(self, found: Found, width: int, hidden: Any, rel_cands: dict[int, list]) -> None:
+        """A joint bundle's relations among each row's own entities, kept per sentence with
+        their distance from a window edge until the windows are merged."""
         lead = self.ner.featurizer.lead
-        pos_s, pos_e = found.start - found.t0 + lead, found.end - found.t0 + lead  # stage-1 positions
-        probs = run_stage2(self.ner.stage2, hidden, width, found.row[h], (pos_s[h], pos_e[h], types[h]),
-                           (pos_s[t], pos_e[t], types[t]), self.batch_tokens)
-        best = probs.argmax(axis=1)
-        for k in np.flatnonzero(best != 0).tolist():  # label 0 is the negative label
-            a, b = int(h[k]), int(t[k])
+        h, t, best, prob = self.rel.in_batch(found.row, found.start - found.t0 + lead,  # type: ignore[union-attr]
+                                             found.end - found.t0 + lead, found.label, width, hidden)
+        for a, b, label, p in zip(h.tolist(), t.tolist(), best, prob):
             rel_cands[int(found.sent[a])].append((
                 (int(found.start[a]), int(found.end[a]), found.label[a]),
                 (int(found.start[b]), int(found.end[b]), found.label[b]),
-                int(best[k]), float(probs[k, best[k]]), int(min(found.dist[a], found.dist[b])),
+                label, p, int(min(found.dist[a], found.dist[b])),
             ))
 
     # ---------------------------------------------------------------- outputs
@@ -413,9 +405,19 @@ class Pipeline:
                   overlap: bool = True) -> UnitResult:
         """Merge windows, map token spans to document characters, number entities per
         document and attach relations to entity ids, all in document order."""
-        unit = prep.unit
         if not founds:
             return self._tables(prep, {k: [] for k in ENTITY_COLUMNS}, [])
+        ent, ents = self._entities(prep, founds)
+        rels: list[tuple] = []  # (doc, head_id, tail_id, label index, score)
+        if self.relations == "separate":
+            rels = self.rel.of_unit(prep, ents, overlap)  # type: ignore[union-attr]
+        elif rel_cands:
+            rels = _joint_relations(prep, ents, rel_cands)
+        return self._tables(prep, ent, sorted(rels, key=lambda r: r[:3]))
+
+    def _entities(self, prep: Prepared, founds: list[Found]) -> tuple[dict[str, Any], UnitEntities]:
+        """The unit's entity columns, and its entities for the relation stage."""
+        unit = prep.unit
         si, ts, te, labels, scores = _unit_spans(prep, founds)
         offsets = prep.tokens.offsets
         first_token = prep.tokens.first[si]
@@ -435,177 +437,7 @@ class Pipeline:
             "score": scores.astype(np.float32),
             "sentence_index": np.asarray(prep.sent_no, dtype=np.int32)[si],
         }
-        rels: list[tuple] = []  # (doc, head_id, tail_id, label index, score)
-        if not rel_cands and self.relations != "separate":
-            return self._tables(prep, ent, rels)
-        if self.relations == "separate":
-            flat = self._flat_relations(prep, si, ts, te, labels, eid, overlap)
-            if flat is not None:
-                return self._tables(prep, ent, sorted(flat, key=lambda r: r[:3]))
-        # sentence -> its slice of the (sentence-ordered) entities
-        present = np.flatnonzero(np.diff(si, prepend=-1))
-        ranges = dict(zip(si[present].tolist(), zip(present.tolist(), np.append(present[1:], len(si)).tolist())))
-        for s_i, cands in rel_cands.items():
-            if s_i not in ranges:
-                continue  # the window merge dropped every entity of the sentence
-            k0, k1 = ranges[s_i]
-            ids = {(int(ts[k]), int(te[k]), labels[k]): int(eid[k]) for k in range(k0, k1)}
-            best: dict[tuple[int, int], tuple] = {}
-            for head, tail, lab, score, dist in cands:
-                h, t = ids.get(head), ids.get(tail)
-                if h is None or t is None:
-                    continue  # an entity the window merge dropped
-                if (h, t) not in best or dist > best[(h, t)][2]:
-                    best[(h, t)] = (lab, score, dist)
-            d = prep.sent_doc[s_i]
-            rels.extend((d, h, t, lab, score) for (h, t), (lab, score, _) in best.items())
-        if self.relations == "separate":  # the general path: windows, or the RE bundle's own tokenizer
-            tok_s, tok_e = ts.tolist(), te.tolist()
-            sent_ents = [(s_i, [(starts[k], ends[k], labels[k], int(eid[k]), tok_s[k], tok_e[k])
-                                for k in range(k0, k1)]) for s_i, (k0, k1) in ranges.items()]
-            rels = self._separate_relations(prep, sent_ents, overlap)
-        return self._tables(prep, ent, sorted(rels, key=lambda r: r[:3]))
-
-    def _flat_relations(self, prep: Prepared, si: np.ndarray, ts: np.ndarray, te: np.ndarray, labels: list[str],
-                        eid: np.ndarray, overlap: bool = True) -> list[tuple] | None:
-        """:meth:`_separate_relations` in the usual case, as array operations over the
-        unit's entities (``si``/``ts``/``te``/``labels``/``eid``: sentence, token span,
-        label and id of each, in sentence order): the RE bundle reuses the unit's tokens and
-        every sentence with a candidate pair fits one RE window. Then each such sentence is
-        one RE row of its own tokens, its pairs are every ordered pair of its typed entities
-        that ``type_pairs`` allows (:func:`grouped_pairs`, the order of the general path),
-        and batches, pairs and results are the general path's. None in any other case."""
-        rb = self.re_bundle
-        assert rb is not None and rb.re is not None and rb.stage2 is not None
-        if not self.reuse_tokens:
-            return None
-        f, spec = rb.featurizer, rb.re
-        type_of = spec.type_ids
-        types = np.fromiter((type_of.get(lab, -1) for lab in labels), dtype=np.int64, count=len(labels))
-        head, tail = grouped_pairs(si, types, self.type_pairs)  # unit-level entity indices, sentence order
-        if not len(head):
-            return []
-        row_sent, row_of_pair = np.unique(si[head], return_inverse=True)  # a row per sentence with a pair
-        counts = prep.tokens.lengths[row_sent]
-        if (counts > f.max_content).any():
-            return None  # a sentence to window: the general path
-        batches = plan_batches(counts, f, self.batch_tokens)
-        order = np.concatenate(batches)
-        inputs = collate_flat_many(f, prep.tokens, prep.tokens.first[row_sent][order], counts[order],
-                                   [len(b) for b in batches])
-        batch_of_row = np.repeat(np.arange(len(batches)), [len(b) for b in batches])[np.argsort(order)]
-        place = np.empty(len(order), dtype=np.int64)  # a row's place in its batch
-        place[order] = np.concatenate([np.arange(len(b)) for b in batches])
-        pair_batch, pair_place = batch_of_row[row_of_pair], place[row_of_pair]
-        by_batch = np.lexsort((np.arange(len(head)), pair_place, pair_batch))  # the general path's pair order
-        bounds = np.searchsorted(pair_batch[by_batch], np.arange(len(batches) + 1))
-        doc = np.asarray(prep.sent_doc, dtype=np.int64)[si]
-        lead = f.lead
-
-        def score(k: int) -> list[tuple]:
-            sel = by_batch[bounds[k]:bounds[k + 1]]
-            h, t = head[sel], tail[sel]
-            best, prob, keep = self._re_batch(inputs[k], pair_place[sel], (lead + ts[h], lead + te[h], types[h]),
-                                              (lead + ts[t], lead + te[t], types[t]))
-            return list(zip(doc[h[keep]].tolist(), eid[h[keep]].tolist(), eid[t[keep]].tolist(), best, prob))
-
-        return self._run_re_batches(score, range(len(batches)), overlap)
-
-    def _separate_relations(self, prep: Prepared,
-                            sent_ents: list[tuple[int, list[tuple[int, int, str, int, int, int]]]],
-                            overlap: bool = True) -> list[tuple]:
-        """Relations from a separate RE bundle: its own tokenizer re-encodes the sentences
-        that have candidate pairs and the NER character spans map onto its tokens, unless
-        it is the NER bundle's tokenizer: then the unit's tokens and the NER token spans
-        (``sent_ents``: char start, char end, label, entity id, token start, token end)
-        serve as they are. A long
-        sentence is windowed and each pair is scored once, in the window where both
-        entities lie farthest from an edge; pairs no window holds together are skipped."""
-        rb = self.re_bundle
-        assert rb is not None and rb.re is not None and rb.stage2 is not None
-        f, spec = rb.featurizer, rb.re
-        type_ids = spec.type_ids
-        jobs = [(si, typed) for si, ents in sent_ents if len(typed := [e for e in ents if e[2] in type_ids]) >= 2]
-        if not jobs:
-            return []
-        if self.reuse_tokens:
-            encs = [prep.tokens.encoded(si) for si, _ in jobs]
-        else:
-            encs = f.tokenize([prep.texts[prep.sent_doc[si]][prep.sent_start[si] : prep.sent_end[si]] for si, _ in jobs])
-        rows: list[Encoded] = []
-        row_pairs: list[list[tuple]] = []
-        for (si, typed), enc in zip(jobs, encs):
-            base, n = prep.sent_start[si], len(enc.ids)
-            if self.reuse_tokens:
-                toks: list[tuple[int, int] | None] = [(e[4], e[5]) for e in typed]
-            else:
-                toks = _token_spans(enc.offsets, [(e[0] - base, e[1] - base, e[2]) for e in typed])
-            size = min(n, f.max_content)
-            chosen: dict[tuple[int, int], tuple[int, int]] = {}  # (head, tail) -> (distance, window)
-            windows = window_plan(n, f.max_content) if n > f.max_content else [0]
-            for w in windows:
-                inside = [k for k, tk in enumerate(toks) if tk is not None and w <= tk[0] and tk[1] <= w + size]
-                if len(inside) < 2:
-                    continue
-                pairs = candidate_pairs([Entity(toks[k][0], toks[k][1], typed[k][2]) for k in inside],
-                                        type_pairs=spec.type_pairs)
-                for h, t, _ in pairs:
-                    kh, kt = inside[h], inside[t]
-                    if len(windows) == 1:  # the usual case: one window, nothing to choose
-                        chosen[(kh, kt)] = (0, w)
-                        continue
-                    dist = min(edge_distance(*toks[kh], w, w + size, n), edge_distance(*toks[kt], w, w + size, n))
-                    if (kh, kt) not in chosen or dist > chosen[(kh, kt)][0]:
-                        chosen[(kh, kt)] = (dist, w)
-            by_window: dict[int, list[tuple]] = {}
-            for (kh, kt), (_, w) in sorted(chosen.items()):
-                (hs, he), (ts, te) = toks[kh], toks[kt]
-                by_window.setdefault(w, []).append((
-                    hs - w, he - w, type_ids[typed[kh][2]], ts - w, te - w, type_ids[typed[kt][2]],
-                    prep.sent_doc[si], typed[kh][3], typed[kt][3],
-                ))
-            for w in sorted(by_window):
-                rows.append(_window(enc, w, size))
-                row_pairs.append(by_window[w])
-        lead = f.lead
-
-        def score(batch_rows: np.ndarray) -> list[tuple]:
-            flat = [(i,) + p for i, r in enumerate(batch_rows) for p in row_pairs[r]]
-            if not flat:
-                return []
-            a = np.asarray([p[:7] for p in flat], dtype=np.int64)
-            best, prob, keep = self._re_batch(collate(f, [rows[r] for r in batch_rows]), a[:, 0],
-                                              (lead + a[:, 1], lead + a[:, 2], a[:, 3]),
-                                              (lead + a[:, 4], lead + a[:, 5], a[:, 6]))
-            return [(flat[k][7], flat[k][8], flat[k][9], b, p) for k, b, p in zip(keep.tolist(), best, prob)]
-
-        batches = plan_batches(np.array([len(r.ids) for r in rows], dtype=np.int64), f, self.batch_tokens)
-        return self._run_re_batches(score, batches, overlap)
-
-    def _re_batch(self, batch: Batch, place: np.ndarray, head: tuple[np.ndarray, np.ndarray, np.ndarray],
-                  tail: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[list[int], list[float], np.ndarray]:
-        """One RE batch: stage 1, then stage 2 over its pairs (``place``: each pair's row in
-        the batch; ``head``/``tail``: stage-1 start and end positions and type ids). Returns
-        the label index and probability of each pair not given the negative label (label
-        0), and those pairs' indices."""
-        rb = self.re_bundle
-        assert rb is not None and rb.stage2 is not None
-        hidden = run_stage1(rb.stage1, batch, ["hidden"])["hidden"]
-        probs = run_stage2(rb.stage2, hidden, batch.input_ids.shape[1], place, head, tail, self.batch_tokens)
-        best = probs.argmax(axis=1)
-        keep = np.flatnonzero(best != 0)
-        return best[keep].tolist(), probs[keep, best[keep]].tolist(), keep
-
-    def _run_re_batches(self, score: Callable[[T], list[tuple]], batches: Sequence[T], overlap: bool) -> list[tuple]:
-        """``score`` of every RE batch, concatenated in order: on ``re_streams`` workers at
-        once (like stage 1's streams, the small encoders run better as concurrent one-thread
-        calls than as one call on all threads), or in this thread without ``overlap``."""
-        if overlap and self.re_streams > 1 and len(batches) > 1:
-            with ThreadPoolExecutor(max_workers=self.re_streams, thread_name_prefix="nere-re") as pool:
-                parts = list(pool.map(score, batches))
-        else:
-            parts = [score(b) for b in batches]
-        return [r for part in parts for r in part]
+        return ent, UnitEntities(si, ts, te, cs, ce, labels, eid)
 
     def _tables(self, prep: Prepared, ent: dict[str, Any], rels: list[tuple]) -> UnitResult:
         unit = prep.unit
@@ -614,7 +446,7 @@ class Pipeline:
         ids = np.asarray(ent["entity_id"]).tolist()
         text_of = {(d, i): t for d, i, t in zip(doc_rows, ids, ent["text"])} if rels else {}
         entities = build(entity_schema(id_type), unit.ids, doc_rows, ent)
-        labels = self.ner.re.relation_labels if self.ner.re else (self.re_bundle.re.relation_labels if rels else [])
+        labels = self.rel.labels if self.rel is not None else []
         relations = build(relation_schema(id_type), unit.ids, [r[0] for r in rels], {
             "head_id": [r[1] for r in rels],
             "tail_id": [r[2] for r in rels],
@@ -631,3 +463,39 @@ class Pipeline:
         })
         return UnitResult(entities, relations, failures, len(unit.texts), len(prep.failures), prep.cleaned,
                           prep.n_tokens)
+
+
+def _check_bundles(ner: Bundle, re_bundle: Bundle | None) -> None:
+    """One-line errors for bundles that cannot run together."""
+    if ner.ner is None:
+        raise EngineError(f"bundle {ner.path} is RE-only: pass it as the RE bundle (--re-model) next to an NER bundle")
+    if re_bundle is not None:
+        if re_bundle.re is None:
+            raise EngineError(f"bundle {re_bundle.path} has no relation stage (task {re_bundle.task})")
+        if ner.re is not None:
+            raise EngineError(f"bundle {ner.path} is a joint bundle with its own relation stage; drop the RE bundle")
+
+
+def _joint_relations(prep: Prepared, ents: UnitEntities, rel_cands: dict[int, list]) -> list[tuple]:
+    """A joint bundle's candidates attached to the merged entities' ids: per sentence and
+    pair, the candidate found farthest from a window edge; a candidate whose entity the
+    window merge dropped is dropped too."""
+    si, ts, te, labels, eid = ents.sent, ents.tok_start, ents.tok_end, ents.labels, ents.eid
+    present = np.flatnonzero(np.diff(si, prepend=-1))  # sentence -> its slice of the entities
+    ranges = dict(zip(si[present].tolist(), zip(present.tolist(), np.append(present[1:], len(si)).tolist())))
+    rels: list[tuple] = []
+    for s_i, cands in rel_cands.items():
+        if s_i not in ranges:
+            continue  # the window merge dropped every entity of the sentence
+        k0, k1 = ranges[s_i]
+        ids = {(int(ts[k]), int(te[k]), labels[k]): int(eid[k]) for k in range(k0, k1)}
+        best: dict[tuple[int, int], tuple] = {}
+        for head, tail, lab, score, dist in cands:
+            h, t = ids.get(head), ids.get(tail)
+            if h is None or t is None:
+                continue
+            if (h, t) not in best or dist > best[(h, t)][2]:
+                best[(h, t)] = (lab, score, dist)
+        d = prep.sent_doc[s_i]
+        rels.extend((d, h, t, lab, score) for (h, t), (lab, score, _) in best.items())
+    return rels

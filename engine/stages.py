@@ -184,3 +184,17 @@ def run_stage2(
             logits = graph.session.run([out_name], feeds)[0]
         out.append(softmax(logits))
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+class StageObserver:
+    """A hook around every model call of a :class:`~nere.engine.pipeline.Pipeline`
+    (timing, recording): override :meth:`stage1`/:meth:`stage2` and call these to run the
+    call itself. Without an observer the pipeline calls the stage functions directly."""
+
+    def stage1(self, graph: Graph, batch: Batch, outputs: Sequence[str]) -> dict[str, Any]:
+        return run_stage1(graph, batch, outputs)
+
+    def stage2(self, graph: Graph, hidden: Any, width: int, rows: np.ndarray,
+               head: tuple[np.ndarray, np.ndarray, np.ndarray], tail: tuple[np.ndarray, np.ndarray, np.ndarray],
+               budget: int) -> np.ndarray:
+        return run_stage2(graph, hidden, width, rows, head, tail, budget)

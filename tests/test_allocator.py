@@ -87,3 +87,29 @@ def test_refused_or_missing_knobs_change_nothing(monkeypatch):
     refusing.mallopt = lambda param, value: 0
     monkeypatch.setattr(allocator, "_glibc", lambda: refusing)
     assert allocator.tune_allocator() is None
+
+
+@needs_glibc
+@pytest.mark.parametrize("env, tuned", [({}, True), ({allocator.ENV: "0"}, False)])
+def test_nere_extract_tunes_the_allocator_unless_the_env_says_no(tmp_path, env, tuned):
+    """``nere extract`` owns its process and tunes the allocator; NERE_TUNE_ALLOCATOR=0
+    opts out. A library Engine leaves it alone (EngineConfig.tune_allocator=False)."""
+    import json
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from fixtures_bundles import make_bundle
+    from nere.engine.config import EngineConfig
+
+    assert EngineConfig().tune_allocator is False
+    bundle = make_bundle(tmp_path / "b", kind="word")
+    pq.write_table(pa.table({"id": [1, 2], "text": ["alice smith works for acme corp", "bob"]}), tmp_path / "c.parquet")
+    out = tmp_path / "out"
+    run_env = {k: v for k, v in os.environ.items() if k != allocator.ENV} | env
+    subprocess.run([sys.executable, "-m", "nere.cli", "extract", str(tmp_path / "c.parquet"), "--model", str(bundle),
+                    "--out", str(out), "--device", "cpu", "--threads", "1", "--no-progress"],
+                   check=True, capture_output=True, env=run_env)
+    settings = json.loads((out / "summary.json").read_text())["allocator"]
+    assert (settings is not None) == tuned

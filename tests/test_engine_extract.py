@@ -222,67 +222,46 @@ def test_separate_re_bundle(engines, bundles):
     assert not any(t[2] == "paris" for t in got)  # 20 tokens apart: no 6-token window holds both
 
 
-def test_flat_re_path_equals_the_general_path(bundles, monkeypatch):
-    """The array path for the usual case (the RE bundle reuses the unit's tokens, every
-    sentence fits one RE window) gives the general path's tables exactly: type-filtered
-    pairs, sentences with one or no typed entity, several sentences per document, several
-    RE batches; a sentence longer than the RE window sends the unit to the general path."""
-    from nere.engine.pipeline import Pipeline
-
-    texts = RE_TEXTS * 30 + ["Bob of Acme Corp met Carol Jones in Paris . " * 3, "Globex", "nothing here at all"]
-    engine = Engine.load(bundles["word"], re_bundle=bundles["re"], device="cpu", threads=2, streams=2,
-                         re_streams=2, batch_tokens=64)
-    used: list[bool] = []
-    real = Pipeline._flat_relations
-    monkeypatch.setattr(Pipeline, "_flat_relations", lambda self, *a: (lambda r: used.append(r is not None) or r)(
-        real(self, *a)))
-    flat = engine.extract(texts)
-    assert used and all(used) and flat[1].num_rows > 60
-    monkeypatch.setattr(Pipeline, "_flat_relations", lambda self, *a: None)
-    general = engine.extract(texts)
-    for a, b in zip(flat, general):
-        assert a.equals(b)
-    monkeypatch.setattr(Pipeline, "_flat_relations", real)
-    short = Engine.load(bundles["word"], re_bundle=bundles["re_short"], device="cpu", threads=1)
-    used.clear()
-    monkeypatch.setattr(Pipeline, "_flat_relations", lambda self, *a: (lambda r: used.append(r is not None) or r)(
-        real(self, *a)))
-    short.extract(["alice smith works for acme corp " + "the " * 20 + "paris"])
-    assert used == [False]  # longer than the RE window: the general path windows it
+def test_separate_re_from_unit_tokens_equals_re_tokenized(bundles):
+    """The RE rows built from the unit's tokens (same tokenizer) give the tables the RE
+    tokenizer's own encodings give: type-filtered pairs, sentences with one or no typed
+    entity, several sentences per document, several RE batches on two workers, and
+    sentences longer than the RE window (each pair in one window)."""
+    texts = RE_TEXTS * 30 + ["Bob of Acme Corp met Carol Jones in Paris . " * 3, "Globex", "nothing here at all",
+                             "alice smith works for acme corp " + "the " * 3 + "paris and bob jones of globex inc"]
+    for re_name in ("re", "re_short"):
+        reused = Engine.load(bundles["word"], re_bundle=bundles[re_name], device="cpu", threads=2, streams=2,
+                             re_streams=2, batch_tokens=64)
+        retokenized = Engine.load(bundles["word"], re_bundle=bundles[re_name], device="cpu", threads=1,
+                                  batch_tokens=64)
+        retokenized.pipeline.reuse_tokens = False
+        assert reused.pipeline.reuse_tokens
+        a, b = reused.extract(texts), retokenized.extract(texts)
+        assert a[1].num_rows > 60 and a[0].equals(b[0]) and a[1].equals(b[1])
 
 
-def test_flat_re_path_equals_the_general_path_on_random_documents(bundles):
+def test_separate_re_from_unit_tokens_equals_re_tokenized_on_random_documents(bundles):
     """Property: on random documents (entities of every type, any whitespace, scripts and
-    sentence cuts) the array path and the general path give the same tables."""
-    engine = Engine.load(bundles["word_long"], re_bundle=bundles["re_long"], device="cpu", threads=1,
-                         batch_tokens=96)
-    pipe = engine.pipeline
-    assert pipe.reuse_tokens
-    real = pipe._flat_relations
-    taken: list[bool] = []
+    sentence cuts, sentences longer than the RE window) the unit's tokens and the RE
+    tokenizer's encodings give the same tables."""
+    pairs = [(bundles["word_long"], bundles["re_long"]), (bundles["word"], bundles["re_short"])]
+    engines = [(Engine.load(ner, re_bundle=re, device="cpu", threads=1, batch_tokens=96),
+                Engine.load(ner, re_bundle=re, device="cpu", threads=1, batch_tokens=96)) for ner, re in pairs]
+    for _, retokenized in engines:
+        retokenized.pipeline.reuse_tokens = False
 
-    def counting(*args):
-        result = real(*args)
-        taken.append(result is not None)
-        return result
-
-    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(st.lists(documents("word"), min_size=1, max_size=6))
     def check(docs):
         data = {"id": list(range(len(docs))), "text": [t for t, _ in docs]}
-        try:
-            pipe._flat_relations = counting
-            flat = engine.extract_all(data)
-            pipe._flat_relations = lambda *args: None  # the general path, for this engine only
-            general = engine.extract_all(data)
-        finally:
-            del pipe._flat_relations
-        assert flat.entities.equals(general.entities) and flat.relations.equals(general.relations)
-        relations.append(flat.relations.num_rows)
+        for reused, retokenized in engines:
+            a, b = reused.extract_all(data), retokenized.extract_all(data)
+            assert a.entities.equals(b.entities) and a.relations.equals(b.relations)
+            relations.append(a.relations.num_rows)
 
     relations: list[int] = []
     check()
-    assert sum(taken) > 20 and sum(relations) > 50  # the array path ran, and found relations, on many examples
+    assert sum(relations) > 50
 
 
 def test_separate_re_batches_run_on_re_streams_with_the_same_tables(bundles, monkeypatch):
@@ -442,7 +421,7 @@ def test_group_decoding_equals_batch_by_batch(engines, kind, monkeypatch):
     assert max(len(g) for g in grouped) > 1 and [k for g in grouped for k in g] == list(range(len(prep.batches)))
     together = pipe.infer(prep)
     monkeypatch.setattr(pipeline_module, "DECODE_GROUP_POSITIONS", 0)
-    monkeypatch.setattr(pipe, "batch_tokens", 0)  # budget 0: every batch a group of its own
+    monkeypatch.setattr(pipe.stream, "batch_tokens", 0)  # budget 0: every batch a group of its own
     assert all(len(g) == 1 for g in decode_groups(prep.batches, prep.row_n, f, 0))
     alone = pipe.infer(prep)
     assert together.entities.num_rows > 0 and (kind != "joint" or together.relations.num_rows > 0)
@@ -497,14 +476,14 @@ def test_stage1_jobs_of_several_batches_change_nothing(bundles, kind, monkeypatc
     import nere.engine.pipeline as pipeline_module
 
     jobs: list[list[tuple[int, int]]] = []  # per job: (unit key, padded positions) of its batches
-    real_ahead = pipeline_module._ahead
+    real_ahead = pipeline_module.Stage1Stream.ahead
 
     def recording_ahead(work, items, depth=1, workers=1):
         items = list(items)
         jobs.extend([(id(it[1]), b.input_ids.size) for _, b in it[3]] for it in items)
         return real_ahead(work, items, depth, workers)
 
-    monkeypatch.setattr(pipeline_module, "_ahead", recording_ahead)
+    monkeypatch.setattr(pipeline_module.Stage1Stream, "ahead", staticmethod(recording_ahead))
     from nere.engine.api import UNIT_DOCS
 
     texts = [" ".join(["alice smith works for acme corp"] * (k % 5 + 1) + ["in paris"] * (k % 3))
@@ -534,10 +513,10 @@ def test_stage1_worker_runs_depth_items_ahead(depth):
     """While the caller holds item k, the worker computes items k+1 .. k+depth (no more)."""
     import time
 
-    from nere.engine.pipeline import _ahead
+    from nere.engine.pipeline import Stage1Stream
 
     started: list[int] = []
-    it = _ahead(lambda x: started.append(x) or x, list(range(8)), depth=depth)
+    it = Stage1Stream.ahead(lambda x: started.append(x) or x, list(range(8)), depth=depth)
     assert next(it) == 0
     time.sleep(0.3)  # the caller is busy with item 0
     assert started == list(range(depth + 1))
@@ -545,7 +524,9 @@ def test_stage1_worker_runs_depth_items_ahead(depth):
 
 
 def test_stage1_worker_errors_reach_the_caller():
-    from nere.engine.pipeline import _ahead
+    from nere.engine.pipeline import Stage1Stream
+
+    _ahead = Stage1Stream.ahead
 
     def work(x: int) -> int:
         if x == 3:
@@ -560,14 +541,48 @@ def test_stage1_worker_errors_reach_the_caller():
     assert got == [10, 20]
 
 
-def test_engine_tunes_the_allocator_unless_told_not_to(bundles, monkeypatch):
+def test_engine_tunes_the_allocator_only_when_asked(bundles, monkeypatch):
+    """A library leaves the process-wide allocator alone unless its config asks."""
     from nere.engine import allocator
+    from nere.engine.config import EngineConfig
 
     calls = []
     monkeypatch.setattr(allocator, "tune_allocator", lambda: calls.append(1))
     monkeypatch.setattr(allocator, "allocator_settings", lambda: {"library": "glibc x"})
-    left_alone = Engine.load(bundles["crf"], device="cpu", threads=1, tune_allocator=False)
+    left_alone = Engine.load(bundles["crf"], device="cpu", threads=1)
     assert calls == []
-    tuned = Engine.load(bundles["crf"], device="cpu", threads=1)
+    tuned = Engine.load(bundles["crf"], config=EngineConfig(device="cpu", threads=1, tune_allocator=True))
     assert calls == [1] and tuned.describe()["allocator"] == {"library": "glibc x"}
     assert left_alone.extract_all(["alice smith works for acme corp"]).entities.num_rows > 0
+
+
+def test_stage_observer_sees_every_model_call_and_changes_nothing(bundles):
+    """An observer passed to the Engine wraps each stage-1 and stage-2 call (a separate
+    RE bundle's too, on its worker threads); the tables stay the same."""
+    import threading
+
+    from nere.engine.stages import StageObserver
+
+    class Counting(StageObserver):
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, str]] = []
+
+        def stage1(self, graph, batch, outputs):
+            self.calls.append(("stage1", threading.current_thread().name))
+            return super().stage1(graph, batch, outputs)
+
+        def stage2(self, graph, *args):
+            self.calls.append(("stage2", threading.current_thread().name))
+            return super().stage2(graph, *args)
+
+    texts = RE_TEXTS * 20
+    for ner, re in (("joint", None), ("word", "re")):
+        seen = Counting()
+        kw = dict(device="cpu", threads=2, streams=2, batch_tokens=64, re_bundle=bundles[re] if re else None)
+        watched = Engine.load(bundles[ner], observer=seen, **kw)
+        plain = Engine.load(bundles[ner], **kw)
+        a, b = watched.extract(texts), plain.extract(texts)
+        assert a[0].equals(b[0]) and a[1].equals(b[1]) and a[1].num_rows > 0
+        kinds = {k for k, _ in seen.calls}
+        assert kinds == {"stage1", "stage2"} and any(n.startswith("nere-stage1") for _, n in seen.calls)
+        assert plain.pipeline.observer is None

@@ -98,9 +98,9 @@ def test_run_writes_the_documented_tables(tmp_path, bundle):
 
 def test_same_input_same_bytes(tmp_path, bundle):
     corpus = write_corpus(tmp_path / "c.parquet", 400)
-    engine = Engine.load(bundle, device="cpu", threads=1)
-    engine.run([corpus], tmp_path / "a", part_docs=100, unit_docs=256, progress=False)
-    engine.run([corpus], tmp_path / "b", part_docs=100, unit_docs=256, progress=False)
+    engine = Engine.load(bundle, device="cpu", threads=1, part_docs=100, unit_docs=256)
+    engine.run([corpus], tmp_path / "a", progress=False)
+    engine.run([corpus], tmp_path / "b", progress=False)
     a, b = files_bytes(tmp_path / "a"), files_bytes(tmp_path / "b")
     assert len(a) == 3 * 3 and a == b  # 400 docs, units of 128 + 128 + 16 + 128 (small edges) -> 3 parts per table
 
@@ -209,7 +209,7 @@ def _parts_done(out: Path) -> int:
 def test_resume_after_sigkill_is_exactly_once(tmp_path, bundle):
     files = [write_corpus(tmp_path / "a.parquet", 2600), write_corpus(tmp_path / "b.parquet", 1400, start=2600)]
     ref = tmp_path / "ref"
-    Engine.load(bundle, device="cpu", threads=1).run(files, ref, part_docs=200, progress=False)
+    Engine.load(bundle, device="cpu", threads=1, part_docs=200).run(files, ref, progress=False)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "nere.cli", "extract", *map(str, files), "--model", str(bundle), "--out", str(out),
            "--part-docs", "200", "--threads", "1", "--no-progress"]
@@ -321,3 +321,26 @@ def test_default_streams_follow_the_recurrent_flag(tmp_path, bundle):
     assert Engine.load(bundle, device="cpu", threads=2, streams=2).streams == 2
     with pytest.raises(EngineError):
         Engine.load(tmp_path / "missing", device="cpu")
+
+
+def test_engine_config_fields_overrides_and_errors(bundle):
+    """One frozen config: keyword overrides replace its fields, unknown ones and bad
+    values are one-line errors, and the auto defaults are filled from the bundle."""
+    from dataclasses import FrozenInstanceError
+
+    from nere.engine.config import EngineConfig
+    from nere.engine.errors import EngineError
+
+    base = EngineConfig(device="cpu", threads=2, part_docs=7)
+    with pytest.raises(FrozenInstanceError):
+        base.threads = 3  # type: ignore[misc]
+    engine = Engine.load(bundle, config=base, threads=1, unit_docs=64)
+    assert engine.config == EngineConfig(device="cpu", threads=1, part_docs=7, unit_docs=64)
+    assert engine.threads == 1 and engine.streams == 1 and engine.batch_tokens == 4096
+    resolved = engine.pipeline.config
+    assert (resolved.threads, resolved.streams, resolved.re_streams, resolved.batch_tokens) == (1, 1, 1, 4096)
+    with pytest.raises(EngineError, match="unknown engine setting 'thread'"):
+        Engine.load(bundle, thread=2)
+    for field in ("batch_tokens", "part_docs", "unit_docs", "unit_chars", "streams"):
+        with pytest.raises(EngineError, match=f"{field} must be positive"):
+            EngineConfig(**{field: 0})

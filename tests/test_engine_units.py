@@ -82,12 +82,13 @@ def test_a_run_cut_without_edges_resumes_with_them_exactly_once(tmp_path, engine
 
     files = [write(tmp_path / "a.parquet", 2600), write(tmp_path / "b.parquet", 700, start=2600)]
     ref = tmp_path / "ref"
-    engine.run(files, ref, part_docs=1, progress=False)
+    engine = Engine(engine.bundle, threads=1, part_docs=1)
+    engine.run(files, ref, progress=False)
     out = tmp_path / "out"
     plain = api.iter_units
     api.iter_units = lambda *a, **k: plain(*a, **{**k, "edge_docs": 0})
     try:
-        engine.run(files, out, part_docs=1, progress=False)
+        engine.run(files, out, progress=False)
     finally:
         api.iter_units = plain
     progress = json.loads((out / "progress.json").read_text())
@@ -95,7 +96,7 @@ def test_a_run_cut_without_edges_resumes_with_them_exactly_once(tmp_path, engine
     progress["parts"] = progress["parts"][:2]  # as if killed after two parts
     progress["complete"] = False
     (out / "progress.json").write_text(json.dumps(progress))
-    summary = engine.run(files, out, part_docs=1, progress=False, resume=True)
+    summary = engine.run(files, out, progress=False, resume=True)
     assert summary["documents_read"] == 3300
     for table in ("entities", "failures"):
         got = pa.concat_tables(pq.read_table(p) for p in sorted((out / table).glob("part-*.parquet")))

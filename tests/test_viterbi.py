@@ -53,15 +53,16 @@ def _torch_decode(crf, emissions: np.ndarray, lengths: np.ndarray) -> list[list[
     ntags=st.integers(1, 9),
     scale=st.sampled_from([0.1, 1.0, 5.0]),
     full=st.booleans(),
+    strategy=st.sampled_from(["certified", "reference"]),
 )
-def test_viterbi_equals_pytorch_crf(seed, batch, time, ntags, scale, full):
+def test_viterbi_equals_pytorch_crf(seed, batch, time, ntags, scale, full, strategy):
     rng = np.random.default_rng(seed)
     crf = _random_crf(rng, ntags, scale)
     emissions = rng.normal(0, 2.0, (batch, time, ntags)).astype(np.float32)
     lengths = np.full(batch, time) if full else rng.integers(1, time + 1, batch)
     lengths[rng.integers(0, batch)] = time  # the batch is as wide as its longest row, as collate makes it
     expected = _torch_decode(crf, emissions, lengths)
-    got = viterbi_decode(emissions, lengths, *_params(crf))
+    got = viterbi_decode(emissions, lengths, *_params(crf), strategy=strategy)
     assert got.shape == (batch, time) and got.dtype == np.int64
     for b in range(batch):
         assert got[b, : lengths[b]].tolist() == expected[b]
@@ -90,7 +91,8 @@ def test_viterbi_batch_of_one_length_one():
     assert got.tolist() == _torch_decode(crf, emissions, np.array([1]))
 
 
-def test_viterbi_equals_brute_force():
+@pytest.mark.parametrize("strategy", ["certified", "reference"])
+def test_viterbi_equals_brute_force(strategy):
     """An oracle independent of pytorch-crf: score every path of small problems."""
     rng = np.random.default_rng(3)
     for _ in range(20):
@@ -102,10 +104,11 @@ def test_viterbi_equals_brute_force():
             key=lambda p: start[p[0]] + end[p[-1]] + sum(em[0, t, p[t]] for t in range(time))
             + sum(trans[p[t - 1], p[t]] for t in range(1, time)),
         )
-        assert viterbi_decode(em, [time], trans, start, end)[0].tolist() == list(best)
+        assert viterbi_decode(em, [time], trans, start, end, strategy)[0].tolist() == list(best)
 
 
-def test_viterbi_with_ties_returns_a_best_path_per_row():
+@pytest.mark.parametrize("strategy", ["certified", "reference"])
+def test_viterbi_with_ties_returns_a_best_path_per_row(strategy):
     """Integer scores make many paths tie: every row's path must still score the maximum
     (over all paths of its own length), whatever the other rows' lengths."""
     rng = np.random.default_rng(5)
@@ -119,7 +122,7 @@ def test_viterbi_with_ties_returns_a_best_path_per_row():
         trans, start, end = (rng.integers(-1, 2, size=s).astype(np.float32) for s in ((ntags, ntags), ntags, ntags))
         em = rng.integers(-1, 2, size=(batch, time, ntags)).astype(np.float32)
         lengths = rng.integers(1, time + 1, size=batch)
-        got = viterbi_decode(em, lengths, trans, start, end)
+        got = viterbi_decode(em, lengths, trans, start, end, strategy)
         for b, n in enumerate(lengths):
             best = max(score(p, em[b], trans, start, end) for p in itertools.product(range(ntags), repeat=int(n)))
             assert score(got[b, :n].tolist(), em[b], trans, start, end) == best
@@ -216,12 +219,26 @@ def _sorted_layout(emissions: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarr
 
 
 def _full_search(emissions: np.ndarray, lengths: np.ndarray, trans, start, end) -> np.ndarray:
-    """The dynamic programme over whole rows, nothing certified (the reference)."""
-    trans, start, end = (np.asarray(x, np.float32) for x in (trans, start, end))
-    em, lens, order = _sorted_layout(emissions, lengths)
-    out = np.zeros(emissions.shape[:2], np.int64)
-    out[order, : lens[0]] = search_sorted(em, lens, trans, start[:, None], end[None, :])
-    return out
+    """The dynamic programme over whole rows, nothing certified (the reference strategy)."""
+    return CRFDecoder(trans, start, end, strategy="reference").decode(emissions, lengths)
+
+
+def test_reference_strategy_is_the_plain_dynamic_programme(monkeypatch):
+    """The reference strategy never certifies: whole rows through search_sorted; an
+    unknown strategy is refused."""
+    monkeypatch.setattr(viterbi_module, "certified_path", lambda *a: pytest.fail("the reference certified"))
+    monkeypatch.setattr(viterbi_module, "run_bounds", lambda *a: pytest.fail("the reference computed bounds"))
+    rng = np.random.default_rng(21)
+    trans, start, end = (rng.normal(0, 1.0, s).astype(np.float32) for s in ((5, 5), 5, 5))
+    em, lengths = _confident(rng, 8, 12, 5, strength=6.0), rng.integers(1, 13, 8)
+    lengths[0] = 12
+    decoder = CRFDecoder(trans, start, end, strategy="reference")
+    layout, lens, order = _sorted_layout(em, lengths)
+    want = np.zeros(em.shape[:2], np.int64)
+    want[order, : lens[0]] = search_sorted(layout, lens, trans, start[:, None], end[None, :])
+    assert decoder.strategy == "reference" and np.array_equal(decoder.decode(em, lengths), want)
+    with pytest.raises(ValueError, match="strategy must be one of certified, reference"):
+        CRFDecoder(trans, start, end, strategy="fast")
 
 
 def _certified(emissions, lengths, trans, start, end) -> tuple[np.ndarray, np.ndarray]:

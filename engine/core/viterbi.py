@@ -5,6 +5,11 @@ tag j; ``start``/``end`` score the first/last tag; the mask is a left-aligned pr
 (``lengths`` per sequence). The loop runs over time steps only, never over sequences,
 and each step touches only the sequences still running.
 
+:class:`CRFDecoder` has two strategies that give the same paths: ``"reference"``, the
+plain dynamic programme over whole rows (:func:`search_sorted`), and ``"certified"``
+(the default), which searches only where the reference cannot be skipped and is tested
+against it.
+
 Most positions need no search. Take a reference path, each position's top-emission tag,
 and bound what any other path can gain over it (:func:`certified_path`): another path
 differs from it on runs of positions, each run's gain is at most a sum of per-position
@@ -29,12 +34,16 @@ CERTIFY_GIVE_UP = 4  # a decoder whose certificates left that share free this ma
 CERTIFY_RETRY_EVERY = 16  # ... certifies again only every CERTIFY_RETRY_EVERY-th call
 
 
+STRATEGIES = ("certified", "reference")
+
+
 def viterbi_decode(
     emissions: np.ndarray,
     lengths: np.ndarray,
     transitions: np.ndarray,
     start: np.ndarray,
     end: np.ndarray,
+    strategy: str = "certified",
 ) -> np.ndarray:
     """Best tag path per sequence.
 
@@ -42,24 +51,33 @@ def viterbi_decode(
         emissions: (batch, time, tags) float scores.
         lengths: (batch,) valid lengths, each >= 1 and <= time.
         transitions, start, end: the CRF's parameters, (tags, tags), (tags,), (tags,).
+        strategy: ``"certified"`` or ``"reference"`` (see :class:`CRFDecoder`); same paths.
     Returns:
         (batch, time) int64 tags; positions at or beyond a sequence's length are 0.
     """
-    return CRFDecoder(transitions, start, end).decode(emissions, lengths)
+    return CRFDecoder(transitions, start, end, strategy).decode(emissions, lengths)
 
 
 class CRFDecoder:
-    """Viterbi for one CRF's parameters, kept for many calls (the engine's): the bounds
-    of :func:`run_bounds` are computed once, and a model whose certificates keep leaving
-    most positions free (weak emissions) stops paying for them after ``CERTIFY_GIVE_UP``
-    such calls, except every ``CERTIFY_RETRY_EVERY``-th call. The paths never depend on
-    that choice."""
+    """Viterbi for one CRF's parameters, kept for many calls (the engine's).
 
-    def __init__(self, transitions: np.ndarray, start: np.ndarray, end: np.ndarray) -> None:
+    ``strategy="reference"`` runs the plain dynamic programme over whole rows.
+    ``strategy="certified"`` pins the positions a certificate decides and searches only
+    the islands between them; its bounds (:func:`run_bounds`) are computed once, and a
+    model whose certificates keep leaving most positions free (weak emissions) stops
+    paying for them after ``CERTIFY_GIVE_UP`` such calls, except every
+    ``CERTIFY_RETRY_EVERY``-th call. The paths never depend on the strategy."""
+
+    def __init__(self, transitions: np.ndarray, start: np.ndarray, end: np.ndarray,
+                 strategy: str = "certified") -> None:
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+        self.strategy = strategy
         self.trans = np.asarray(transitions, dtype=np.float32)
         self.start = np.asarray(start, dtype=np.float32)  # float32 throughout, as pytorch-crf computes
         self.end = np.asarray(end, dtype=np.float32)
-        self.bounds = run_bounds(self.trans, self.start, self.end) if len(self.start) > 1 else None
+        certified = strategy == "certified" and len(self.start) > 1
+        self.bounds = run_bounds(self.trans, self.start, self.end) if certified else None
         self._refused = 0  # certificates that left most positions free, this many calls in a row
         self._calls = 0
 
@@ -73,31 +91,40 @@ class CRFDecoder:
         if lengths.min() < 1 or lengths.max() > time:
             raise ValueError("every sequence length must be between 1 and the time dimension")
         out = np.zeros((batch, time), dtype=np.int64)
-        if self.bounds is None:  # one tag: the only path
+        if len(self.start) < 2:  # one tag: the only path
             return out
-        trans, start, end = self.trans, self.start, self.end
         order = np.argsort(-lengths, kind="stable")  # longest first: see search_sorted
         lens = lengths[order]
         steps = int(lens[0])
-        by_row = emissions[order][:, :steps]  # in two steps: numpy's gather-and-transpose in one is ~7x slower
+        by_row = emissions[order][:, :steps]  # in two steps: numpy's gather-and-transpose in one is slower
         em = np.ascontiguousarray(by_row.transpose(1, 2, 0))  # (time, tags, rows)
+        out[order, :steps] = self._certified(em, lens) if self.bounds is not None else self._reference(em, lens)
+        return out
+
+    def _reference(self, em: np.ndarray, lens: np.ndarray) -> np.ndarray:
+        """The plain dynamic programme over whole rows; (rows, time) tags."""
+        return search_sorted(em, lens, self.trans, self.start[:, None], self.end[None, :])
+
+    def _certified(self, em: np.ndarray, lens: np.ndarray) -> np.ndarray:
+        """Certified positions pinned, the islands between them searched; whole rows
+        searched where the certificate would leave most positions free, or where no
+        bound holds (infinite or NaN scores)."""
+        assert self.bounds is not None
         free = None
         self._calls += 1
         if self._refused < CERTIFY_GIVE_UP or self._calls % CERTIFY_RETRY_EVERY == 0:
-            margin = rounding_margin(em, trans, start, end)
-            if np.isfinite(margin):  # infinite or NaN scores: no bound holds, search everything
+            margin = rounding_margin(em, self.trans, self.start, self.end)
+            if np.isfinite(margin):
                 tag, free = certified_path(em, lens, self.bounds, margin)
                 if np.count_nonzero(free) >= FULL_SEARCH_SHARE * int(lens.sum()):
                     free = None
             self._refused = self._refused + 1 if free is None else 0
         if free is None:
-            ordered = search_sorted(em, lens, trans, start[:, None], end[None, :])
-        else:
-            ordered = np.ascontiguousarray(tag.T)
-            if free.any():
-                _search_islands(em, lens, free, ordered, trans, start, end)
-        out[order, :steps] = ordered
-        return out
+            return self._reference(em, lens)
+        ordered = np.ascontiguousarray(tag.T)
+        if free.any():
+            _search_islands(em, lens, free, ordered, self.trans, self.start, self.end)
+        return ordered
 
 
 class RunBounds(NamedTuple):
@@ -287,7 +314,7 @@ def _search_islands(em: np.ndarray, lens: np.ndarray, free: np.ndarray, path: np
     island, k = expand_ranges(np.zeros(len(n), dtype=np.int64), n)  # every (island, step), flat
     r, t = row[island], a[island] + k  # ... and its (row, time) in the path
     # (island time, tags, islands), filled only where an island still runs: one flat gather
-    # and one flat scatter (numpy's fancy indexing around a middle slice is ~4x slower)
+    # and one flat scatter (numpy's fancy indexing around a middle slice is slower)
     ntags, width = em.shape[1], em.shape[2]
     tag_k = np.arange(ntags)[:, None]
     island_em = np.empty((longest, ntags, len(n)), dtype=np.float32)
