@@ -35,6 +35,10 @@ def _trimmed(text: str, piece: str | None = None) -> str | None:
     ("Calif.,", "Calif."),
     ("U.S.;", "U.S."),
     ("the U.S..", "the U.S."),
+    ("the U.S. .", "the U.S."),
+    ("Calif .", "Calif ."),         # tokenized text: the abbreviation's period split off
+    ("N.J .", "N.J ."),
+    ("Texas .", "Texas"),
 ])
 def test_abbreviation_periods_stay_sentence_final_periods_go(piece, kept):
     assert _trimmed(piece) == kept
@@ -55,7 +59,7 @@ def test_periods_in_a_sentence():
     ("Pty)", "Pty"), ("(AP", "AP"), ("(AP)", "AP"), ("Acme (Pty)", "Acme (Pty)"), ("(Pty) Ltd", "(Pty) Ltd"),
     ('"JFK"', "JFK"), ("``Explains''", "Explains"), ("“Dream” Inc", "“Dream” Inc"), ("《人民日报》", "人民日报"),
     ("北京市。", "北京市"), ("（北京）", "北京"), ("$100", "$100"), ("#1", "#1"), ("AT&T", "AT&T"),
-    ("O'Brien", "O'Brien"), ("-Smith-", "Smith"),
+    ("O'Brien", "O'Brien"), ("-Smith-", "Smith"), ("'s National Press", "National Press"),
 ])
 def test_stray_punctuation_goes_balanced_pairs_stay(piece, kept):
     assert _trimmed(piece) == kept

@@ -16,9 +16,13 @@ A decoded character span of a text is, in this order:
      whole span goes as a pair (``(AP)`` -> ``AP``, ``《人民日报》`` -> ``人民日报``);
    - it is a final ``.`` of an abbreviation: an initialism (single letters, each followed
      by ``.``: ``U.S.``, ``N.Y.``, ``a.m.``) or a word of :data:`ABBREVIATIONS`
-     (``Corp.``, ``Calif.``, ``Jr.``, ``St.``). Such a word keeps its period at the end of
-     a sentence too, where one period serves both (``works for Acme Corp.`` ->
-     ``Acme Corp.``); any other final period goes (``born in Austin.`` -> ``Austin``).
+     (``Corp.``, ``Calif.``, ``Jr.``, ``St.``), also when tokenized text puts a space
+     before it (``Calif .``). Such a word keeps its period at the end of a sentence too,
+     where one period serves both (``works for Acme Corp.`` -> ``Acme Corp.``); any other
+     final period goes (``born in Austin.`` -> ``Austin``), and so does a second one
+     (``U.S..`` -> ``U.S.``).
+   A leading possessive or contraction ending goes with its apostrophe
+   (``'s National Press`` -> ``National Press``).
 4. dropped when nothing is left (a span of punctuation or spaces only).
 
 Symbols are never trimmed (``$100`` stays).
@@ -55,8 +59,12 @@ ABBREVIATIONS = frozenset(
     "jan feb mar apr jun jul aug sep sept oct nov dec no vs".split()
 )
 _INITIALISM = re.compile(r"(?:[^\W\d_]\.)+")
-# the last word before a final '.': letters, or letters joined by '.' ("U.S", "a.m")
-_FINAL_WORD = re.compile(r"[^\W\d_]+(?:\.[^\W\d_]+)*\.$")
+# the last word before a final '.': letters, or letters joined by '.' ("U.S", "a.m"); group 2
+# is a period of its own (then the final one is another, the sentence's); spaces may come
+# before the final '.' (tokenized text writes "Calif ." and "N.J .")
+_FINAL_WORD = re.compile(r"([^\W\d_]+(?:\.[^\W\d_]+)*)(\.?)\s*\.$")
+# a possessive or contracted ending left at the start of a span ("'s National Press")
+_LEADING_CLITIC = re.compile(r"['’](?:s|d|ll|re|ve|m|t)\s", re.IGNORECASE)
 _WORD_WINDOW = 24  # characters before a final '.' in which its word is looked for
 
 
@@ -69,12 +77,12 @@ def is_edge(ch: str) -> bool:
 def _abbreviation_period(piece: str) -> bool:
     """``piece`` (ending in '.') ends with an initialism or a listed abbreviation."""
     m = _FINAL_WORD.search(piece[-_WORD_WINDOW:])
-    if m is None:
+    if m is None or m.group(2):
         return False
-    word = m.group()
-    if _INITIALISM.fullmatch(word):
+    word = m.group(1)
+    if _INITIALISM.fullmatch(word + "."):
         return True
-    return "." not in word[:-1] and word[:-1].lower() in ABBREVIATIONS
+    return "." not in word and word.lower() in ABBREVIATIONS
 
 
 def _encloses(piece: str) -> bool:
@@ -115,7 +123,8 @@ def _trim_line(text: str, start: int, end: int) -> tuple[int, int] | None:
             s, e = s + 1, e - 1
             continue
         if is_edge(first) and not (first in PAIRS and PAIRS[first] in piece[1:]):
-            s += 1
+            clitic = _LEADING_CLITIC.match(piece)
+            s += clitic.end() if clitic else 1
             continue
         if is_edge(last) and not (
             (last == "." and _abbreviation_period(piece))
