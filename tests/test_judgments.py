@@ -68,7 +68,10 @@ def test_judgment_lines_keep_their_entities_apart(engine):
         assert sentence_of_line.setdefault(line, r["sentence_index"]) == r["sentence_index"]
 
 
-@pytest.mark.parametrize("space", ["\u3000", "\u00a0", "\u2002", "\u2003", "\u2009", "\u200a", "\u202f", "\u205f", "\t", " "])
+SPACES = ["\u3000", "\u00a0", "\u2002", "\u2003", "\u2009", "\u200a", "\u202f", "\u205f", "\t", " "]
+
+
+@pytest.mark.parametrize("space", SPACES)
 def test_any_unicode_space_maps_back_exactly(engine, space):
     """The tokenizer drops every Unicode space, so the model sees the same characters
     whichever space a document uses, and offsets still point into the text as written."""

@@ -15,14 +15,15 @@ A decoded character span of a text is, in this order:
      whose opener does (``Acme (Pty)``, ``“Dream” Inc``); a pair that encloses the
      whole span goes as a pair (``(AP)`` -> ``AP``, ``《人民日报》`` -> ``人民日报``);
    - it is a final ``.`` of an abbreviation: an initialism (single letters, each followed
-     by ``.``: ``U.S.``, ``N.Y.``, ``a.m.``) or a word of :data:`ABBREVIATIONS`
-     (``Corp.``, ``Calif.``, ``Jr.``, ``St.``), also when tokenized text puts a space
+     by ``.``: ``U.S.``, ``N.Y.``, ``a.m.``) or a capitalised word of :data:`ABBREVIATIONS`
+     (``Corp.``, ``Calif.``, ``Jr.``, ``St.``; not ``the wash.``), also when tokenized text puts a space
      before it (``Calif .``). Such a word keeps its period at the end of a sentence too,
      where one period serves both (``works for Acme Corp.`` -> ``Acme Corp.``); any other
      final period goes (``born in Austin.`` -> ``Austin``), and so does a second one
      (``U.S..`` -> ``U.S.``).
-   A leading possessive or contraction ending goes with its apostrophe
-   (``'s National Press`` -> ``National Press``).
+   A possessive or contraction ending goes with its apostrophe at the start of a span
+   (``'s National Press`` -> ``National Press``), and at its end when tokenized text
+   split it off (``Bob 's`` -> ``Bob``; ``McDonald's`` stays).
 4. dropped when nothing is left (a span of punctuation or spaces only).
 
 Symbols are never trimmed (``$100`` stays).
@@ -64,7 +65,9 @@ _INITIALISM = re.compile(r"(?:[^\W\d_]\.)+")
 # before the final '.' (tokenized text writes "Calif ." and "N.J .")
 _FINAL_WORD = re.compile(r"([^\W\d_]+(?:\.[^\W\d_]+)*)(\.?)\s*\.$")
 # a possessive or contracted ending left at the start of a span ("'s National Press")
-_LEADING_CLITIC = re.compile(r"['’](?:s|d|ll|re|ve|m|t)\s", re.IGNORECASE)
+_LEADING_CLITIC = re.compile(r"['’](?:s|d|ll|re|ve|m|t)(?:\s|$)", re.IGNORECASE)
+# the same ending split off at the end of a span by tokenized text ("Bob 's"); "McDonald's" keeps its 's
+_TRAILING_CLITIC = re.compile(r"\s+['’](?:s|d|ll|re|ve|m|t)$", re.IGNORECASE)
 _WORD_WINDOW = 24  # characters before a final '.' in which its word is looked for
 
 
@@ -82,7 +85,7 @@ def _abbreviation_period(piece: str) -> bool:
     word = m.group(1)
     if _INITIALISM.fullmatch(word + "."):
         return True
-    return "." not in word and word.lower() in ABBREVIATIONS
+    return "." not in word and word[0].isupper() and word.lower() in ABBREVIATIONS
 
 
 def _encloses(piece: str) -> bool:
@@ -118,7 +121,11 @@ def _trim_line(text: str, start: int, end: int) -> tuple[int, int] | None:
         piece = text[s:e]
         first, last = piece[0], piece[-1]
         if not (is_edge(first) or is_edge(last)):
-            return s, e
+            clitic = _TRAILING_CLITIC.search(piece) if last.isalpha() else None
+            if clitic is None:
+                return s, e
+            e = s + clitic.start()
+            continue
         if e - s >= 2 and _encloses(piece):
             s, e = s + 1, e - 1
             continue
@@ -155,7 +162,9 @@ def trim_span(text: str, start: int, end: int) -> tuple[int, int] | None:
 
 def needs_trim(piece: str) -> bool:
     """Whether :func:`trim_span` could change a span of this text (a cheap test first)."""
-    return is_edge(piece[0]) or is_edge(piece[-1]) or _BREAK.search(piece) is not None
+    tail = piece[-4:-1]
+    return (is_edge(piece[0]) or is_edge(piece[-1]) or "'" in tail or "’" in tail
+            or _BREAK.search(piece) is not None)
 
 
 def trim_spans(text: str, spans: Iterable[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
