@@ -39,7 +39,8 @@ def _trimmed(text: str, piece: str | None = None) -> str | None:
     ("Calif .", "Calif ."),         # tokenized text: the abbreviation's period split off
     ("N.J .", "N.J ."),
     ("Texas .", "Texas"),
-    ("the wash.", "the wash"),      # listed words count only capitalised
+    ("the wash.", "the wash"),      # listed words count only capitalised ...
+    ("U S West inc.", "U S West inc."),  # ... but for company forms
 ])
 def test_abbreviation_periods_stay_sentence_final_periods_go(piece, kept):
     assert _trimmed(piece) == kept

@@ -16,7 +16,8 @@ A decoded character span of a text is, in this order:
      whole span goes as a pair (``(AP)`` -> ``AP``, ``《人民日报》`` -> ``人民日报``);
    - it is a final ``.`` of an abbreviation: an initialism (single letters, each followed
      by ``.``: ``U.S.``, ``N.Y.``, ``a.m.``) or a capitalised word of :data:`ABBREVIATIONS`
-     (``Corp.``, ``Calif.``, ``Jr.``, ``St.``; not ``the wash.``), also when tokenized text puts a space
+     (``Corp.``, ``Calif.``, ``Jr.``, ``St.``; not ``the wash.``; company forms in any case:
+     ``inc.``), also when tokenized text puts a space
      before it (``Calif .``). Such a word keeps its period at the end of a sentence too,
      where one period serves both (``works for Acme Corp.`` -> ``Acme Corp.``); any other
      final period goes (``born in Austin.`` -> ``Austin``), and so does a second one
@@ -59,6 +60,7 @@ ABBREVIATIONS = frozenset(
     # months, numbers
     "jan feb mar apr jun jul aug sep sept oct nov dec no vs".split()
 )
+_ANY_CASE = frozenset("corp inc co ltd bros".split())  # written in lower case too ("U S West inc.")
 _INITIALISM = re.compile(r"(?:[^\W\d_]\.)+")
 # the last word before a final '.': letters, or letters joined by '.' ("U.S", "a.m"); group 2
 # is a period of its own (then the final one is another, the sentence's); spaces may come
@@ -85,7 +87,8 @@ def _abbreviation_period(piece: str) -> bool:
     word = m.group(1)
     if _INITIALISM.fullmatch(word + "."):
         return True
-    return "." not in word and word[0].isupper() and word.lower() in ABBREVIATIONS
+    low = word.lower()
+    return "." not in word and low in ABBREVIATIONS and (word[0].isupper() or low in _ANY_CASE)
 
 
 def _encloses(piece: str) -> bool:
