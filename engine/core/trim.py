@@ -16,10 +16,9 @@ A decoded character span of a text is, in this order:
      whole span goes as a pair (``(AP)`` -> ``AP``, ``《人民日报》`` -> ``人民日报``);
    - it is a final ``.`` of an abbreviation: an initialism (single letters, each followed
      by ``.``: ``U.S.``, ``N.Y.``, ``a.m.``) or a capitalised word of :data:`ABBREVIATIONS`
-     (``Corp.``, ``Calif.``, ``Jr.``, ``St.``; not ``the wash.``; company forms in any case:
-     ``inc.``), also when tokenized text puts a space
-     before it (``Calif .``). Such a word keeps its period at the end of a sentence too,
-     where one period serves both (``works for Acme Corp.`` -> ``Acme Corp.``); any other
+     (``Corp.``, ``Calif.``, ``Jr.``, ``St.``; not ``the wash.``; company forms in any
+     case: ``inc.``), also when tokenized text puts a space before it (``Calif .``).
+     Such a word keeps its period at the end of a sentence too, where one period serves both (``works for Acme Corp.`` -> ``Acme Corp.``); any other
      final period goes (``born in Austin.`` -> ``Austin``), and so does a second one
      (``U.S..`` -> ``U.S.``).
    A possessive or contraction ending goes with its apostrophe at the start of a span
