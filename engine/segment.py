@@ -2,9 +2,10 @@
 
 Sentence boundaries come from :func:`nere.engine.core.sentences.sentence_spans` (the same
 rule training data is cut with), with English full stops on and, by default, every line
-break ending a sentence (``line_breaks="join"`` for text wrapped mid-sentence). A sentence longer than the
-model's window is cut into overlapping token windows; entities found in several windows
-are merged by :func:`merge_windows`, so nothing is silently truncated.
+break ending a sentence (``line_breaks="join"`` for text wrapped mid-sentence). A
+sentence longer than the model's window is cut into overlapping token windows; entities
+found in several windows are merged by :func:`merge_windows`, so nothing is silently
+truncated.
 """
 from __future__ import annotations
 
