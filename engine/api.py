@@ -265,6 +265,7 @@ class Engine:
             "re_bundle_sha256": self.re_bundle.sha256 if self.re_bundle else None,
             "batch_tokens": self.batch_tokens, "max_doc_chars": self.pipeline.max_doc_chars,
             "part_docs": cfg.part_docs, "unit_docs": cfg.unit_docs, "unit_chars": cfg.unit_chars,
+            "line_breaks": cfg.line_breaks,
         }
 
     def _write_parts(self, state: RunState, files: list, id_col: str, text_col: str, limit: int | None,

@@ -62,11 +62,14 @@ def _print_summary(s: dict[str, Any]) -> None:
               help="Longer documents are reported as failed rows, not processed.")
 @click.option("--part-docs", type=click.IntRange(1), default=50_000, show_default=True,
               help="Documents per part file (a killed run redoes at most one part).")
+@click.option("--line-breaks", type=click.Choice(["split", "join"]), default="split", show_default=True,
+              help="split: a line break ends a sentence (headings, lists, signatures); join: text whose "
+                   "lines are wrapped mid-sentence.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 @click.option("--preview", type=click.IntRange(0), default=0, show_default=True,
               help="Print the first N rows of the entity and relation tables when done.")
 def extract(inputs, model, re_model, out, id_col, text_col, device, batch_tokens, threads, streams, re_streams, resume,
-            overwrite, limit, max_doc_chars, part_docs, progress, preview) -> None:
+            overwrite, limit, max_doc_chars, part_docs, line_breaks, progress, preview) -> None:
     """Extract entities (and relations) from the Parquet files or folders INPUT...
 
     Exit status: 0 when done; 1 on an error (bad input, bundle or --out, or --out in use by
@@ -79,7 +82,7 @@ def extract(inputs, model, re_model, out, id_col, text_col, device, batch_tokens
         # the CLI owns its process, so it tunes the allocator (NERE_TUNE_ALLOCATOR=0 opts out)
         config = EngineConfig(device=device, threads=threads, streams=streams, re_streams=re_streams,
                               batch_tokens=batch_tokens, max_doc_chars=max_doc_chars, part_docs=part_docs,
-                              tune_allocator=True)
+                              line_breaks=line_breaks, tune_allocator=True)
         engine = Engine.load(model, re_model, config)
         summary = engine.run(list(inputs), out, id_col=id_col, text_col=text_col, resume=resume,
                              overwrite=overwrite, limit=limit, progress=progress)

@@ -34,6 +34,7 @@ class EngineConfig:
     unit_chars: int = UNIT_CHARS  # ... and about this many characters at most
     part_docs: int = PART_DOCS  # documents per part file of Engine.run
     tune_allocator: bool = False  # process-wide glibc malloc tuning: off for a library, on in `nere`
+    line_breaks: str = "split"  # split: a line break ends a sentence; join: lines wrapped mid-sentence
 
     def __post_init__(self) -> None:
         for name in ("streams", "re_streams", "batch_tokens", "unit_docs", "unit_chars", "part_docs"):

@@ -336,7 +336,7 @@ class Part:
             self.tmp(table).unlink(missing_ok=True)
 
 
-RESUME_OPTIONS = frozenset({"batch_tokens", "max_doc_chars", "part_docs", "limit"})  # `nere extract` options in the run config
+RESUME_OPTIONS = frozenset({"batch_tokens", "max_doc_chars", "part_docs", "limit", "line_breaks"})  # `nere extract` options in the run config
 
 
 class RunState:

@@ -28,7 +28,16 @@ from nere.engine.core.decode import decode_tags, kept_decoder
 from nere.engine.core.featurize import Batch, Featurizer, Tokens
 from nere.engine.errors import EngineError
 from nere.engine.relations import Relations, UnitEntities
-from nere.engine.segment import Candidate, check_texts, edge_distance, merge_windows, split_sentences, window_plan
+from nere.engine.core.trim import trim_entity_spans
+from nere.engine.segment import (
+    Candidate,
+    check_line_breaks,
+    check_texts,
+    edge_distance,
+    merge_windows,
+    split_sentences,
+    window_plan,
+)
 from nere.engine.stages import (
     DECODE_GROUP_POSITIONS,
     STAGE1_JOB_POSITIONS,
@@ -246,6 +255,7 @@ class Pipeline:
         self.batch_tokens, self.max_doc_chars = int(cfg.batch_tokens), int(cfg.max_doc_chars)  # type: ignore[arg-type]
         self.streams = int(cfg.streams)  # type: ignore[arg-type]  # stage-1 calls in flight at once
         self.re_streams = int(cfg.re_streams) if re_bundle is not None else 1  # type: ignore[arg-type]
+        self.line_breaks = check_line_breaks(cfg.line_breaks)  # "split": a line break ends a sentence
         # one decoder for the run: it keeps its certificate bounds and what it learnt (see CRFDecoder)
         self.crf = kept_decoder(ner.ner.crf)  # type: ignore[union-attr]
         self.relations = "joint" if ner.re is not None else ("separate" if re_bundle is not None else None)
@@ -279,7 +289,7 @@ class Pipeline:
     def prepare(self, unit: Unit) -> Prepared:
         f = self.ner.featurizer
         texts, failures, cleaned = self._check(unit)
-        spans = [split_sentences(text) if text is not None else [] for text in texts]
+        spans = [split_sentences(text, self.line_breaks) if text is not None else [] for text in texts]
         sent_doc = [d for d, sp in enumerate(spans) for _ in sp]
         sent_no = [k for sp in spans for k in range(len(sp))]
         flat = [se for sp in spans for se in sp]
@@ -425,6 +435,13 @@ class Pipeline:
         cs = base + offsets[first_token + ts, 0]
         ce = base + offsets[first_token + te - 1, 1]
         doc = np.asarray(prep.sent_doc, dtype=np.int64)[si]
+        # entity edges trimmed by the rule evaluation uses (core/trim.py); token spans stay the model's
+        kept, cs, ce = trim_entity_spans(prep.texts, doc, cs, ce)  # type: ignore[arg-type]
+        if kept is not None:
+            if not len(kept):
+                return self._tables(prep, {k: [] for k in ENTITY_COLUMNS}, [])
+            si, ts, te, scores, doc = si[kept], ts[kept], te[kept], scores[kept], doc[kept]
+            labels = [labels[k] for k in kept.tolist()]
         eid = np.arange(len(doc)) - np.searchsorted(doc, doc)  # documents are contiguous and in order
         docs, starts, ends = doc.tolist(), cs.tolist(), ce.tolist()
         ent = {

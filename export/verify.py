@@ -96,8 +96,10 @@ def ner_parity(bundle: Bundle, model: Any, featurizer: Featurizer, examples: Seq
         tags_t = decode_tags(em_t, bt.lengths, crf_t)
         tags_b = decode_tags(em_b, bb.lengths, crf_b)
         for row, i in enumerate(idx):
-            pred_t[i] = row_char_spans(model.tagset, tags_t[row], bt.offsets[row], lead_t, len(items_t[i].tags))
-            pred_b[i] = row_char_spans(bundle.ner.tagset, tags_b[row], bb.offsets[row], lead_b, len(items_b[i].tags))
+            text = examples[i].text
+            pred_t[i] = row_char_spans(model.tagset, tags_t[row], bt.offsets[row], lead_t, len(items_t[i].tags), text)
+            pred_b[i] = row_char_spans(bundle.ner.tagset, tags_b[row], bb.offsets[row], lead_b, len(items_b[i].tags),
+                                       text)
     gold = [it.gold for it in items_t]
     s_t, s_b = entity_scores(gold, pred_t), entity_scores(gold, pred_b)
     same = [sorted(a) == sorted(b) for a, b in zip(pred_t, pred_b)]

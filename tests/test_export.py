@@ -345,7 +345,8 @@ _NO_TORCH = textwrap.dedent("""
     batch = f.collate(encs)
     em = bundle.stage1.session.run(["emissions"], {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})[0]
     tags = decode_tags(em, batch.lengths, bundle.ner.crf)
-    spans = [row_char_spans(bundle.ner.tagset, tags[i], batch.offsets[i], f.lead, len(e.ids)) for i, e in enumerate(encs)]
+    spans = [row_char_spans(bundle.ner.tagset, tags[i], batch.offsets[i], f.lead, len(e.ids), texts[i])
+             for i, e in enumerate(encs)]
     assert "torch" not in sys.modules
     print(json.dumps(spans))
 """)
