@@ -14,6 +14,7 @@ import pytest
 
 from nere.engine.api import Engine
 from nere.engine.bundle import load_bundle
+from nere.engine.config import EngineConfig
 from nere.engine.pipeline import Pipeline, Unit
 
 BUNDLE = Path(__file__).resolve().parents[1] / "artifacts" / "zh-msra-ner-bilstm-crf-int8"
@@ -93,7 +94,7 @@ def test_windows_crlf_and_indents(engine):
 def test_joined_lines_never_emit_an_entity_across_a_break():
     """``line_breaks="join"`` (text wrapped mid-sentence): sentences run over lines, and the
     span guard cuts any entity the model decodes across a break."""
-    pipe = Pipeline(load_bundle(BUNDLE, "cpu", threads=1), line_breaks="join")
+    pipe = Pipeline(load_bundle(BUNDLE, "cpu", threads=1), config=EngineConfig(line_breaks="join"))
     result = pipe.infer(pipe.prepare(Unit(pa.array(["d"]), [JUDGMENT])))
     rows = result.entities.to_pylist()
     _check_exact(JUDGMENT, rows)
