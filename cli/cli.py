@@ -13,7 +13,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "study": ("nere.train.study", "study", "Run the whole model comparison and regenerate the result tables."),
     "export": ("nere.export.cli", "export", "Export a checkpoint to an ONNX bundle (fp32, fp16, int8)."),
     "extract": ("nere.engine.cli", "extract", "Extract entities and relations from Parquet corpora."),
-    "bench": ("nere.bench", "bench", "Benchmark latency and throughput of exported bundles."),
+    "bench": ("nere.bench.command", "bench", "Benchmark latency and throughput of exported bundles."),
 }
 
 

@@ -16,9 +16,9 @@ import pytest
 from click.testing import CliRunner
 
 from fixtures_bundles import make_bundle
-from nere.bench import checkpoint_of, evaluate_targets
-from nere.bench_measure import profile_pass
-from nere.bench_proc import measure
+from nere.bench.command import checkpoint_of, evaluate_targets
+from nere.bench.measure import profile_pass
+from nere.bench.proc import measure
 from nere.cli import main
 from nere.engine.api import Engine
 
@@ -113,7 +113,7 @@ def test_bench_writes_report_with_stable_keys(tiny, tmp_path):
 def test_ratio_split_multiplies_back_to_each_rounds_ratio():
     """end to end / model only == CPU ratio x busy ratio, exactly, round by round: wall =
     CPU / (busy share x cores); a non-CPU provider is skipped with the reason."""
-    from nere.bench import _ratio_split
+    from nere.bench.command import _ratio_split
 
     engine = SimpleNamespace(provider="CPUExecutionProvider", describe=lambda: {"threads": 2})
     # one round: 100 documents; end to end 2.0 s wall on 3.6 s CPU, model only 1.6 s on 3.1 s
@@ -129,7 +129,7 @@ def test_ratio_split_multiplies_back_to_each_rounds_ratio():
 def test_cpu_split_only_where_the_model_runs_in_the_calling_thread(tiny, tmp_path):
     """The model's CPU is told apart only for one intra-op thread per call (a separate RE
     bundle's calls too); the end-to-end run then reports process >= model CPU."""
-    from nere.bench_measure import cpu_split_note, end_to_end
+    from nere.bench.measure import cpu_split_note, end_to_end
 
     one = Engine(tiny["ner"], device="cpu", threads=1)
     assert cpu_split_note(one) is None
@@ -173,8 +173,8 @@ def test_replay_runs_a_separate_re_bundles_calls_in_their_own_lane(tiny, monkeyp
     ``streams`` at once; every recorded call runs once."""
     import threading
 
-    import nere.bench_measure as bench_measure
-    from nere.bench import _replay_lanes
+    import nere.bench.measure as bench_measure
+    from nere.bench.command import _replay_lanes
 
     engine = Engine(tiny["ner"], re_bundle=tiny["re"], device="cpu", threads=2, streams=2, re_streams=1)
     prof = profile_pass(engine, tiny["corpus"], None)
@@ -296,7 +296,7 @@ def test_child_peak_is_the_childs_own():
     # ru_maxrss of a child would include this process's 200 MB; VmHWM does not
     held = bytearray(200 * 2**20)
     held[:: 4096] = b"1" * len(held[:: 4096])
-    code = ("import os; from nere.bench_proc import _write_hwm_at_exit; _write_hwm_at_exit(); "
+    code = ("import os; from nere.bench.proc import _write_hwm_at_exit; _write_hwm_at_exit(); "
             "x = bytearray(60 * 2**20); x[::4096] = b'1' * len(x[::4096])")
     r = measure([sys.executable, "-c", code])
     assert r["returncode"] == 0 and r["peak_source"] == "VmHWM at exit"
@@ -392,7 +392,7 @@ def test_weight_flops_per_token_counts_weight_products(tmp_path):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from nere.bench_compute import weight_flops_per_token
+    from nere.bench.compute import weight_flops_per_token
 
     def init(name, shape, dtype=np.float32):
         return numpy_helper.from_array(np.zeros(shape, dtype), name)
@@ -416,7 +416,7 @@ def test_weight_flops_per_token_counts_weight_products(tmp_path):
 
 
 def test_matmul_rate_and_compute_section():
-    from nere.bench_compute import compute_section, matmul_gflops
+    from nere.bench.compute import compute_section, matmul_gflops
 
     rate = matmul_gflops("CPUExecutionProvider", 1, seconds=0.01)
     assert rate["gflops"] > 0 and rate["provider"] == "CPUExecutionProvider" and rate["matmul"].startswith("float32")
@@ -429,7 +429,7 @@ def test_matmul_rate_and_compute_section():
 
 
 def test_plot_labels_break_at_pairings_and_baselines():
-    from nere.bench_report import tick_label
+    from nere.bench.report import tick_label
 
     assert tick_label("ner-bundle+re-bundle", "int8") == "ner-bundle\n+re-bundle\n(int8)"
     assert tick_label("torch-eager-fp32:ner-ckpt+re-ckpt", "fp32 torch") == "torch-eager-fp32:\nner-ckpt\n+re-ckpt\n(fp32 torch)"
