@@ -42,6 +42,7 @@ from nere.bench.measure import (
     read_documents,
 )
 from nere.engine.errors import EngineError
+from nere.extras import require
 
 REPORT_SCHEMA = "nere-bench/1"
 TARGETS = {"int8_speedup_vs_torch": 3.0, "int8_f1_drop": 0.005, "end_to_end_over_model_only": 0.85,
@@ -262,6 +263,8 @@ def bench(models, re_models, corpus, id_col, text_col, device, batch_tokens, str
           baseline, checkpoint, re_checkpoint, baseline_batch_docs, latency_seconds, do_latency, do_rss, rss_corpus,
           out) -> None:
     """Measure throughput, latency and memory of bundles over a Parquet corpus."""
+    if baseline == "torch":
+        require("`nere bench --baseline torch`", "train")
     if re_checkpoint is not None and len(re_models) != 1:
         raise click.ClickException("--re-checkpoint names the baseline of one --re-model: give exactly one --re-model "
                                    "with it (without it, each RE bundle's manifest names its checkpoint)")
