@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -47,6 +48,31 @@ def tiny(tmp_path_factory):
             "ner": make_bundle(root / "ner-crf", task="ner", decoding="crf"),
             "re": make_bundle(root / "re-only", task="re"),
             "corpus": write_corpus(root / "corpus.parquet")}
+
+
+def assert_rates_are_counts_over_seconds(rates: dict, corpus: dict, with_tokens: bool) -> None:
+    """A reported rate is the corpus's counts over the median of the measured seconds (which
+    the report rounds to 0.1 ms: the rate must lie within what that rounding allows)."""
+    seconds = statistics.median(rates["seconds_all"])
+    assert seconds > 0 and rates["seconds"] == pytest.approx(seconds, abs=1e-4)
+    counts = {"documents_per_s": corpus["documents"], "sentences_per_s": corpus["sentences"]}
+    if with_tokens:  # the corpus section counts the first model's tokens (tokenizers may differ)
+        counts["tokens_per_s"] = corpus["tokens"]
+    for key, n in counts.items():
+        assert 0.99 * n / (seconds + 5e-5) <= rates[key] <= 1.01 * n / max(seconds - 5e-5, 1e-9), (key, rates)
+        # the same seconds divide every count: the rates' ratios are the counts' ratios
+        assert rates[key] / rates["documents_per_s"] == pytest.approx(n / corpus["documents"], rel=1e-3)
+
+
+def test_rates_divide_the_counts_by_the_median_seconds():
+    from nere.bench.command import _rates_of
+
+    got = _rates_of(10, 30, 400, [4.0, 1.0, 2.0])
+    assert got == {"seconds": 2.0, "documents_per_s": 5.0, "sentences_per_s": 15.0, "tokens_per_s": 200.0,
+                   "seconds_all": [4.0, 1.0, 2.0]}
+    got = _rates_of(7, 7, 7, [0.5])
+    assert got["documents_per_s"] == 14.0 and got["tokens_per_s"] == 14.0
+    assert _rates_of(7, 7, 7, []) == {"seconds_all": []}
 
 
 def run_cli(args: list[str]):
@@ -103,6 +129,9 @@ def test_bench_writes_report_with_stable_keys(tiny, tmp_path):
                                          "total"}
     # models take turns batch by batch: the same number of samples for each
     assert len({m["latency"][0]["samples"] for m in r["models"]}) == 1
+    for i, m in enumerate(r["models"]):
+        for section in ("end_to_end", "model_only"):
+            assert_rates_are_counts_over_seconds(m[section], r["corpus"], with_tokens=i == 0)
     joint = r["models"][0]
     assert joint["outputs"]["relations"] > 0 and joint["model_batches"]["stage2"] > 0
     assert {t["name"] for t in r["targets"]} == {"end_to_end_over_model_only"}
@@ -435,3 +464,12 @@ def test_plot_labels_break_at_pairings_and_baselines():
     assert tick_label("torch-eager-fp32:ner-ckpt+re-ckpt", "fp32 torch") == "torch-eager-fp32:\nner-ckpt\n+re-ckpt\n(fp32 torch)"
     long = tick_label("a-very-long-bundle-folder-name-of-forty-chars", "fp32")
     assert all(len(line) <= 28 for line in long.splitlines()) and long.endswith("(fp32)")
+
+
+def test_bench_baseline_without_torch_is_one_install_line(tiny, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # as on an install without the train extra
+    res = CliRunner().invoke(main, ["bench", "--model", str(tiny["joint"]), "--corpus", str(tiny["corpus"]),
+                                    "--baseline", "torch", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 1 and not (tmp_path / "r").exists()
+    (line,) = [x for x in res.output.splitlines() if x.strip()]
+    assert "pip install 'nere[train]'" in line and "torch" in line
