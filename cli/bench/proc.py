@@ -8,8 +8,8 @@ resident set of its address space since ``exec``) to a file when it exits.
 
 Why not ``ru_maxrss`` (``os.wait4``, ``getrusage(RUSAGE_CHILDREN)``)?
 On Linux a child's ``ru_maxrss`` starts at the *parent's* high-water mark: the kernel
-folds the pre-``exec`` address space (the parent's, under vfork) into it. Measured here:
-a ``python -c pass`` child of a 800 MB parent reports ru_maxrss 797 MB, VmHWM 11 MB.
+folds the pre-``exec`` address space (the parent's, under vfork) into it, so a
+``python -c pass`` child of a large parent reports about the parent's size.
 
 A psutil poll adds the RSS over time (does memory keep growing with the corpus?); on
 CUDA, ``nvidia-smi`` is polled for the child's GPU memory.
