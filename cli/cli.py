@@ -12,7 +12,7 @@ from nere.extras import install_hint, require
 # name -> (module, attribute, one-line help shown by `nere --help`, extras it cannot run without)
 COMMANDS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "train": ("nere.train_commands", "train", "Train an NER, RE or joint model into a checkpoint folder.", ("train",)),
-    "evaluate": ("nere.train_commands", "evaluate", "Score a checkpoint on a dataset split.", ("train",)),
+    "evaluate": ("nere.evaluate_command", "evaluate", "Score a checkpoint or bundle on a dataset split.", ()),
     "study": ("nere.study_command", "study", "Run the whole model comparison and regenerate the result tables.", ()),
     "export": ("nere.export.cli", "export", "Export a checkpoint to an ONNX bundle (fp32, fp16, int8).", ("export",)),
     "extract": ("nere.engine.cli", "extract", "Extract entities and relations from Parquet corpora.", ()),

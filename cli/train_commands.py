@@ -1,4 +1,4 @@
-"""`nere train ner|re|joint` and `nere evaluate`: thin click layers over the task modules.
+"""`nere train ner|re|joint`: thin click layers over the task modules.
 
 The task modules (``nere.train.ner_task``, ``re_task``, ``joint_task``) are plain
 functions; every option, message and exit code of the training commands lives here.
@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import click
 
+from nere.splits import load_splits
 from nere.train.re_task import DEFAULT_NEG_RATIO
 from nere.train.registry import model_names
 
@@ -109,15 +110,6 @@ def run_metrics(task: str, model: str, opts: dict[str, Any], splits, result: dic
         "train_featurization": make.stats, "notes": notes, "command": command_line(), "hardware": hardware(),
         "seconds": time.perf_counter() - started, "train_config": cfg.__dict__,
     }
-
-
-def load_splits(dataset: str, data_dir: str | None, limit: int | None, splits=("train", "dev")):
-    from nere.train.datasets import load_dataset
-
-    try:
-        return [load_dataset(dataset, s, limit=limit, data_dir=data_dir) for s in splits]
-    except (ValueError, OSError) as err:
-        raise click.ClickException(str(err)) from err
 
 
 def _train_dev_test(opts: dict[str, Any]):
@@ -237,44 +229,3 @@ def train_joint(ner_weight: float, re_weight: float, learned_weights: bool, tag_
     save_checkpoint(model, tokenizer, opts["out_dir"], metrics)
     click.echo(f"test: NER F1 {test['ner']['f1']:.4f}  RE macro F1 {test['re']['macro_f1']:.4f}  "
                f"end-to-end F1 {test['e2e_f1']:.4f}  weights {test['weights']}  ({metrics['seconds']:.0f}s) -> {opts['out_dir']}")
-
-
-# ------------------------------------------------------------------ nere evaluate
-def _print_scores(metrics: dict[str, Any]) -> None:
-    for section, m in metrics.items():
-        if not isinstance(m, dict):
-            continue
-        head = "  ".join(f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float))
-        click.echo(f"{section}: {head}")
-        for label, row in (m.get("per_label") or {}).items():
-            click.echo(f"  {label:<16} P {row['precision']:.4f}  R {row['recall']:.4f}  F1 {row['f1']:.4f}  n={row['support']}")
-
-
-@click.command()
-@click.argument("checkpoint", type=click.Path(exists=True, file_okay=False))
-@click.option("--dataset", required=True, help="conll04, msra, sanwen, or a path to JSONL data.")
-@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "dev", "test"]))
-@click.option("--data-dir", default=None)
-@click.option("--limit", default=None, type=click.IntRange(1))
-@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def evaluate(checkpoint: str, dataset: str, split: str, data_dir: str | None, limit: int | None, as_json: bool) -> None:
-    """Score a checkpoint on a dataset split (token accuracy, strict entity P/R/F1, RE and end-to-end scores),
-    or a bundle through the engine (entities, triples: the figures `nere export --verify` records)."""
-    from nere.train.evaluators import evaluate_checkpoint
-
-    (examples,) = load_splits(dataset, data_dir, limit, (split,))
-    try:
-        if (Path(checkpoint) / "manifest.json").is_file():  # a bundle
-            from nere.engine.score import score_bundle
-            from nere.train.datasets.policy import flat_entities
-
-            gold = [[(e.start, e.end, e.label) for e in flat_entities(ex.entities)[0]] for ex in examples]
-            metrics = score_bundle(checkpoint, examples, gold, device="cpu")
-        else:
-            metrics = evaluate_checkpoint(checkpoint, examples)
-    except (ValueError, OSError) as err:
-        raise click.ClickException(str(err)) from err
-    if as_json:
-        click.echo(json.dumps(metrics, indent=2, ensure_ascii=False))
-    else:
-        _print_scores(metrics)

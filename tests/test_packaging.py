@@ -178,7 +178,7 @@ def _engine_only(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess
 @pytest.mark.parametrize("args,extra", [
     (["bench", "--model", "b", "--corpus", "c.parquet", "--out", "o"], "bench"),
     (["train", "ner", "--model", "bilstm", "--dataset", "conll04", "--out", "o"], "train"),
-    (["evaluate", ".", "--dataset", "conll04"], "train"),
+    (["evaluate", ".", "--dataset", "conll04"], "train"),  # a checkpoint (no manifest.json)
     (["export", ".", "--out", "o"], "export"),
     (["study", "--dataset", "conll04", "--out", "o"], "train"),
 ])
@@ -193,9 +193,17 @@ def test_command_without_its_extra_prints_one_install_line(args, extra, tmp_path
 
 
 def test_engine_commands_need_no_extra(tmp_path):
-    """`nere extract` and the study's dry run work on the engine-only install."""
+    """`nere extract`, `nere evaluate BUNDLE` and the study's dry run work on the engine-only install."""
+    from fixtures_bundles import make_bundle, scored_examples
+    from nere.train.datasets import write_jsonl
+
     proc = _engine_only(["extract", "--help"], tmp_path)
     assert proc.returncode == 0 and "--model" in proc.stdout, proc.stderr[-2000:]
+    (tmp_path / "data").mkdir()
+    write_jsonl(scored_examples(), tmp_path / "data" / "test.jsonl")
+    bundle = make_bundle(tmp_path / "joint", task="joint")
+    proc = _engine_only(["evaluate", str(bundle), "--dataset", str(tmp_path / "data"), "--json"], tmp_path)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["headline"]["through"] == "engine", proc.stderr[-2000:]
     proc = _engine_only(["study", "--dataset", "conll04", "--out", "o", "--dry-run", "--only", "ner-bilstm"], tmp_path)
     assert proc.returncode == 0 and "nere train ner --model bilstm" in proc.stdout, proc.stderr[-2000:]
 
