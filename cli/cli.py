@@ -1,19 +1,22 @@
 """The ``nere`` command. Sub-commands load lazily, so ``nere extract`` and
-``nere --help`` never import torch; only the training and export commands do."""
+``nere --help`` never import torch; only the training and export commands do, and a
+command whose extra is not installed stops with the ``pip install`` line that adds it."""
 from __future__ import annotations
 
 import importlib
 
 import click
 
-# name -> (module, attribute, one-line help shown by `nere --help`)
-COMMANDS: dict[str, tuple[str, str, str]] = {
-    "train": ("nere.train.cli", "train", "Train an NER, RE or joint model into a checkpoint folder."),
-    "evaluate": ("nere.train.cli", "evaluate", "Score a checkpoint or bundle on a dataset split."),
-    "study": ("nere.train.study", "study", "Run the whole model comparison and regenerate the result tables."),
-    "export": ("nere.export.cli", "export", "Export a checkpoint to an ONNX bundle (fp32, fp16, int8)."),
-    "extract": ("nere.engine.cli", "extract", "Extract entities and relations from Parquet corpora."),
-    "bench": ("nere.bench", "bench", "Benchmark latency and throughput of exported bundles."),
+from nere.extras import install_hint, require
+
+# name -> (module, attribute, one-line help shown by `nere --help`, extras it cannot run without)
+COMMANDS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
+    "train": ("nere.train_commands", "train", "Train an NER, RE or joint model into a checkpoint folder.", ("train",)),
+    "evaluate": ("nere.evaluate_command", "evaluate", "Score a checkpoint or bundle on a dataset split.", ()),
+    "study": ("nere.study_command", "study", "Run the whole model comparison and regenerate the result tables.", ()),
+    "export": ("nere.export.cli", "export", "Export a checkpoint to an ONNX bundle (fp32, fp16, int8).", ("export",)),
+    "extract": ("nere.engine.cli", "extract", "Extract entities and relations from Parquet corpora.", ()),
+    "bench": ("nere.bench.command", "bench", "Benchmark latency and throughput of exported bundles.", ("bench",)),
 }
 
 
@@ -26,20 +29,19 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:
             return None
-        module, attr, _ = COMMANDS[name]
+        module, attr, _, extras = COMMANDS[name]
+        require(f"`nere {name}`", *extras)  # one line naming the extra, before any import fails
         try:
             return getattr(importlib.import_module(module), attr)
-        except ImportError as err:  # e.g. `nere train` without the [train] extra
+        except ImportError as err:  # a module the extras table does not list
             missing = err.name or str(err)
             if missing.split(".")[0] == "nere":
                 raise  # our own bug, not a missing extra: show it
-            raise click.ClickException(
-                f"`nere {name}` needs a package that is not installed ({missing}); "
-                f"install it with: pip install 'nere[train,export]'"
-            ) from err
+            fix = install_hint(*extras) if extras else "pip install nere"
+            raise click.ClickException(f"`nere {name}` needs {missing}, not installed; install with: {fix}") from err
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(name, help_) for name, (_, _, help_) in COMMANDS.items()]
+        rows = [(name, help_) for name, (_, _, help_, _) in COMMANDS.items()]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 

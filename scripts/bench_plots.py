@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from nere.bench_report import plots
+from nere.bench.report import plots
 
 
 def redraw(report: Path) -> list[Path]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,9 +17,9 @@ import pytest
 from click.testing import CliRunner
 
 from fixtures_bundles import make_bundle
-from nere.bench import checkpoint_of, evaluate_targets
-from nere.bench_measure import profile_pass
-from nere.bench_proc import measure
+from nere.bench.command import checkpoint_of, evaluate_targets
+from nere.bench.measure import profile_pass
+from nere.bench.proc import measure
 from nere.cli import main
 from nere.engine.api import Engine
 
@@ -47,6 +48,31 @@ def tiny(tmp_path_factory):
             "ner": make_bundle(root / "ner-crf", task="ner", decoding="crf"),
             "re": make_bundle(root / "re-only", task="re"),
             "corpus": write_corpus(root / "corpus.parquet")}
+
+
+def assert_rates_are_counts_over_seconds(rates: dict, corpus: dict, with_tokens: bool) -> None:
+    """A reported rate is the corpus's counts over the median of the measured seconds (which
+    the report rounds to 0.1 ms: the rate must lie within what that rounding allows)."""
+    seconds = statistics.median(rates["seconds_all"])
+    assert seconds > 0 and rates["seconds"] == pytest.approx(seconds, abs=1e-4)
+    counts = {"documents_per_s": corpus["documents"], "sentences_per_s": corpus["sentences"]}
+    if with_tokens:  # the corpus section counts the first model's tokens (tokenizers may differ)
+        counts["tokens_per_s"] = corpus["tokens"]
+    for key, n in counts.items():
+        assert 0.99 * n / (seconds + 5e-5) <= rates[key] <= 1.01 * n / max(seconds - 5e-5, 1e-9), (key, rates)
+        # the same seconds divide every count: the rates' ratios are the counts' ratios
+        assert rates[key] / rates["documents_per_s"] == pytest.approx(n / corpus["documents"], rel=1e-3)
+
+
+def test_rates_divide_the_counts_by_the_median_seconds():
+    from nere.bench.command import _rates_of
+
+    got = _rates_of(10, 30, 400, [4.0, 1.0, 2.0])
+    assert got == {"seconds": 2.0, "documents_per_s": 5.0, "sentences_per_s": 15.0, "tokens_per_s": 200.0,
+                   "seconds_all": [4.0, 1.0, 2.0]}
+    got = _rates_of(7, 7, 7, [0.5])
+    assert got["documents_per_s"] == 14.0 and got["tokens_per_s"] == 14.0
+    assert _rates_of(7, 7, 7, []) == {"seconds_all": []}
 
 
 def run_cli(args: list[str]):
@@ -103,6 +129,9 @@ def test_bench_writes_report_with_stable_keys(tiny, tmp_path):
                                          "total"}
     # models take turns batch by batch: the same number of samples for each
     assert len({m["latency"][0]["samples"] for m in r["models"]}) == 1
+    for i, m in enumerate(r["models"]):
+        for section in ("end_to_end", "model_only"):
+            assert_rates_are_counts_over_seconds(m[section], r["corpus"], with_tokens=i == 0)
     joint = r["models"][0]
     assert joint["outputs"]["relations"] > 0 and joint["model_batches"]["stage2"] > 0
     assert {t["name"] for t in r["targets"]} == {"end_to_end_over_model_only"}
@@ -113,7 +142,7 @@ def test_bench_writes_report_with_stable_keys(tiny, tmp_path):
 def test_ratio_split_multiplies_back_to_each_rounds_ratio():
     """end to end / model only == CPU ratio x busy ratio, exactly, round by round: wall =
     CPU / (busy share x cores); a non-CPU provider is skipped with the reason."""
-    from nere.bench import _ratio_split
+    from nere.bench.command import _ratio_split
 
     engine = SimpleNamespace(provider="CPUExecutionProvider", describe=lambda: {"threads": 2})
     # one round: 100 documents; end to end 2.0 s wall on 3.6 s CPU, model only 1.6 s on 3.1 s
@@ -129,7 +158,7 @@ def test_ratio_split_multiplies_back_to_each_rounds_ratio():
 def test_cpu_split_only_where_the_model_runs_in_the_calling_thread(tiny, tmp_path):
     """The model's CPU is told apart only for one intra-op thread per call (a separate RE
     bundle's calls too); the end-to-end run then reports process >= model CPU."""
-    from nere.bench_measure import cpu_split_note, end_to_end
+    from nere.bench.measure import cpu_split_note, end_to_end
 
     one = Engine(tiny["ner"], device="cpu", threads=1)
     assert cpu_split_note(one) is None
@@ -173,8 +202,8 @@ def test_replay_runs_a_separate_re_bundles_calls_in_their_own_lane(tiny, monkeyp
     ``streams`` at once; every recorded call runs once."""
     import threading
 
-    import nere.bench_measure as bench_measure
-    from nere.bench import _replay_lanes
+    import nere.bench.measure as bench_measure
+    from nere.bench.command import _replay_lanes
 
     engine = Engine(tiny["ner"], re_bundle=tiny["re"], device="cpu", threads=2, streams=2, re_streams=1)
     prof = profile_pass(engine, tiny["corpus"], None)
@@ -296,7 +325,7 @@ def test_child_peak_is_the_childs_own():
     # ru_maxrss of a child would include this process's 200 MB; VmHWM does not
     held = bytearray(200 * 2**20)
     held[:: 4096] = b"1" * len(held[:: 4096])
-    code = ("import os; from nere.bench_proc import _write_hwm_at_exit; _write_hwm_at_exit(); "
+    code = ("import os; from nere.bench.proc import _write_hwm_at_exit; _write_hwm_at_exit(); "
             "x = bytearray(60 * 2**20); x[::4096] = b'1' * len(x[::4096])")
     r = measure([sys.executable, "-c", code])
     assert r["returncode"] == 0 and r["peak_source"] == "VmHWM at exit"
@@ -392,7 +421,7 @@ def test_weight_flops_per_token_counts_weight_products(tmp_path):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from nere.bench_compute import weight_flops_per_token
+    from nere.bench.compute import weight_flops_per_token
 
     def init(name, shape, dtype=np.float32):
         return numpy_helper.from_array(np.zeros(shape, dtype), name)
@@ -416,7 +445,7 @@ def test_weight_flops_per_token_counts_weight_products(tmp_path):
 
 
 def test_matmul_rate_and_compute_section():
-    from nere.bench_compute import compute_section, matmul_gflops
+    from nere.bench.compute import compute_section, matmul_gflops
 
     rate = matmul_gflops("CPUExecutionProvider", 1, seconds=0.01)
     assert rate["gflops"] > 0 and rate["provider"] == "CPUExecutionProvider" and rate["matmul"].startswith("float32")
@@ -429,9 +458,18 @@ def test_matmul_rate_and_compute_section():
 
 
 def test_plot_labels_break_at_pairings_and_baselines():
-    from nere.bench_report import tick_label
+    from nere.bench.report import tick_label
 
     assert tick_label("ner-bundle+re-bundle", "int8") == "ner-bundle\n+re-bundle\n(int8)"
     assert tick_label("torch-eager-fp32:ner-ckpt+re-ckpt", "fp32 torch") == "torch-eager-fp32:\nner-ckpt\n+re-ckpt\n(fp32 torch)"
     long = tick_label("a-very-long-bundle-folder-name-of-forty-chars", "fp32")
     assert all(len(line) <= 28 for line in long.splitlines()) and long.endswith("(fp32)")
+
+
+def test_bench_baseline_without_torch_is_one_install_line(tiny, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # as on an install without the train extra
+    res = CliRunner().invoke(main, ["bench", "--model", str(tiny["joint"]), "--corpus", str(tiny["corpus"]),
+                                    "--baseline", "torch", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 1 and not (tmp_path / "r").exists()
+    (line,) = [x for x in res.output.splitlines() if x.strip()]
+    assert "pip install 'nere[train]'" in line and "torch" in line

@@ -1,4 +1,7 @@
-"""Dataset loaders: counts on the real data, offsets, and clear errors on bad input."""
+"""Dataset loaders: counts on the real data, offsets, and clear errors on bad input.
+
+Real-data tests carry ``@pytest.mark.datasets``: skipped when the folders are absent,
+errors under ``NERE_REQUIRE_DATASETS=1`` (tests/conftest.py)."""
 from __future__ import annotations
 
 import json
@@ -27,6 +30,7 @@ from nere.train.datasets import flat_entities
 CONLL04_COUNTS = {"train": (922, 3377, 1283), "dev": (231, 893, 343), "test": (288, 1079, 422)}
 
 
+@pytest.mark.datasets("conll04")
 @pytest.mark.parametrize("split", ["train", "dev", "test"])
 def test_conll04_counts(split):
     examples = load_dataset("conll04", split)
@@ -37,6 +41,7 @@ def test_conll04_counts(split):
     assert load_stats("conll04", split)["invalid_tag_sequences"] == 0
 
 
+@pytest.mark.datasets("conll04", "conll04_spert")
 def test_conll04_surfaces_match_tokens_and_spert_copy():
     """Entity surfaces equal the joined tokens, and head/tail follow start order: the
     SpERT-format copy of the same split (explicit entity token spans) must agree."""
@@ -100,6 +105,7 @@ SANWEN_COUNTS = {  # sentences, entities, relations kept, relations crossing sen
 }
 
 
+@pytest.mark.datasets("sanwen")
 @pytest.mark.parametrize("split", ["train", "dev", "test"])
 def test_sanwen_counts(split):
     examples = load_dataset("sanwen", split)
@@ -127,6 +133,7 @@ def test_sanwen_counts(split):
             assert ex.text == ex.text.strip()
 
 
+@pytest.mark.datasets("sanwen")
 def test_sanwen_known_sentence():
     """Validation/988.txt: '最终我没有到达他的墓地。' holds 他 nested in 他的墓地 (Ownership)."""
     examples = load_dataset("chinese_literature", "dev")
@@ -310,6 +317,7 @@ def test_flat_entities_longest_then_earliest():
 # ---------------------------------------------------------------- JSONL
 
 
+@pytest.mark.datasets("conll04", "sanwen")
 def test_jsonl_round_trip_file_and_folder(tmp_path):
     examples = load_dataset("conll04", "dev", limit=20) + load_dataset("sanwen", "dev", limit=20)
     examples[0].id = None  # ids are optional
@@ -386,3 +394,20 @@ def test_env_var_and_data_dir_resolution(tmp_path, monkeypatch):
     assert dataset_root("conll04") == tmp_path / "conll04"
     assert dataset_root("conll04", str(tmp_path / "conll04")) == tmp_path / "conll04"
     assert "conll04" in DATASETS
+
+
+@pytest.mark.parametrize("required,outcome", [("", "SKIPPED [1]"), ("1", "ERROR ")])
+def test_absent_datasets_skip_unless_required(tmp_path, required, outcome):
+    """Without the datasets folder a real-data test is skipped with the reason; CI's
+    NERE_REQUIRE_DATASETS=1 turns the same absence into an error."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NERE_DATASETS=str(tmp_path), NERE_REQUIRE_DATASETS=required)
+    test = f"{__file__}::test_conll04_surfaces_match_tokens_and_spert_copy"
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-rsE", "-p", "no:cacheprovider", test], env=env,
+                          capture_output=True, text=True, cwd=Path(__file__).parent, timeout=300)
+    assert outcome in proc.stdout, proc.stdout[-2000:]
+    assert str(tmp_path / "conll04") in proc.stdout  # the reason names the folder looked for
+    assert proc.returncode == (1 if required else 0)

@@ -105,7 +105,7 @@ def test_weights_label():
 
 
 def test_cli_train_joint(tmp_path):
-    from nere.train.cli import train
+    from nere.train_commands import train
 
     data = tmp_path / "data"
     data.mkdir()

@@ -68,6 +68,7 @@ def test_pretrained_minilm_weights_are_loaded(short_sentences):
     assert feat.cls_id is not None and notes["unk_rate_train"] < 0.05
 
 
+@pytest.mark.datasets("conll04")
 def test_train_and_evaluate_commands(tmp_path):
     out = tmp_path / "ck"
     runner = CliRunner()

@@ -9,6 +9,7 @@ import tomllib
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from nere.cli import main
@@ -128,10 +129,21 @@ def test_cli_unknown_command_is_a_clean_error():
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
+def _in_git_checkout() -> bool:
+    """True when ROOT is the top of a git work tree (not an sdist, a copy, or a bare tree)."""
+    try:
+        top = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--show-toplevel"], capture_output=True,
+                             text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return top.returncode == 0 and Path(top.stdout.strip()).resolve() == ROOT
+
+
+@pytest.mark.skipif(not _in_git_checkout(), reason="not a git checkout: tree.sh sizes the tree from git's file list")
 def test_gpu_transfer_scripts_parse_and_size_the_tree():
     """scripts/gpu (the plan for a lent GPU, docs/benchmarks.md) parses, and the tree a
     device call would send is measured from git's own file list."""
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     for script in sorted((root / "scripts" / "gpu").glob("*.sh")):
         subprocess.run(["bash", "-n", str(script)], check=True)
     out = subprocess.run(["bash", str(root / "scripts" / "gpu" / "tree.sh"), "size"], capture_output=True, text=True,
@@ -139,3 +151,65 @@ def test_gpu_transfer_scripts_parse_and_size_the_tree():
     assert out.startswith("tree a device call sends: ") and float(out.split()[-2]) > 0
     bad = subprocess.run(["bash", str(root / "scripts" / "gpu" / "tree.sh"), "grow"], capture_output=True, text=True)
     assert bad.returncode == 2 and "usage" in bad.stderr
+
+
+# ------------------------------------------------------------------ missing extras
+ENGINE_ONLY = """
+import sys
+
+class EngineOnly:  # what `pip install nere` leaves out: the train, export and bench extras
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ImportError(f"{{name}} is not installed", name=name)
+        return None
+
+sys.meta_path.insert(0, EngineOnly())
+from nere.cli import main
+main({args!r}, prog_name="nere")
+"""
+NOT_INSTALLED = ("torch", "transformers", "torchcrf", "safetensors", "onnx", "psutil", "matplotlib")
+
+
+def _engine_only(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    code = ENGINE_ONLY.format(blocked=NOT_INSTALLED, args=args)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+
+
+@pytest.mark.parametrize("args,extra", [
+    (["bench", "--model", "b", "--corpus", "c.parquet", "--out", "o"], "bench"),
+    (["train", "ner", "--model", "bilstm", "--dataset", "conll04", "--out", "o"], "train"),
+    (["evaluate", ".", "--dataset", "conll04"], "train"),  # a checkpoint (no manifest.json)
+    (["export", ".", "--out", "o"], "export"),
+    (["study", "--dataset", "conll04", "--out", "o"], "train"),
+])
+def test_command_without_its_extra_prints_one_install_line(args, extra, tmp_path):
+    """On the engine-only install a command that needs an extra stops at once: exit 1 and one
+    line naming the pip install that adds it (no traceback, no run that fails later)."""
+    proc = _engine_only(args, tmp_path)
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert len(lines) == 1 and f"pip install 'nere[{extra}]'" in lines[0], lines
+    assert not (tmp_path / "o").exists()  # nothing started
+
+
+def test_engine_commands_need_no_extra(tmp_path):
+    """`nere extract`, `nere evaluate BUNDLE` and the study's dry run work on the engine-only install."""
+    from fixtures_bundles import make_bundle, scored_examples
+    from nere.train.datasets import write_jsonl
+
+    proc = _engine_only(["extract", "--help"], tmp_path)
+    assert proc.returncode == 0 and "--model" in proc.stdout, proc.stderr[-2000:]
+    (tmp_path / "data").mkdir()
+    write_jsonl(scored_examples(), tmp_path / "data" / "test.jsonl")
+    bundle = make_bundle(tmp_path / "joint", task="joint")
+    proc = _engine_only(["evaluate", str(bundle), "--dataset", str(tmp_path / "data"), "--json"], tmp_path)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["headline"]["through"] == "engine", proc.stderr[-2000:]
+    proc = _engine_only(["study", "--dataset", "conll04", "--out", "o", "--dry-run", "--only", "ner-bilstm"], tmp_path)
+    assert proc.returncode == 0 and "nere train ner --model bilstm" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_missing_extra_is_found_without_importing_it(monkeypatch):
+    from nere.extras import missing_modules
+
+    monkeypatch.setitem(sys.modules, "psutil", None)  # how Python marks a module as not importable
+    assert missing_modules("bench")[:1] == ["psutil"]

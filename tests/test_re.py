@@ -340,7 +340,7 @@ def test_multitask_loss_includes_transe():
 
 # --------------------------------------------------------------------------------- CLI
 def test_cli_train_re_writes_checkpoint_and_metrics(tmp_path):
-    from nere.train.cli import train
+    from nere.train_commands import train
 
     data = tmp_path / "data"
     data.mkdir()

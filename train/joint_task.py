@@ -1,4 +1,4 @@
-"""Joint NER + RE end to end: build, batches, predict, evaluate, `nere train joint`.
+"""Joint NER + RE end to end: build, batches, predict, evaluate (`nere train joint` is in the CLI).
 
 Training feeds the RE head the gold entity pairs (negatives sampled as for RE). Evaluation
 reports three things: NER (strict entity P/R/F1, via ner_task.predict_ner and the core
@@ -9,10 +9,7 @@ as strict triples (core triple_scores). Model selection: end-to-end triple F1 on
 from __future__ import annotations
 
 import random
-import time
 from typing import Any, Sequence
-
-import click
 
 from nere.engine.core.metrics import entity_scores, token_accuracy, triple_scores
 from nere.engine.core.types import Entity, Example
@@ -22,7 +19,7 @@ from nere.train.features import collate_ner, length_batches, ner_items
 from nere.train.ner_task import DEFAULT_SCHEME, predict_ner
 from nere.train.prepare import prepare_text_side
 from nere.train.re_features import collate_pairs, pair_sentences, sample_pairs
-from nere.train.re_task import DEFAULT_NEG_RATIO, head_options, pair_metrics, predict_re, re_config, type_pairs
+from nere.train.re_task import DEFAULT_NEG_RATIO, pair_metrics, predict_re, re_config, type_pairs
 from nere.train.registry import get_model_class
 
 KIND = "bert-crf-multitask"
@@ -83,11 +80,6 @@ def _evaluate(model, featurizer, examples: Sequence[Example]) -> dict[str, Any]:
     return {"ner": out["ner"], "re": out["re"], "e2e": out["e2e"], "weights": out["weights"]}
 
 
-# The command part imports train/cli.py, whose last line imports this module: importing
-# it only here (after the library part) lets either module be imported first.
-from nere.train.cli import register_subcommand, shared_options  # noqa: E402
-
-
 def weights_label(weights: dict[str, Any]) -> str:
     """How the NERE tables name a weighting: 'ner + 5*re + 0.5*transe' or 'learned'."""
     if weights.get("learned"):
@@ -98,46 +90,3 @@ def weights_label(weights: dict[str, Any]) -> str:
         if w:
             terms.append(f"{k}" if w == 1 else f"{w:g}*{k}")
     return " + ".join(terms) or "0"
-
-
-@click.command("joint")
-@click.option("--ner-weight", default=1.0, show_default=True, type=click.FloatRange(0), help="a in a*ner + b*re + c*transe.")
-@click.option("--re-weight", default=1.0, show_default=True, type=click.FloatRange(0), help="b in a*ner + b*re + c*transe.")
-@click.option("--learned-weights", is_flag=True, help="Learn the weights (uncertainty weighting, Kendall et al. 2018).")
-@click.option("--tag-scheme", default="BIOES", show_default=True, type=click.Choice(["BIO", "BIOES"], case_sensitive=False))
-@head_options
-@shared_options
-def train_joint(ner_weight: float, re_weight: float, learned_weights: bool, tag_scheme: str, neg_ratio: float,
-                transe_weight: float, margin: float, dropout: float | None, **opts: Any) -> None:
-    """Train BERT-CRF NER + multitask RE jointly; select the epoch on dev end-to-end triple F1."""
-    from nere.train.checkpoint import save_checkpoint
-    from nere.train.cli import load_splits, make_train_config, run_metrics
-    from nere.train.trainer import fit
-
-    train_ex, dev_ex = load_splits(opts["dataset"], opts["data_dir"], opts["limit"])
-    (test_ex,) = load_splits(opts["dataset"], opts["data_dir"], None, ("test",))
-    weights = {"ner": ner_weight, "re": re_weight, "transe": transe_weight}
-    head = {"transe_weight": transe_weight, "margin": margin}
-    try:
-        model, tokenizer, featurizer, notes = build_joint(train_ex, opts["encoder"], opts["max_length"], tag_scheme.upper(),
-                                                          dropout, head, weights, learned_weights)
-    except (ValueError, OSError) as err:
-        raise click.ClickException(str(err)) from err
-    cfg = make_train_config("bert", opts)
-    make = joint_batches(model, featurizer, train_ex, cfg.batch_size, neg_ratio)
-    label = "learned" if learned_weights else weights_label(weights)
-    click.echo(f"joint/{KIND} ({label}): {len(train_ex)} train / {len(dev_ex)} dev / {len(test_ex)} test sentences; "
-               f"{sum(p.numel() for p in model.parameters()):,} parameters; device {cfg.device}")
-    started = time.perf_counter()
-    result = fit(model, make, lambda m: evaluate_joint(m, featurizer, dev_ex), "e2e_f1", cfg)
-    test = evaluate_joint(model, featurizer, test_ex)
-    recorded = {"learned": True, "initial": weights, "final": model.task_weights()} if learned_weights else weights
-    metrics = run_metrics("joint", KIND, opts, (train_ex, dev_ex, test_ex), result, test, make, notes, cfg, started,
-                          weights=recorded, weights_label=label, neg_ratio=neg_ratio, head=head)
-    save_checkpoint(model, tokenizer, opts["out_dir"], metrics)
-    click.echo(f"test: NER F1 {test['ner']['f1']:.4f}  RE macro F1 {test['re']['macro_f1']:.4f}  "
-               f"end-to-end F1 {test['e2e_f1']:.4f}  weights {test['weights']}  ({metrics['seconds']:.0f}s) -> {opts['out_dir']}")
-
-
-# `nere train joint`: registered here (not in cli.py) so that importing this module first works too
-register_subcommand(train_joint)

@@ -7,10 +7,8 @@ Mirrors ner_task.py. Evaluation is on gold entities and every candidate pair (co
 from __future__ import annotations
 
 import random
-import time
 from typing import Any, Collection, Sequence
 
-import click
 import torch
 
 from nere.engine.core.metrics import relation_scores
@@ -27,7 +25,7 @@ from nere.train.re_features import (
     sample_pairs,
     type_pairs_of,
 )
-from nere.train.registry import get_model_class, model_names
+from nere.train.registry import get_model_class
 
 DEFAULT_NEG_RATIO = -1.0  # all negatives: stage 2 is cheap once a sentence is encoded
 
@@ -159,67 +157,3 @@ def evaluate_re(model, featurizer, examples: Sequence[Example], batch_size: int 
 @register_evaluator("re")
 def _evaluate(model, featurizer, examples: Sequence[Example]) -> dict[str, Any]:
     return {"re": evaluate_re(model, featurizer, examples)}
-
-
-def head_options(f):
-    """Options of the RE heads (shared by `nere train re` and `nere train joint`)."""
-    opts = [
-        click.option("--neg-ratio", default=DEFAULT_NEG_RATIO, show_default=True, type=float,
-                     help="Training negatives per positive pair and sentence, resampled each epoch; 0 or -1: all."),
-        click.option("--transe-weight", default=0.5, show_default=True, type=click.FloatRange(0),
-                     help="Weight of the TransE margin loss (multitask heads)."),
-        click.option("--margin", default=1.0, show_default=True, type=click.FloatRange(0), help="TransE margin."),
-        click.option("--dropout", default=None, type=click.FloatRange(0, 1), help="Default 0.1 (BERT) or 0.3 (BiLSTM/ACNN)."),
-    ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
-
-
-# The command part imports train/cli.py, whose last line imports this module: importing
-# it only here (after the library part) lets either module be imported first.
-from nere.train.cli import register_subcommand, shared_options  # noqa: E402
-
-
-def _model_option():
-    names = model_names("re")
-    return click.option("--model", "kind", required=True, type=click.Choice(names), help="RE model kind.")
-
-
-@click.command("re")
-@_model_option()
-@head_options
-@click.option("--max-distance", default=30, show_default=True, type=click.IntRange(1),
-              help="BiLSTM/ACNN: relative positions are clipped to +-N tokens.")
-@shared_options
-def train_re(kind: str, neg_ratio: float, transe_weight: float, margin: float, dropout: float | None,
-             max_distance: int, **opts: Any) -> None:
-    """Train a relation classifier on gold entities; select the epoch on dev macro F1."""
-    from nere.train.checkpoint import save_checkpoint
-    from nere.train.cli import load_splits, make_train_config, run_metrics
-    from nere.train.trainer import fit
-
-    train_ex, dev_ex = load_splits(opts["dataset"], opts["data_dir"], opts["limit"])
-    (test_ex,) = load_splits(opts["dataset"], opts["data_dir"], None, ("test",))
-    head = {"transe_weight": transe_weight, "margin": margin, "max_distance": max_distance}
-    try:
-        model, tokenizer, featurizer, notes = build_re(kind, train_ex, opts["encoder"], opts["max_length"], dropout, head)
-    except (ValueError, OSError) as err:
-        raise click.ClickException(str(err)) from err
-    cfg = make_train_config(type(model).encoder_type, opts)
-    make = re_batches(model, featurizer, train_ex, cfg.batch_size, neg_ratio)
-    click.echo(f"re/{kind}: {len(train_ex)} train / {len(dev_ex)} dev / {len(test_ex)} test sentences; "
-               f"{make.stats['pairs']} train pairs ({make.stats['positive']} positive); "
-               f"{sum(p.numel() for p in model.parameters()):,} parameters; device {cfg.device}")
-    started = time.perf_counter()
-    result = fit(model, make, lambda m: evaluate_re(m, featurizer, dev_ex), "macro_f1", cfg)
-    test = evaluate_re(model, featurizer, test_ex)
-    metrics = run_metrics("re", kind, opts, (train_ex, dev_ex, test_ex), result, test, make, notes, cfg, started,
-                          neg_ratio=neg_ratio, head=head)
-    save_checkpoint(model, tokenizer, opts["out_dir"], metrics)
-    click.echo(f"test: accuracy {test['accuracy']:.4f}  macro P {test['macro_precision']:.4f}  R {test['macro_recall']:.4f}  "
-               f"F1 {test['macro_f1']:.4f}  micro F1 {test['micro_f1']:.4f}  ({metrics['seconds']:.0f}s) -> {opts['out_dir']}")
-
-
-# `nere train re`: registered here (not in cli.py) so that importing this module first works too
-register_subcommand(train_re)

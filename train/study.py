@@ -1,4 +1,4 @@
-"""`nere study`: the whole model comparison, run by run, then the result tables.
+"""The model comparison behind `nere study`: its plan of runs, their records, the result tables.
 
 The plan is the NERE project's comparison: four NER kinds, five RE kinds (gold
 entities) and the joint model under several loss weightings (ner + b*re [+ c*transe])
@@ -12,16 +12,9 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import math
-import os
-import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
-
-import click
 
 NER_KINDS = ("bilstm", "bilstm-crf", "bert-softmax", "bert-crf")
 RE_KINDS = ("bert-multitask", "bert-softmax", "bilstm", "bilstm-att", "acnn")
@@ -83,8 +76,7 @@ def select(runs: Sequence[Run], only: Sequence[str]) -> list[Run]:
     picked = [r for r in runs if any(p in (r.task, f"{r.task}-{r.model}") or fnmatch.fnmatch(r.name, p)
                                      or fnmatch.fnmatch(r.name, f"*-{p}") for p in pats)]
     if not picked:
-        raise click.BadParameter(f"{', '.join(pats)} matches no run; runs: {', '.join(r.name for r in runs)}",
-                                 param_hint="--only")
+        raise ValueError(f"{', '.join(pats)} matches no run; runs: {', '.join(r.name for r in runs)}")
     return picked
 
 
@@ -140,7 +132,7 @@ def merge_records(path: Path, records: Sequence[dict[str, Any]]) -> int:
     """Append ``records`` to a JSON-list file, replacing records with the same key."""
     old = json.loads(path.read_text()) if path.is_file() else []
     if not isinstance(old, list):
-        raise click.ClickException(f"{path} is not a JSON list of records")
+        raise ValueError(f"{path} is not a JSON list of records")
     new_keys = {record_key(r) for r in records}
     kept = [r for r in old if not (isinstance(r, dict) and {"task", "dataset", "model"} <= set(r) and record_key(r) in new_keys)]
     path.write_text(json.dumps(kept + list(records), indent=2, ensure_ascii=False) + "\n")
@@ -208,70 +200,3 @@ def write_reports(out: Path, runs: Sequence[Run], dataset: str, record: Path | N
     if record is not None:
         merge_records(record, clean)
     return clean
-
-
-# ----------------------------------------------------------------------------------- CLI
-@click.command()
-@click.option("--dataset", required=True, help="conll04, sanwen, ... (any `nere train --dataset` value).")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder of run checkpoints and tables.")
-@click.option("--only", multiple=True, help="Run only these: a task (ner, re, joint), task-model (re-acnn), or run-name pattern; repeatable or comma-separated.")
-@click.option("--epochs-scale", default=1.0, show_default=True, type=click.FloatRange(0, min_open=True),
-              help="Multiply every run's planned epochs (at least 1).")
-@click.option("--epochs", default=None, type=click.IntRange(1), help="Override every run's epochs.")
-@click.option("--limit", default=None, type=click.IntRange(1), help="Passed on: first N training/dev sentences.")
-@click.option("--encoder", default=None, help="Passed on to BERT runs (default: each command's 'auto').")
-@click.option("--data-dir", default=None)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--extra", default="", help="More options for every run, e.g. '--batch-size 8 --max-length 128'.")
-@click.option("--threads", default=None, type=click.IntRange(1),
-              help="OMP_NUM_THREADS for each run (1 trained ~3x faster than torch's default on a shared 2-core machine).")
-@click.option("--record", type=click.Path(dir_okay=False), default=None,
-              help="Also merge the records into this JSON list (e.g. docs/results.json), replacing same task+dataset+model+weights.")
-@click.option("--dry-run", is_flag=True, help="List the runs and their commands; train nothing.")
-@click.option("--tables-only", is_flag=True, help="Rewrite results.json and tables.md from the runs done; train nothing.")
-def study(dataset: str, out_dir: str, only: tuple[str, ...], epochs_scale: float, epochs: int | None, limit: int | None,
-          encoder: str | None, data_dir: str | None, device: str, extra: str, threads: int | None, record: str | None,
-          dry_run: bool, tables_only: bool) -> None:
-    """Run the model comparison (resumable) and write OUT/tables.md and OUT/results.json."""
-    import shlex
-
-    out = Path(out_dir)
-    runs = select(plan(dataset), only)
-    common = ["--device", device] + (["--limit", str(limit)] if limit else []) + (["--data-dir", data_dir] if data_dir else [])
-    common += shlex.split(extra)
-    failed = []
-    if not tables_only:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "logs").mkdir(exist_ok=True)
-    for i, run in enumerate(runs, 1):
-        if tables_only:
-            break
-        n_epochs = epochs or max(1, math.ceil(run.epochs * epochs_scale))
-        argv = run.argv(dataset, out, n_epochs, common + (["--encoder", encoder] if encoder and is_bert(run.task, run.model) else []))
-        shown = "nere " + " ".join(shlex.quote(a) for a in argv)
-        if (out / run.name / "metrics.json").is_file():
-            click.echo(f"[{i}/{len(runs)}] {run.name}: done already, skipped")
-            continue
-        click.echo(f"[{i}/{len(runs)}] {run.name}: {shown}")
-        if dry_run:
-            continue
-        started = time.perf_counter()
-        log = out / "logs" / f"{run.name}.log"
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads)) if threads else None
-        with log.open("w") as fh:
-            rc = subprocess.call([sys.executable, "-m", "nere.cli", *argv], stdout=fh, stderr=subprocess.STDOUT, env=env)
-        took = time.perf_counter() - started
-        if rc != 0 or not (out / run.name / "metrics.json").is_file():
-            failed.append(run.name)
-            click.echo(f"  failed (exit {rc}, {took:.0f}s): see {log}", err=True)
-        else:
-            click.echo(f"  done in {took:.0f}s")
-    if dry_run:
-        return
-    if not out.is_dir():
-        raise click.ClickException(f"{out} does not exist: nothing to tabulate")
-    # tables cover the whole plan ('-' where a run is not done), whatever --only picked
-    records = write_reports(out, plan(dataset), dataset, Path(record) if record else None)
-    click.echo(f"{len(records)} runs tabulated -> {out / 'tables.md'}, {out / 'results.json'}")
-    if failed:
-        raise click.ClickException(f"{len(failed)} run(s) failed: {', '.join(failed)}")

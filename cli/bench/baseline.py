@@ -129,7 +129,7 @@ class TorchBaseline:
                 "seconds": time.perf_counter() - started, "truncated_sentences": self.truncated - truncated}
 
     def batch_runner(self):
-        """``run_batch`` for bench_measure.latency (no separate model time)."""
+        """``run_batch`` for measure.latency (no separate model time)."""
 
         def run(ids: list, texts: list) -> None:
             self.extract(ids, texts)

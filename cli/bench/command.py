@@ -31,7 +31,7 @@ from typing import Any
 
 import click
 
-from nere.bench_measure import (
+from nere.bench.measure import (
     CorpusStats,
     cpu_split_note,
     end_to_end,
@@ -42,6 +42,7 @@ from nere.bench_measure import (
     read_documents,
 )
 from nere.engine.errors import EngineError
+from nere.extras import require
 
 REPORT_SCHEMA = "nere-bench/1"
 TARGETS = {"int8_speedup_vs_torch": 3.0, "int8_f1_drop": 0.005, "end_to_end_over_model_only": 0.85,
@@ -262,6 +263,8 @@ def bench(models, re_models, corpus, id_col, text_col, device, batch_tokens, str
           baseline, checkpoint, re_checkpoint, baseline_batch_docs, latency_seconds, do_latency, do_rss, rss_corpus,
           out) -> None:
     """Measure throughput, latency and memory of bundles over a Parquet corpus."""
+    if baseline == "torch":
+        require("`nere bench --baseline torch`", "train")
     if re_checkpoint is not None and len(re_models) != 1:
         raise click.ClickException("--re-checkpoint names the baseline of one --re-model: give exactly one --re-model "
                                    "with it (without it, each RE bundle's manifest names its checkpoint)")
@@ -280,7 +283,7 @@ def bench(models, re_models, corpus, id_col, text_col, device, batch_tokens, str
         report = run_bench(st)
     except (EngineError, ValueError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from None
-    from nere.bench_report import write_outputs
+    from nere.bench.report import write_outputs
 
     files = write_outputs(report, st.out_dir)
     _echo("wrote " + ", ".join(str(st.out_dir / f) for f in files))
@@ -389,7 +392,7 @@ def run_bench(st: Settings) -> dict[str, Any]:
 def _memory(configs: list[Config], baselines: list[dict], st: Settings) -> None:
     """Peak RSS of child processes: per config over the bench corpus, per bundle over each
     --rss-corpus, per baseline."""
-    from nere.bench_proc import baseline_peak, extract_peak
+    from nere.bench.proc import baseline_peak, extract_peak
 
     seen: set[tuple[str, str | None]] = set()
     for c in configs:
@@ -420,7 +423,7 @@ def _memory(configs: list[Config], baselines: list[dict], st: Settings) -> None:
 def _compute(configs: list[Config], st: Settings) -> None:
     """Stage-1 weight FLOPs per token against the device's measured matmul rate (one rate
     per provider and dtype); skipped with the reason when the graphs cannot be read."""
-    from nere.bench_compute import compute_section, matmul_gflops
+    from nere.bench.compute import compute_section, matmul_gflops
 
     rates: dict[tuple[str, str], dict[str, Any]] = {}
     for c in configs:
@@ -456,7 +459,7 @@ def _baselines(configs: list[Config], st: Settings) -> list[dict[str, Any]]:
     if missing:
         raise EngineError(f"--baseline torch: no checkpoint found for {', '.join(missing)} (the manifest names none "
                           "that exists here); pass --checkpoint DIR (and --re-checkpoint DIR)")
-    from nere.bench_baseline import TorchBaseline, warm_up
+    from nere.bench.baseline import TorchBaseline, warm_up
 
     out = []
     ids, texts = read_documents(st.corpus, st.baseline_batch_docs, st.id_col, st.text_col)

@@ -8,14 +8,14 @@ resident set of its address space since ``exec``) to a file when it exits.
 
 Why not ``ru_maxrss`` (``os.wait4``, ``getrusage(RUSAGE_CHILDREN)``)?
 On Linux a child's ``ru_maxrss`` starts at the *parent's* high-water mark: the kernel
-folds the pre-``exec`` address space (the parent's, under vfork) into it. Measured here:
-a ``python -c pass`` child of a 800 MB parent reports ru_maxrss 797 MB, VmHWM 11 MB.
+folds the pre-``exec`` address space (the parent's, under vfork) into it, so a
+``python -c pass`` child of a large parent reports about the parent's size.
 
 A psutil poll adds the RSS over time (does memory keep growing with the corpus?); on
 CUDA, ``nvidia-smi`` is polled for the child's GPU memory.
 
-    python -m nere.bench_proc extract CORPUS --model BUNDLE --out DIR ...   (nere extract)
-    python -m nere.bench_proc baseline --checkpoint CKPT --corpus C.parquet ...
+    python -m nere.bench.proc extract CORPUS --model BUNDLE --out DIR ...   (nere extract)
+    python -m nere.bench.proc baseline --checkpoint CKPT --corpus C.parquet ...
 """
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ def extract_cmd(bundle: str, corpus: str, out_dir: str, device: str, threads: in
                 batch_tokens: int | None, id_col: str, text_col: str, re_bundle: str | None = None,
                 streams: int = 1) -> list[str]:
     """``nere extract`` as a child process (through this module's wrapper, which reports its peak)."""
-    cmd = [sys.executable, "-m", "nere.bench_proc", "extract", str(corpus), "--model", str(bundle), "--out", str(out_dir),
+    cmd = [sys.executable, "-m", "nere.bench.proc", "extract", str(corpus), "--model", str(bundle), "--out", str(out_dir),
            "--device", device, "--threads", str(threads), "--id-col", id_col, "--text-col", text_col,
            "--no-progress", "--overwrite", "--streams", str(streams)]
     if limit is not None:
@@ -161,7 +161,7 @@ def extract_peak(bundle: str, corpus: str, device: str, threads: int, limit: int
 def baseline_peak(checkpoint: str, corpus: str, device: str, threads: int, limit: int | None, batch_docs: int,
                   id_col: str = "id", text_col: str = "text", re_checkpoint: str | None = None) -> dict[str, Any]:
     """Peak RSS of the PyTorch baseline over the corpus, in a child process."""
-    cmd = [sys.executable, "-m", "nere.bench_proc", "baseline", "--checkpoint", str(checkpoint), "--corpus", str(corpus),
+    cmd = [sys.executable, "-m", "nere.bench.proc", "baseline", "--checkpoint", str(checkpoint), "--corpus", str(corpus),
            "--device", device, "--threads", str(threads), "--batch-docs", str(batch_docs), "--id-col", id_col,
            "--text-col", text_col]
     if limit is not None:
@@ -180,7 +180,7 @@ def baseline_peak(checkpoint: str, corpus: str, device: str, threads: int, limit
 
 
 def _baseline(argv: Sequence[str]) -> None:
-    p = argparse.ArgumentParser(prog="python -m nere.bench_proc baseline", description="Run the PyTorch baseline once.")
+    p = argparse.ArgumentParser(prog="python -m nere.bench.proc baseline", description="Run the PyTorch baseline once.")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--re-checkpoint", default=None)
     p.add_argument("--corpus", required=True)
@@ -191,7 +191,7 @@ def _baseline(argv: Sequence[str]) -> None:
     p.add_argument("--id-col", default="id")
     p.add_argument("--text-col", default="text")
     a = p.parse_args(argv)
-    from nere.bench_baseline import TorchBaseline
+    from nere.bench.baseline import TorchBaseline
 
     base = TorchBaseline(a.checkpoint, a.threads, a.batch_docs, a.device, a.re_checkpoint)
     with tempfile.TemporaryDirectory(prefix="nere-bench-") as tmp:
@@ -209,7 +209,7 @@ def _main(argv: Sequence[str]) -> None:
     elif argv[:1] == ["baseline"]:
         _baseline(argv[1:])
     else:
-        sys.exit("usage: python -m nere.bench_proc {extract|baseline} ARGS...")
+        sys.exit("usage: python -m nere.bench.proc {extract|baseline} ARGS...")
 
 
 if __name__ == "__main__":

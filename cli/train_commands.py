@@ -1,0 +1,231 @@
+"""`nere train ner|re|joint`: thin click layers over the task modules.
+
+The task modules (``nere.train.ner_task``, ``re_task``, ``joint_task``) are plain
+functions; every option, message and exit code of the training commands lives here.
+Importing this module imports torch: ``nere.cli`` checks the [train] extra first.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shlex
+import sys
+import time
+from typing import Any, Callable
+
+import click
+
+from nere.splits import load_splits
+from nere.train.re_task import DEFAULT_NEG_RATIO
+from nere.train.registry import model_names
+
+
+def _json_object(value: str | None, name: str) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    try:
+        obj = json.loads(value)
+    except json.JSONDecodeError as err:
+        raise click.BadParameter(f"not JSON: {err}", param_hint=name) from None
+    if not isinstance(obj, dict):
+        raise click.BadParameter("expected a JSON object", param_hint=name)
+    return obj
+
+
+_SHARED = [
+    click.option("--dataset", required=True, help="conll04, msra, sanwen, or a path to JSONL data."),
+    click.option("--data-dir", default=None, help="Folder holding the datasets (default: $NERE_DATASETS or ../shared/datasets)."),
+    click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Checkpoint folder to write."),
+    click.option("--epochs", default=10, show_default=True, type=click.IntRange(1)),
+    click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1)),
+    click.option("--lr", default=None, type=float, help="Learning rate (default 5e-5 for BERT encoders, 1e-3 for BiLSTM)."),
+    click.option("--head-lr", default=1e-3, show_default=True, type=float, help="Learning rate of heads and the CRF."),
+    click.option("--patience", default=3, show_default=True, type=click.IntRange(1), help="Early stopping: epochs without dev gain."),
+    click.option("--seed", default=13, show_default=True, type=int),
+    click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda."),
+    click.option("--limit", default=None, type=click.IntRange(1), help="Use only the first N training (and dev) sentences."),
+    click.option("--encoder", default="auto", show_default=True,
+                 help="BERT kinds: a local Hugging Face BERT folder, 'random' (small BERT, character vocabulary) or 'auto'."),
+    click.option("--bert-config", default=None, callback=lambda ctx, param, v: _json_object(v, "--bert-config"),
+                 help='JSON overrides of the small random BERT (--encoder random), e.g. \'{"num_hidden_layers": 2}\'.'),
+    click.option("--max-length", default=256, show_default=True, type=click.IntRange(8), help="Tokens per sentence incl. [CLS]/[SEP]."),
+    click.option("--quiet", is_flag=True, help="No progress bars."),
+]
+
+_HEAD = [
+    click.option("--neg-ratio", default=DEFAULT_NEG_RATIO, show_default=True, type=float,
+                 help="Training negatives per positive pair and sentence, resampled each epoch; 0 or -1: all."),
+    click.option("--transe-weight", default=0.5, show_default=True, type=click.FloatRange(0),
+                 help="Weight of the TransE margin loss (multitask heads)."),
+    click.option("--margin", default=1.0, show_default=True, type=click.FloatRange(0), help="TransE margin."),
+    click.option("--dropout", default=None, type=click.FloatRange(0, 1), help="Default 0.1 (BERT) or 0.3 (BiLSTM/ACNN)."),
+]
+
+
+def _apply(options: list[Callable]) -> Callable:
+    def deco(f):
+        for opt in reversed(options):
+            f = opt(f)
+        return f
+
+    return deco
+
+
+shared_options = _apply(_SHARED)  # every `nere train` task
+head_options = _apply(_HEAD)  # the RE heads: `nere train re` and `nere train joint`
+
+
+# ------------------------------------------------------------------ helpers of every task
+def hardware() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def command_line() -> str:
+    return "nere " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def make_train_config(kind_encoder: str, opts: dict[str, Any]):
+    from nere.train.trainer import TrainConfig, resolve_device
+
+    lr = opts["lr"] if opts["lr"] is not None else (5e-5 if kind_encoder == "bert" else 1e-3)
+    head_lr = opts["head_lr"] if kind_encoder == "bert" else lr
+    return TrainConfig(epochs=opts["epochs"], batch_size=opts["batch_size"], lr=lr, head_lr=head_lr,
+                       patience=opts["patience"], seed=opts["seed"], device=resolve_device(opts["device"]),
+                       progress=not opts["quiet"])
+
+
+def run_metrics(task: str, model: str, opts: dict[str, Any], splits, result: dict[str, Any], test: dict[str, Any],
+                make, notes: dict[str, Any], cfg, started: float, **extra: Any) -> dict[str, Any]:
+    """The metrics.json of a training run: one shape for every task (study and cards read it)."""
+    return {
+        "task": task, "model": model, "dataset": opts["dataset"], **extra,
+        "split_sizes": [len(s) for s in splits],
+        "dev": result["best_dev"], "test": test, "history": result["history"], "best_epoch": result["best_epoch"],
+        "train_featurization": make.stats, "notes": notes, "command": command_line(), "hardware": hardware(),
+        "seconds": time.perf_counter() - started, "train_config": cfg.__dict__,
+    }
+
+
+def _train_dev_test(opts: dict[str, Any]):
+    train_ex, dev_ex = load_splits(opts["dataset"], opts["data_dir"], opts["limit"])
+    (test_ex,) = load_splits(opts["dataset"], opts["data_dir"], None, ("test",))
+    return train_ex, dev_ex, test_ex
+
+
+def _built(build: Callable, *args: Any, **kwargs: Any):
+    """A task's ``build_*`` with its user errors (bad encoder folder, bad labels) as one line."""
+    try:
+        return build(*args, **kwargs)
+    except (ValueError, OSError) as err:
+        raise click.ClickException(str(err)) from err
+
+
+def _params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ------------------------------------------------------------------ nere train
+@click.group()
+def train() -> None:
+    """Train an NER, RE or joint model into a checkpoint folder."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+
+
+@train.command("ner")
+@click.option("--model", "kind", required=True, help="One of: " + ", ".join(model_names("ner")) + ".")
+@click.option("--tag-scheme", default="BIOES", show_default=True, type=click.Choice(["BIO", "BIOES"], case_sensitive=False))
+@shared_options
+def train_ner(kind: str, tag_scheme: str, **opts: Any) -> None:
+    """Train an NER model; select the epoch on dev F1; report test scores."""
+    from nere.train.checkpoint import save_checkpoint
+    from nere.train.ner_task import build_ner, evaluate_ner, ner_batches
+    from nere.train.trainer import fit
+
+    if kind not in model_names("ner"):
+        raise click.BadParameter(f"unknown NER model {kind!r}; choose one of {', '.join(model_names('ner'))}", param_hint="--model")
+    train_ex, dev_ex, test_ex = _train_dev_test(opts)
+    model, tokenizer, featurizer, notes = _built(build_ner, kind, train_ex, opts["encoder"], opts["max_length"],
+                                                 tag_scheme.upper(), bert_size=opts["bert_config"])
+    cfg = make_train_config(type(model).encoder_type, opts)
+    make = ner_batches(model, featurizer, train_ex, cfg.batch_size)
+    click.echo(f"{kind}: {len(train_ex)} train / {len(dev_ex)} dev / {len(test_ex)} test sentences; "
+               f"{_params(model):,} parameters; device {cfg.device}")
+    started = time.perf_counter()
+    result = fit(model, make, lambda m: evaluate_ner(m, featurizer, dev_ex), "f1", cfg)
+    test = evaluate_ner(model, featurizer, test_ex)
+    metrics = run_metrics("ner", kind, opts, (train_ex, dev_ex, test_ex), result, test, make, notes, cfg, started)
+    save_checkpoint(model, tokenizer, opts["out_dir"], metrics)
+    click.echo(f"test: accuracy {test['accuracy']:.4f}  P {test['precision']:.4f}  R {test['recall']:.4f}  F1 {test['f1']:.4f}"
+               f"  ({metrics['seconds']:.0f}s) -> {opts['out_dir']}")
+
+
+@train.command("re")
+@click.option("--model", "kind", required=True, type=click.Choice(model_names("re")), help="RE model kind.")
+@head_options
+@click.option("--max-distance", default=30, show_default=True, type=click.IntRange(1),
+              help="BiLSTM/ACNN: relative positions are clipped to +-N tokens.")
+@shared_options
+def train_re(kind: str, neg_ratio: float, transe_weight: float, margin: float, dropout: float | None,
+             max_distance: int, **opts: Any) -> None:
+    """Train a relation classifier on gold entities; select the epoch on dev macro F1."""
+    from nere.train.checkpoint import save_checkpoint
+    from nere.train.re_task import build_re, evaluate_re, re_batches
+    from nere.train.trainer import fit
+
+    train_ex, dev_ex, test_ex = _train_dev_test(opts)
+    head = {"transe_weight": transe_weight, "margin": margin, "max_distance": max_distance}
+    model, tokenizer, featurizer, notes = _built(build_re, kind, train_ex, opts["encoder"], opts["max_length"], dropout, head)
+    cfg = make_train_config(type(model).encoder_type, opts)
+    make = re_batches(model, featurizer, train_ex, cfg.batch_size, neg_ratio)
+    click.echo(f"re/{kind}: {len(train_ex)} train / {len(dev_ex)} dev / {len(test_ex)} test sentences; "
+               f"{make.stats['pairs']} train pairs ({make.stats['positive']} positive); "
+               f"{_params(model):,} parameters; device {cfg.device}")
+    started = time.perf_counter()
+    result = fit(model, make, lambda m: evaluate_re(m, featurizer, dev_ex), "macro_f1", cfg)
+    test = evaluate_re(model, featurizer, test_ex)
+    metrics = run_metrics("re", kind, opts, (train_ex, dev_ex, test_ex), result, test, make, notes, cfg, started,
+                          neg_ratio=neg_ratio, head=head)
+    save_checkpoint(model, tokenizer, opts["out_dir"], metrics)
+    click.echo(f"test: accuracy {test['accuracy']:.4f}  macro P {test['macro_precision']:.4f}  R {test['macro_recall']:.4f}  "
+               f"F1 {test['macro_f1']:.4f}  micro F1 {test['micro_f1']:.4f}  ({metrics['seconds']:.0f}s) -> {opts['out_dir']}")
+
+
+@train.command("joint")
+@click.option("--ner-weight", default=1.0, show_default=True, type=click.FloatRange(0), help="a in a*ner + b*re + c*transe.")
+@click.option("--re-weight", default=1.0, show_default=True, type=click.FloatRange(0), help="b in a*ner + b*re + c*transe.")
+@click.option("--learned-weights", is_flag=True, help="Learn the weights (uncertainty weighting, Kendall et al. 2018).")
+@click.option("--tag-scheme", default="BIOES", show_default=True, type=click.Choice(["BIO", "BIOES"], case_sensitive=False))
+@head_options
+@shared_options
+def train_joint(ner_weight: float, re_weight: float, learned_weights: bool, tag_scheme: str, neg_ratio: float,
+                transe_weight: float, margin: float, dropout: float | None, **opts: Any) -> None:
+    """Train BERT-CRF NER + multitask RE jointly; select the epoch on dev end-to-end triple F1."""
+    from nere.train.checkpoint import save_checkpoint
+    from nere.train.joint_task import KIND, build_joint, evaluate_joint, joint_batches, weights_label
+    from nere.train.trainer import fit
+
+    train_ex, dev_ex, test_ex = _train_dev_test(opts)
+    weights = {"ner": ner_weight, "re": re_weight, "transe": transe_weight}
+    head = {"transe_weight": transe_weight, "margin": margin}
+    model, tokenizer, featurizer, notes = _built(build_joint, train_ex, opts["encoder"], opts["max_length"],
+                                                 tag_scheme.upper(), dropout, head, weights, learned_weights)
+    cfg = make_train_config("bert", opts)
+    make = joint_batches(model, featurizer, train_ex, cfg.batch_size, neg_ratio)
+    label = "learned" if learned_weights else weights_label(weights)
+    click.echo(f"joint/{KIND} ({label}): {len(train_ex)} train / {len(dev_ex)} dev / {len(test_ex)} test sentences; "
+               f"{_params(model):,} parameters; device {cfg.device}")
+    started = time.perf_counter()
+    result = fit(model, make, lambda m: evaluate_joint(m, featurizer, dev_ex), "e2e_f1", cfg)
+    test = evaluate_joint(model, featurizer, test_ex)
+    recorded = {"learned": True, "initial": weights, "final": model.task_weights()} if learned_weights else weights
+    metrics = run_metrics("joint", KIND, opts, (train_ex, dev_ex, test_ex), result, test, make, notes, cfg, started,
+                          weights=recorded, weights_label=label, neg_ratio=neg_ratio, head=head)
+    save_checkpoint(model, tokenizer, opts["out_dir"], metrics)
+    click.echo(f"test: NER F1 {test['ner']['f1']:.4f}  RE macro F1 {test['re']['macro_f1']:.4f}  "
+               f"end-to-end F1 {test['e2e_f1']:.4f}  weights {test['weights']}  ({metrics['seconds']:.0f}s) -> {opts['out_dir']}")
