@@ -45,7 +45,9 @@ def run(bundle: str, dataset: str, split: str = "test", limit: int | None = None
     entities, triples = engine_predictions(engine, texts)
     scores = score_predictions(entities, triples, gold, examples)
     checks = user_checks(texts, gold, entities)
-    return {"bundle": bundle, "dataset": dataset, "split": split, "scores": scores, "checks": checks, "texts": texts}
+    wrong = [] if triples is None else [(d, t) for d, (g, p) in enumerate(zip((ex.triples() for ex in examples), triples))
+                                        for t in sorted(p - set(g))]
+    return {"wrong_triples": wrong, "bundle": bundle, "dataset": dataset, "split": split, "scores": scores, "checks": checks, "texts": texts}
 
 
 def markdown(result: dict, examples: int = 3) -> str:
@@ -62,7 +64,16 @@ def markdown(result: dict, examples: int = 3) -> str:
         found = getattr(c, key)
         shown = "; ".join(_show(f, result["texts"]) for f in found[:examples]).replace("|", "\\|")
         lines.append(f"| {title} | {counts[key]} of {c.predicted} predicted | {shown} |")
+    if s["triples"] is not None:
+        wrong = result["wrong_triples"]
+        shown = "; ".join(f"`{_surface(result['texts'][d], h)}` {lab} `{_surface(result['texts'][d], t)}`"
+                          for d, (h, t, lab) in wrong[:examples])
+        lines.append(f"| predicted triples not in gold | {len(wrong)} | {shown.replace('|', chr(92) + '|')} |")
     return "\n".join(lines)
+
+
+def _surface(text: str, span: tuple) -> str:
+    return text[span[0]:span[1]].replace("\n", "\\n")
 
 
 def main() -> None:

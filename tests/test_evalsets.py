@@ -119,6 +119,7 @@ def test_error_breakdown_sorts_errors():
     assert out.gold == {"correct": 1, "type": 1, "boundary": 2, "missed": 1}
     assert out.pred == {"correct": 1, "type": 1, "boundary": 2, "spurious": 1}
     assert out.boundary_kinds[("PER", "cut end (pred is a prefix)")] == 1
+    assert out.type_confusions == {("LOC", "ORG"): 1}
     assert out.boundary_kinds[("LOC", "extends start")] == 1
     assert out.boundary_diffs[("PER", "cut end (pred is a prefix)", "|-bc")] == 1
     assert out.examples[("PER", "cut end (pred is a prefix)")] == [("abc", "a")]

@@ -124,6 +124,7 @@ class ErrorBreakdown:
     pred: Counter = field(default_factory=Counter)       # correct / type / boundary / spurious (per prediction)
     by_label: dict[str, Counter] = field(default_factory=dict)   # label -> tp / n_gold / n_pred
     by_length: dict[str, Counter] = field(default_factory=dict)  # bucket -> tp / n_gold / n_pred
+    type_confusions: Counter = field(default_factory=Counter)    # (gold label, predicted label), same span
     boundary_kinds: Counter = field(default_factory=Counter)     # (gold label, kind)
     boundary_diffs: Counter = field(default_factory=Counter)     # (gold label, kind, extra/missing text)
     examples: dict[tuple, list[tuple[str, str]]] = field(default_factory=dict)  # (label, kind) -> (gold, pred) surfaces
@@ -170,6 +171,9 @@ def error_breakdown(texts: Sequence[str], gold: Sequence[Iterable[Span]], pred: 
                 bump(out.by_length, length_bucket(g[1] - g[0]), "tp")
             elif (g[0], g[1]) in p_spans:
                 out.gold["type"] += 1
+                for p in p_set:
+                    if (p[0], p[1]) == (g[0], g[1]):
+                        out.type_confusions[(g[2], p[2])] += 1
             elif any(_overlaps(g, p) for p in p_set):
                 out.gold["boundary"] += 1
                 for p in sorted(p_set):
