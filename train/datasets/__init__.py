@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from nere.engine.core import Example
-from nere.train.datasets import conll04, jsonl, msra, sanwen
+from nere.train.datasets import conll04, evalsets, jsonl, msra, sanwen
 from nere.train.datasets.base import (
     ENV_VAR,
     SPLITS,
@@ -34,6 +34,8 @@ _MODULES = {
     "msra": msra,
     "sanwen": sanwen,
     "chinese_literature": sanwen,  # alias: the dataset's own name
+    "zh-judgments": evalsets.ZH_JUDGMENTS,  # packaged evaluation sets: test split only
+    "en-news": evalsets.EN_NEWS,
 }
 DATASETS: dict[str, Loader] = {name: mod.load for name, mod in _MODULES.items()}
 
