@@ -8,7 +8,16 @@ from hypothesis import strategies as st
 
 from nere.engine.core.decode import row_char_spans
 from nere.engine.core.tags import TagSet
-from nere.engine.core.trim import ABBREVIATIONS, is_edge, needs_trim, trim_entity_spans, trim_span, trim_spans
+from nere.engine.core.trim import (
+    ABBREVIATIONS,
+    is_edge,
+    mid_word,
+    needs_trim,
+    trim_entity_spans,
+    trim_span,
+    trim_spans,
+    widen_to_words,
+)
 
 
 def _trimmed(text: str, piece: str | None = None) -> str | None:
@@ -71,7 +80,7 @@ def test_stray_punctuation_goes_balanced_pairs_stay(piece, kept):
 @pytest.mark.parametrize("piece", [".", ",", "...", "()", "“”", "，。", " ", "\u3000", " - ", "\n", "'", "'s"])
 def test_punctuation_only_spans_are_dropped(piece):
     assert trim_span(piece, 0, len(piece)) is None
-    assert trim_spans("x" + piece + "y", [(1, 1 + len(piece), "PER")]) == []
+    assert trim_spans("x " + piece + " y", [(2, 2 + len(piece), "PER")]) == []
 
 
 SPACES = ["\u3000", "\u00a0", *map(chr, range(0x2002, 0x200B)), "\u202f", "\u205f", "\t", " "]
@@ -98,16 +107,18 @@ def test_no_entity_crosses_a_line_break():
 @settings(max_examples=400, deadline=None)
 @given(st.text(alphabet="aZsS魏 \u3000\n\r\u2028.,;:()“”\"'’`-$", max_size=20), st.data())
 def test_trimmed_spans_are_exact_slices(text, data):
-    """A trimmed span lies inside the decoded one, holds no line break, starts and ends
-    with neither a space nor a line break, and trimming it again changes nothing."""
+    """A trimmed span lies inside the decoded one widened to whole words, holds no line
+    break, starts and ends with neither a space nor a line break, and trimming it again
+    changes nothing."""
     start = data.draw(st.integers(0, len(text)))
     end = data.draw(st.integers(start, len(text)))
     cut = trim_span(text, start, end)
-    if end > start and not needs_trim(text[start:end]):
-        assert cut == (start, end)  # the cheap test never skips a span the rule would change
+    if end > start and not needs_trim(text[start:end]) and not mid_word(text, start, end):
+        assert cut == (start, end)  # the cheap tests never skip a span the rule would change
     if cut is None:
         return
     s, e = cut
+    start, end = widen_to_words(text, start, end)
     assert start <= s < e <= end
     piece = text[s:e]
     assert not any(c in piece for c in "\n\r\u2028\u2029")
@@ -135,3 +146,28 @@ def test_many_entities_at_once():
     assert [texts[d][a:b] for d, a, b in zip(docs[kept], s, e)] == ["Acme Corp.", "Bob", "魏\u3000铭"]
     clean = trim_entity_spans(texts, np.array([0]), np.array([0]), np.array([4]))
     assert clean[0] is None and clean[1].tolist() == [0] and clean[2].tolist() == [4]
+
+
+def test_spans_inside_a_word_widen_to_the_word():
+    from nere.engine.core.trim import mid_word, trim_span
+
+    text = "Allied troops landed at Anzio, Italy."
+    s = text.index("zio")
+    assert mid_word(text, s, s + 3)
+    assert text[slice(*trim_span(text, s, s + 3))] == "Anzio"  # and the comma stays out
+    e = text.index("Ital") + 4
+    assert text[slice(*trim_span(text, text.index("Ital"), e))] == "Italy"
+    assert not mid_word("王小明在北京", 1, 3)  # scripts without spaces are left alone
+    assert trim_span("王小明在北京", 1, 3) == (1, 3)
+
+
+def test_entities_widened_onto_one_span_keep_the_first():
+    import numpy as np
+
+    from nere.engine.core.trim import trim_entity_spans, trim_spans
+
+    text = "Landed at Anzio."
+    a = text.index("Anzio")
+    assert trim_spans(text, [(a, a + 2, "Loc"), (a + 2, a + 5, "Org")]) == [(a, a + 5, "Loc")]
+    kept, starts, ends = trim_entity_spans([text], np.array([0, 0]), np.array([a, a + 2]), np.array([a + 2, a + 5]))
+    assert kept.tolist() == [0] and starts.tolist() == [a] and ends.tolist() == [a + 5]

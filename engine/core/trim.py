@@ -26,6 +26,11 @@ A decoded character span of a text is, in this order:
    split it off (``Bob 's`` -> ``Bob``; ``McDonald's`` stays).
 4. dropped when nothing is left (a span of punctuation or spaces only).
 
+Before these steps, a span that starts or ends inside a word of a script written with
+spaces (Latin letters and digits) is widened to the whole word: a sub-word model can tag
+``zio`` of ``Anzio``, and a user wants ``Anzio``. Two entities left on the same span keep
+only the first.
+
 Symbols are never trimmed (``$100`` stays).
 """
 from __future__ import annotations
@@ -144,8 +149,31 @@ def _trim_line(text: str, start: int, end: int) -> tuple[int, int] | None:
         return s, e
 
 
+def _word_char(ch: str) -> bool:
+    """A letter or digit of a script written with spaces between words (Latin, Greek, Cyrillic)."""
+    return ch.isalnum() and ord(ch) < 0x530
+
+
+def mid_word(text: str, start: int, end: int) -> bool:
+    """The span starts or ends inside a word (see :func:`widen_to_words`)."""
+    return (0 < start < len(text) and _word_char(text[start - 1]) and _word_char(text[start])) or (
+        0 < end < len(text) and _word_char(text[end - 1]) and _word_char(text[end]))
+
+
+def widen_to_words(text: str, start: int, end: int) -> tuple[int, int]:
+    """The span widened to whole words at both ends."""
+    if start < end and _word_char(text[start]):
+        while start > 0 and _word_char(text[start - 1]):
+            start -= 1
+    if start < end and _word_char(text[end - 1]):
+        while end < len(text) and _word_char(text[end]):
+            end += 1
+    return start, end
+
+
 def trim_span(text: str, start: int, end: int) -> tuple[int, int] | None:
     """``text[start:end]`` trimmed by the module's rule: (start, end), or None to drop it."""
+    start, end = widen_to_words(text, start, end)
     piece = text[start:end]
     if not _BREAK.search(piece):
         return _trim_line(text, start, end)
@@ -171,10 +199,11 @@ def needs_trim(piece: str) -> bool:
 
 def trim_spans(text: str, spans: Iterable[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
     """(start, end, label) spans of ``text`` trimmed; spans left empty are dropped."""
-    out = []
+    out, seen = [], set()
     for s, e, label in spans:
-        cut = trim_span(text, s, e) if e > s and needs_trim(text[s:e]) else (s, e)
-        if cut is not None:
+        cut = trim_span(text, s, e) if e > s and (needs_trim(text[s:e]) or mid_word(text, s, e)) else (s, e)
+        if cut is not None and cut not in seen:
+            seen.add(cut)
             out.append((cut[0], cut[1], label))
     return out
 
@@ -185,7 +214,7 @@ def trim_entity_spans(texts: Sequence[str], docs: np.ndarray, starts: np.ndarray
     entities kept, or None when all are; their starts; their ends). A span is looked at
     in Python only when its first or last character could be trimmed or it holds a break."""
     d, s, e = docs.tolist(), starts.tolist(), ends.tolist()
-    odd = [k for k in range(len(d)) if needs_trim(texts[d[k]][s[k]:e[k]])]
+    odd = [k for k in range(len(d)) if needs_trim(texts[d[k]][s[k]:e[k]]) or mid_word(texts[d[k]], s[k], e[k])]
     if not odd:
         return None, starts, ends
     starts, ends = starts.copy(), ends.copy()
@@ -194,9 +223,25 @@ def trim_entity_spans(texts: Sequence[str], docs: np.ndarray, starts: np.ndarray
         cut = trim_span(texts[d[k]], s[k], e[k])
         if cut is None:
             keep[k] = False
+            starts[k] = ends[k] = -1 - k  # unlike any other span
         else:
             starts[k], ends[k] = cut
+    keep &= ~_repeated(docs, starts, ends)
     if keep.all():
         return None, starts, ends
     kept = np.flatnonzero(keep)
     return kept, starts[kept], ends[kept]
+
+
+def _repeated(docs: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """True for an entity whose (document, start, end) an earlier entity already has."""
+    n = len(docs)
+    if n < 2:
+        return np.zeros(n, dtype=bool)
+    order = np.lexsort((np.arange(n), ends, starts, docs))
+    same = np.zeros(n, dtype=bool)
+    d, s, e = docs[order], starts[order], ends[order]
+    same[1:] = (d[1:] == d[:-1]) & (s[1:] == s[:-1]) & (e[1:] == e[:-1])
+    out = np.zeros(n, dtype=bool)
+    out[order] = same
+    return out
