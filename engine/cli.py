@@ -57,12 +57,25 @@ def _print_summary(s: dict[str, Any]) -> None:
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 @click.option("--preview", type=click.IntRange(0), default=0, show_default=True,
               help="Print the first N rows of the entity and relation tables when done.")
+@click.option("--ray", "ray_address", default=None, is_flag=False, flag_value="auto", metavar="[auto|ADDRESS]",
+              help="Run on a Ray cluster (pip install 'nere[ray]'); inputs and --out on storage every node sees. "
+                   "See docs/scale.md.")
+@click.option("--actors", type=click.IntRange(1), default=None,
+              help="With --ray: engine actors [default: one per node on CPU, one per GPU with --device cuda].")
 def extract(inputs, model, re_model, out, id_col, text_col, device, batch_tokens, threads, streams, re_streams, resume,
-            overwrite, limit, max_doc_chars, part_docs, progress, preview) -> None:
+            overwrite, limit, max_doc_chars, part_docs, progress, preview, ray_address, actors) -> None:
     """Extract entities (and relations) from the Parquet files or folders INPUT..."""
     from nere.engine.api import Engine
 
     try:
+        if ray_address is not None or actors is not None:
+            from nere.engine.cluster.cli import run_from_cli
+
+            summary = run_from_cli(ray_address, actors, inputs, model, re_model, out, id_col, text_col, device,
+                                   batch_tokens, threads, streams, re_streams, resume, overwrite, limit,
+                                   max_doc_chars, progress)
+            _print_summary(summary)
+            return _print_preview(out, preview) if preview else None
         engine = Engine.load(model, re_model, device=device, threads=threads, batch_tokens=batch_tokens,
                              max_doc_chars=max_doc_chars, streams=streams, re_streams=re_streams)
         summary = engine.run(list(inputs), out, id_col=id_col, text_col=text_col, resume=resume,

@@ -141,13 +141,15 @@ def commit_block(out: Path, block: Block, result: BatchResult, engine: dict[str,
     return record
 
 
-def run_block(extractor: BatchExtractor, out: Path, block: Block, id_col: str, text_col: str) -> dict[str, Any]:
-    """Read, extract and commit one block (what a worker does per block)."""
+def run_block(extractor: BatchExtractor, out: Path, block: Block, id_col: str, text_col: str,
+              worker: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read, extract and commit one block (what a worker does per block); ``worker``: more
+    facts for the record's ``engine`` entry (the Ray node that ran it)."""
     table = read_block(block, id_col, text_col)
     result = extractor.extract(table, source=block.path, row0=block.first)
     e = extractor.engine
     engine = {"provider": e.provider, "batch_tokens": e.batch_tokens, "threads": e.threads, "streams": e.streams,
-              "host": os.uname().nodename, "pid": os.getpid()}
+              "host": os.uname().nodename, "pid": os.getpid(), **(worker or {})}
     return commit_block(out, block, result, engine)
 
 

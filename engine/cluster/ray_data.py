@@ -68,7 +68,7 @@ def extract_dataset(ds: Dataset, bundle: str, re_bundle: str | None = None, *, m
     The models run once: the nested rows are materialized (in the object store) before
     both tables are cut from them; ``materialize=False`` keeps everything lazy and runs the
     models once per table consumed. Failed rows are left out, as in ``Engine.extract``;
-    read them with ``extract_nested(...).filter(expr="failure is not null")``.
+    read them with ``extract_nested(...).filter(expr=col("failure").is_not_null())`` (``col`` from ``ray.data.expressions``).
     ``options``: those of :func:`extract_nested`."""
     nested = extract_nested(ds, bundle, re_bundle, **options)
     if materialize:

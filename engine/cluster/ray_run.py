@@ -47,8 +47,7 @@ class BlockWriter:
         records = []
         for row in batch.to_pylist():
             record = run_block(self.extractor, self.out, Block.from_row(json.loads(row["block"])),
-                               self.id_col, self.text_col)
-            record["engine"]["node"] = self.node
+                               self.id_col, self.text_col, {"node": self.node})
             records.append(json.dumps(record))
         return pa.table({"record": pa.array(records, pa.string())})
 
