@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import uuid
 from dataclasses import asdict, dataclass
@@ -149,7 +150,8 @@ def run_block(extractor: BatchExtractor, out: Path, block: Block, id_col: str, t
     result = extractor.extract(table, source=block.path, row0=block.first)
     e = extractor.engine
     engine = {"provider": e.provider, "batch_tokens": e.batch_tokens, "threads": e.threads, "streams": e.streams,
-              "host": os.uname().nodename, "pid": os.getpid(), **(worker or {})}
+              "host": os.uname().nodename, "pid": os.getpid(),
+              "max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), **(worker or {})}
     return commit_block(out, block, result, engine)
 
 
@@ -160,6 +162,7 @@ class OutputFolder:
     def __init__(self, folder: Path, config: dict[str, Any], resume: bool, overwrite: bool) -> None:
         self.folder, self.config = folder, config
         self.resumed = False
+        self.created = not folder.exists()
         self._open(resume, overwrite)
 
     def _open(self, resume: bool, overwrite: bool) -> None:
@@ -237,6 +240,11 @@ class OutputFolder:
             if r["failed"]:
                 rows.extend(pq.read_table(self.folder / "failures" / r["name"]).slice(0, n - len(rows)).to_pylist())
         return rows
+
+    def discard_if_empty(self) -> None:
+        """After an error before any block was committed, leave no folder we created."""
+        if self.created and not any((self.folder / BLOCKS).glob("*.json")):
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_atomic(self.folder / SUMMARY, json.dumps(summary, indent=2, default=str).encode())

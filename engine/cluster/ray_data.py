@@ -35,19 +35,20 @@ class ExtractBatches:
         return self.extractor.nested(batch)
 
 
-def actor_options(actors: int, device: str = "cpu", threads: int = 1) -> dict[str, Any]:
-    """``map_batches`` keywords for a pool of ``actors`` actors. CPU: ``threads`` cores each
-    (the engine's threads); CUDA: one GPU and one core each."""
+def actor_options(actors: int, device: str = "cpu", threads: int = 1, gpus_per_actor: float = 1.0) -> dict[str, Any]:
+    """``map_batches`` keywords for a pool of ``actors`` actors, each holding ``threads``
+    cores (on CPU the engine's threads; on CUDA room for tokenizing and decoding) and on
+    CUDA ``gpus_per_actor`` of a GPU (below 1 to share a GPU between actors)."""
     if actors < 1:
         raise EngineError(f"actors must be positive, got {actors}")
     if device == "cuda":
-        return {"compute": ActorPoolStrategy(size=actors), "num_gpus": 1, "num_cpus": 1}
+        return {"compute": ActorPoolStrategy(size=actors), "num_gpus": gpus_per_actor, "num_cpus": threads}
     return {"compute": ActorPoolStrategy(size=actors), "num_cpus": threads}
 
 
 def extract_nested(ds: Dataset, bundle: str, re_bundle: str | None = None, *, id_col: str = "id",
                    text_col: str = "text", actors: int = 1, device: str = "cpu", threads: int = 1,
-                   batch_docs: int = BATCH_DOCS, **engine_options: Any) -> Dataset:
+                   gpus_per_actor: float = 1.0, batch_docs: int = BATCH_DOCS, **engine_options: Any) -> Dataset:
     """One row per document: doc_id, entities, relations (lists of structs) and ``failure``
     (the reason a row could not be processed; null otherwise). Lazy, like any Dataset."""
     engine_options = {"device": device, "threads": threads if device != "cuda" else None, **engine_options}
@@ -57,7 +58,7 @@ def extract_nested(ds: Dataset, bundle: str, re_bundle: str | None = None, *, id
                                "id_col": id_col, "text_col": text_col, **engine_options},
         batch_size=batch_docs,
         batch_format="pyarrow",
-        **actor_options(actors, device, threads),
+        **actor_options(actors, device, threads, gpus_per_actor),
     )
 
 

@@ -67,19 +67,21 @@ def _alive_nodes() -> list[dict[str, Any]]:
 
 
 def pool_shape(device: str, actors: int | None, threads: int | None) -> tuple[int, int]:
-    """(actors, CPU threads per actor). CPU default: one actor per node, each with the
-    node's cores (the engine parallelises inside a process); CUDA: one actor per GPU."""
+    """(actors, CPUs per actor). CPU default: one actor per node, each with the node's
+    cores as engine threads (the engine parallelises inside a process); CUDA: one actor
+    per GPU, each holding the cores of its share of the node (tokenizing and decoding)."""
     nodes = _alive_nodes()
     if not nodes:
         raise EngineError("the Ray cluster has no node with CPUs")
+    biggest = max(int(n["Resources"]["CPU"]) for n in nodes)
+    total = int(sum(n["Resources"]["CPU"] for n in nodes))
     if device == "cuda":
         gpus = int(ray.cluster_resources().get("GPU", 0))
-        if actors is None and gpus == 0:
+        if gpus == 0:
             raise EngineError("--device cuda: the Ray cluster has no GPU")
-        return actors or gpus, threads or 1
-    biggest = max(int(n["Resources"]["CPU"]) for n in nodes)
+        actors = actors or gpus
+        return actors, threads or max(1, min(biggest, total // max(gpus, actors)))
     actors = actors or len(nodes)
-    total = int(sum(n["Resources"]["CPU"] for n in nodes))
     return actors, threads or max(1, min(biggest, total // actors))
 
 
@@ -123,11 +125,15 @@ def run_on_ray(
     before = {name: r for name, r in out.committed().items() if name in {b.name for b in blocks}}
     out.remove_uncommitted(before)
     todo = [b for b in blocks if b.name not in before]
-    owns_connection = connect(address) if todo else False
+    owns_connection = False
     try:
+        owns_connection = connect(address) if todo else False
         shape = pool_shape(device, actors, threads) if todo else (0, 0)
         records = _run_blocks(todo, out.folder, bundle, re_bundle, id_col, text_col, device, shape,
                               {"device": device, "max_doc_chars": max_doc_chars, **engine_options}, progress)
+    except BaseException:
+        out.discard_if_empty()
+        raise
     finally:
         if owns_connection:
             ray.shutdown()
@@ -152,7 +158,7 @@ def _run_blocks(todo: list[Block], out: Path, bundle: str | Path, re_bundle: str
     ctx.enable_progress_bars = False  # nere's own bar counts documents
     plan = ray.data.from_items([{"block": json.dumps(b.to_row())} for b in todo],
                                override_num_blocks=len(todo))
-    resources = {"num_gpus": 1, "num_cpus": 1} if device == "cuda" else {"num_cpus": threads}
+    resources = {"num_gpus": 1, "num_cpus": threads} if device == "cuda" else {"num_cpus": threads}
     results = plan.map_batches(
         BlockWriter,
         fn_constructor_kwargs={"out": str(out), "bundle": str(bundle),
