@@ -107,6 +107,23 @@ def test_extract_dataset_matches_engine_extract(cluster, bundle):
     assert failed.count() == sum(1 for t in corpus_texts(300) if t is None or not t.strip())
 
 
+def test_unreadable_rows_fail_in_one_line_and_keep_committed_blocks(tmp_path, cluster, bundle):
+    good = write_corpus(tmp_path / "a.parquet", 300)
+    bad = write_corpus(tmp_path / "b.parquet", 3000, start=300, row_group_size=1000)
+    col = pq.ParquetFile(bad).metadata.row_group(2).column(1)
+    data = bytearray(bad.read_bytes())
+    pos = (col.dictionary_page_offset or col.data_page_offset) + 200
+    data[pos : pos + 32] = bytes(b ^ 0xFF for b in data[pos : pos + 32])
+    bad.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["extract", str(good), str(bad), "--model", str(bundle), "--out", str(out),
+                                    "--ray", "auto", "--actors", "1", "--threads", "1", "--no-progress"])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert f"input {bad}: cannot read rows 0-3000" in res.output and "rerun with --resume" in res.output
+    committed = {p.name for p in (out / BLOCKS).iterdir()} if out.exists() else set()
+    assert committed <= {"part-00000-000000000000.parquet.json"} and not (out / "summary.json").exists()
+
+
 def _records(out: Path) -> list[dict]:
     records = []
     for p in sorted((out / BLOCKS).glob("*.json")):

@@ -38,10 +38,13 @@ RUN_VERSION = 1
 
 @dataclass(frozen=True)
 class Block:
-    """Row groups ``row_groups`` of input ``file_index`` (``path``): rows [first, end)."""
+    """Row groups ``row_groups`` of input ``file_index``: rows [first, end). ``path`` is
+    absolute (workers run elsewhere); ``source``, the path as given, names failed rows as
+    a single-machine run does."""
 
     file_index: int
     path: str
+    source: str
     row_groups: tuple[int, ...]
     first: int
     end: int
@@ -55,8 +58,8 @@ class Block:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "Block":
-        return cls(int(row["file_index"]), str(row["path"]), tuple(int(g) for g in row["row_groups"]),
-                   int(row["first"]), int(row["end"]))
+        return cls(int(row["file_index"]), str(row["path"]), str(row["source"]),
+                   tuple(int(g) for g in row["row_groups"]), int(row["first"]), int(row["end"]))
 
 
 def plan_blocks(files: Iterable[InputFile], block_docs: int) -> list[Block]:
@@ -66,16 +69,17 @@ def plan_blocks(files: Iterable[InputFile], block_docs: int) -> list[Block]:
     blocks: list[Block] = []
     for fi, f in enumerate(files):
         meta = pq.ParquetFile(f.path).metadata
+        path, source = str(f.path.resolve()), str(f.path)
         groups: list[int] = []
         first = row = 0
         for g in range(meta.num_row_groups):
             groups.append(g)
             row += meta.row_group(g).num_rows
             if row - first >= block_docs:
-                blocks.append(Block(fi, str(f.path), tuple(groups), first, row))
+                blocks.append(Block(fi, path, source, tuple(groups), first, row))
                 groups, first = [], row
         if groups and row > first:
-            blocks.append(Block(fi, str(f.path), tuple(groups), first, row))
+            blocks.append(Block(fi, path, source, tuple(groups), first, row))
     return blocks
 
 
@@ -84,9 +88,9 @@ def read_block(block: Block, id_col: str, text_col: str) -> pa.Table:
     try:
         table = pq.ParquetFile(block.path).read_row_groups(list(block.row_groups), columns=columns)
     except (pa.ArrowException, OSError) as err:
-        raise EngineError(f"input {block.path}: cannot read rows {block.first}-{block.end} ({err})") from None
+        raise EngineError(f"input {block.source}: cannot read rows {block.first}-{block.end} ({err})") from None
     if table.num_rows != block.end - block.first:
-        raise EngineError(f"input {block.path}: rows {block.first}-{block.end} changed since the run was planned")
+        raise EngineError(f"input {block.source}: rows {block.first}-{block.end} changed since the run was planned")
     return table
 
 
@@ -147,11 +151,13 @@ def run_block(extractor: BatchExtractor, out: Path, block: Block, id_col: str, t
     """Read, extract and commit one block (what a worker does per block); ``worker``: more
     facts for the record's ``engine`` entry (the Ray node that ran it)."""
     table = read_block(block, id_col, text_col)
-    result = extractor.extract(table, source=block.path, row0=block.first)
+    result = extractor.extract(table, source=block.source, row0=block.first)
     e = extractor.engine
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # the worker process's, so far
     engine = {"provider": e.provider, "batch_tokens": e.batch_tokens, "threads": e.threads, "streams": e.streams,
               "host": os.uname().nodename, "pid": os.getpid(),
-              "max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), **(worker or {})}
+              "max_rss_mib": round(usage.ru_maxrss / 1024, 1), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
+              **(worker or {})}
     return commit_block(out, block, result, engine)
 
 

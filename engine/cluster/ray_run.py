@@ -58,8 +58,27 @@ def connect(address: str) -> bool:
     ``ray start``, else a new local one); anything else: that cluster's address."""
     if ray.is_initialized():
         return False
-    ray.init(address=None if address == "auto" else address, log_to_driver=True)
+    try:
+        ray.init(address=None if address == "auto" else address, log_to_driver=True)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        raise EngineError(f"cannot join the Ray cluster {address!r}: {_first_line(err)}") from None
     return True
+
+
+def _engine_error(err: BaseException | None) -> str | None:
+    """The message of an EngineError raised inside an actor, found through Ray's wrappers."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, EngineError):
+            return str(err)
+        err = getattr(err, "cause", None) or err.__cause__
+    return None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _alive_nodes() -> list[dict[str, Any]]:
@@ -161,8 +180,9 @@ def _run_blocks(todo: list[Block], out: Path, bundle: str | Path, re_bundle: str
     resources = {"num_gpus": 1, "num_cpus": threads} if device == "cuda" else {"num_cpus": threads}
     results = plan.map_batches(
         BlockWriter,
-        fn_constructor_kwargs={"out": str(out), "bundle": str(bundle),
-                               "re_bundle": None if re_bundle is None else str(re_bundle), "id_col": id_col,
+        fn_constructor_kwargs={"out": str(out.resolve()), "bundle": str(Path(bundle).resolve()),
+                               "re_bundle": None if re_bundle is None else str(Path(re_bundle).resolve()),
+                               "id_col": id_col,
                                "text_col": text_col,
                                "engine_options": {**engine_options, "threads": None if device == "cuda" else threads}},
         batch_size=1, batch_format="pyarrow", compute=ActorPoolStrategy(size=actors), **resources)
@@ -178,6 +198,9 @@ def _run_blocks(todo: list[Block], out: Path, bundle: str | Path, re_bundle: str
             records[record["name"]] = record  # a block run twice counts once
             if bar is not None:
                 bar.update(record["documents"])
+    except ray.exceptions.RayError as err:
+        why = _engine_error(err) or _first_line(err)
+        raise EngineError(f"the Ray job failed ({why}); committed blocks are kept: rerun with --resume") from None
     finally:
         if bar is not None:
             bar.close()
