@@ -14,6 +14,7 @@ blocks and runs only those without a commit record. docs/scale.md states the sem
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -65,15 +66,11 @@ def connect(address: str) -> bool:
     return True
 
 
-def _engine_error(err: BaseException | None) -> str | None:
-    """The message of an EngineError raised inside an actor, found through Ray's wrappers."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, EngineError):
-            return str(err)
-        err = getattr(err, "cause", None) or err.__cause__
-    return None
+def _engine_error(err: BaseException) -> str | None:
+    """The message of an EngineError raised inside an actor. Ray Data hands the driver a
+    wrapper whose text holds the actor's traceback, ending in the error's own line."""
+    found = re.findall(r"^nere\.engine\.errors\.\w+: (.+)$", str(err), flags=re.MULTILINE)
+    return found[-1] if found else None
 
 
 def _first_line(err: BaseException) -> str:
@@ -160,6 +157,7 @@ def run_on_ray(
     missing = [b.name for b in blocks if b.name not in committed]
     if missing:
         raise EngineError(f"{len(missing)} blocks were not committed (first: {missing[0]}); rerun with --resume")
+    out.remove_uncommitted(committed)  # temporary files of attempts killed mid-write (a lost node)
     summary = _summary(out, [committed[b.name] for b in blocks], before, records, time.perf_counter() - started,
                        bundle, re_bundle, sha, re_sha, device, shape, address)
     out.write_summary(summary)
