@@ -68,8 +68,13 @@ def _print_summary(s: dict[str, Any]) -> None:
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 @click.option("--preview", type=click.IntRange(0), default=0, show_default=True,
               help="Print the first N rows of the entity and relation tables when done.")
+@click.option("--ray", "ray_address", default=None, is_flag=False, flag_value="auto", metavar="[auto|ADDRESS]",
+              help="Run on a Ray cluster (pip install 'nere[ray]'); inputs and --out on storage every node sees. "
+                   "See docs/scale.md.")
+@click.option("--actors", type=click.IntRange(1), default=None,
+              help="With --ray: engine actors [default: one per node on CPU, one per GPU with --device cuda].")
 def extract(inputs, model, re_model, out, id_col, text_col, device, batch_tokens, threads, streams, re_streams, resume,
-            overwrite, limit, max_doc_chars, part_docs, line_breaks, progress, preview) -> None:
+            overwrite, limit, max_doc_chars, part_docs, line_breaks, progress, preview, ray_address, actors) -> None:
     """Extract entities (and relations) from the Parquet files or folders INPUT...
 
     Exit status: 0 when done; 1 on an error (bad input, bundle or --out, or --out in use by
@@ -83,6 +88,13 @@ def extract(inputs, model, re_model, out, id_col, text_col, device, batch_tokens
         config = EngineConfig(device=device, threads=threads, streams=streams, re_streams=re_streams,
                               batch_tokens=batch_tokens, max_doc_chars=max_doc_chars, part_docs=part_docs,
                               line_breaks=line_breaks, tune_allocator=True)
+        if ray_address is not None or actors is not None:
+            from nere.engine.cluster.cli import run_from_cli
+
+            summary = run_from_cli(ray_address, actors, inputs, model, re_model, out, id_col, text_col, config,
+                                   resume, overwrite, limit, progress)
+            _print_summary(summary)
+            return _print_preview(out, preview) if preview else None
         engine = Engine.load(model, re_model, config)
         summary = engine.run(list(inputs), out, id_col=id_col, text_col=text_col, resume=resume,
                              overwrite=overwrite, limit=limit, progress=progress)
