@@ -14,6 +14,11 @@ import os
 
 import pytest
 
+try:  # imported before any test starts Ray: pytest's import of it after Ray has started fails
+    import hypothesis  # noqa: F401  # on CPython 3.11 ("AST constructor recursion depth mismatch")
+except ImportError:
+    pass
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

@@ -205,3 +205,22 @@ def test_worker_node_killed_mid_run_is_exactly_once(tmp_path, cluster, bundle):
     assert_exactly_once(out, {f"doc-{i:05d}" for i in range(4000)})
     assert len(list((out / "entities").iterdir())) == 40  # no temporary file left behind
     del spare
+
+
+def test_ray_run_refuses_an_out_folder_another_run_holds(tmp_path, cluster, bundle):
+    from nere.engine.lock import FolderLock
+
+    corpus = write_corpus(tmp_path / "c.parquet", 50, row_group_size=25)
+    out = tmp_path / "ray"
+    out.mkdir()
+    held = FolderLock.acquire(out)
+    try:
+        res = CliRunner().invoke(main, ["extract", str(corpus), "--model", str(bundle), "--out", str(out),
+                                        "--ray", cluster.address, "--actors", "1", "--threads", "1", "--no-progress"])
+        assert res.exit_code == 1 and "in use by another run" in res.output, res.output
+    finally:
+        held.release()
+    res = CliRunner().invoke(main, ["extract", str(corpus), "--model", str(bundle), "--out", str(out),
+                                    "--ray", cluster.address, "--actors", "1", "--threads", "1", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert not (out / ".nere.lock").exists()

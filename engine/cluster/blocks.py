@@ -28,11 +28,12 @@ import pyarrow.parquet as pq
 
 from nere.engine.cluster.batches import BatchExtractor, BatchResult
 from nere.engine.errors import EngineError
+from nere.engine.lock import LOCK_NAME, FolderLock
 from nere.engine.parquet_io import OUTPUTS, ROW_GROUP_ROWS, SUMMARY, InputFile, write_atomic
 
 BLOCKS = "blocks"  # one commit record per finished block
 RUN = "run.json"  # the run's settings, checked on --resume
-OURS = frozenset(OUTPUTS) | {BLOCKS, RUN, SUMMARY}
+OURS = frozenset(OUTPUTS) | {BLOCKS, RUN, SUMMARY, LOCK_NAME}
 RUN_VERSION = 1
 
 
@@ -169,7 +170,26 @@ class OutputFolder:
         self.folder, self.config = folder, config
         self.resumed = False
         self.created = not folder.exists()
-        self._open(resume, overwrite)
+        self._lock = self._take(folder)  # the driver's: no second run writes this folder meanwhile
+        try:
+            self._open(resume, overwrite)
+        except BaseException:
+            self.release()
+            raise
+
+    @staticmethod
+    def _take(folder: Path) -> FolderLock:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise EngineError(f"output {folder}: exists and is not a folder") from None
+        except OSError as err:
+            raise EngineError(f"output {folder}: cannot create the folder ({err.strerror})") from None
+        return FolderLock.acquire(folder)
+
+    def release(self) -> None:
+        """Unlock the folder (safe to call more than once)."""
+        self._lock.release()
 
     def _open(self, resume: bool, overwrite: bool) -> None:
         f = self.folder
@@ -177,7 +197,7 @@ class OutputFolder:
             raise EngineError("use either --resume or --overwrite, not both")
         if f.exists() and not f.is_dir():
             raise EngineError(f"output {f}: exists and is not a folder")
-        entries = sorted(p.name for p in f.iterdir()) if f.exists() else []
+        entries = sorted(p.name for p in f.iterdir() if p.name != LOCK_NAME)
         foreign = [e for e in entries if e not in OURS]
         if entries and not (resume or overwrite):
             raise EngineError(f"output folder {f} is not empty; use --resume to continue its run or --overwrite to replace it")
@@ -251,6 +271,7 @@ class OutputFolder:
         """After an error before any block was committed, leave no folder we created."""
         if self.created and not any((self.folder / BLOCKS).glob("*.json")):
             shutil.rmtree(self.folder, ignore_errors=True)
+        self.release()
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_atomic(self.folder / SUMMARY, json.dumps(summary, indent=2, default=str).encode())

@@ -145,8 +145,12 @@ def run_on_ray(
     }
     blocks = plan_blocks(files, block_docs)
     out = OutputFolder(Path(out_dir), config, resume, overwrite)
-    before = {name: r for name, r in out.committed().items() if name in {b.name for b in blocks}}
-    out.remove_uncommitted(before)
+    try:
+        before = {name: r for name, r in out.committed().items() if name in {b.name for b in blocks}}
+        out.remove_uncommitted(before)
+    except BaseException:
+        out.release()
+        raise
     todo = [b for b in blocks if b.name not in before]
     owns_connection = False
     try:
@@ -160,14 +164,17 @@ def run_on_ray(
     finally:
         if owns_connection:
             ray.shutdown()
-    committed = out.committed()
-    missing = [b.name for b in blocks if b.name not in committed]
-    if missing:
-        raise EngineError(f"{len(missing)} blocks were not committed (first: {missing[0]}); rerun with --resume")
-    out.remove_uncommitted(committed)  # temporary files of attempts killed mid-write (a lost node)
-    summary = _summary(out, [committed[b.name] for b in blocks], before, records, time.perf_counter() - started,
-                       bundle, re_bundle, sha, re_sha, device, shape, address)
-    out.write_summary(summary)
+    try:
+        committed = out.committed()
+        missing = [b.name for b in blocks if b.name not in committed]
+        if missing:
+            raise EngineError(f"{len(missing)} blocks were not committed (first: {missing[0]}); rerun with --resume")
+        out.remove_uncommitted(committed)  # temporary files of attempts killed mid-write (a lost node)
+        summary = _summary(out, [committed[b.name] for b in blocks], before, records,
+                           time.perf_counter() - started, bundle, re_bundle, sha, re_sha, device, shape, address)
+        out.write_summary(summary)
+    finally:
+        out.release()
     return summary
 
 
