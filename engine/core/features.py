@@ -19,7 +19,7 @@ Three features, each optional:
   shape): SoftLexicon sets. For every dictionary word matched in the text, the character
   where it starts gets it in set B, where it ends in set E, inside in set M, and a
   one-character word in set S. Each set keeps its ``k`` most frequent words (id 0 =
-  padding, weight 0); weights are the words' frequencies normalised over all four sets
+  padding, weight 0); weights are the kept words' frequencies normalised over all four sets
   of the token (times 4, as in SoftLexicon), so a model only needs a weighted sum of
   word embeddings. Matches never cross a text boundary or a gap between tokens.
 
@@ -291,6 +291,16 @@ class Lexicon:
                     continue
         return cls.build(pairs, max_len)
 
+    def __post_init__(self) -> None:
+        # a bit per low-bits bucket of the codes: most substrings are no word, and this
+        # rules them out with one small-table read instead of a binary search
+        bits = max(16, min(24, int(len(self.codes)).bit_length() + 5))
+        self._mask = np.int64((1 << bits) - 1)
+        self._seen = np.zeros(1 << bits, dtype=bool)
+        self._seen[self.codes & self._mask] = True
+        self.freq_rank = np.empty(len(self.codes), dtype=np.int64)  # 0 = most frequent
+        self.freq_rank[np.argsort(-self.freqs, kind="stable")] = np.arange(len(self.codes))
+
     def __len__(self) -> int:
         """Embedding rows needed (words + padding)."""
         return len(self.codes) + 1
@@ -332,15 +342,14 @@ class Lexicon:
             h = _hash_step(h[:m], pts[length - 1 : length - 1 + m])
             if length not in lengths_present:
                 continue
-            ok = run[:m] == run[length - 1 : length - 1 + m]
             codes = _finish(h, length)
-            at = np.searchsorted(self.codes, codes)
-            at_c = np.minimum(at, len(self.codes) - 1)
-            hit = ok & (self.codes[at_c] == codes) & (self.lengths[at_c] == length)
-            where = np.flatnonzero(hit)
-            starts_all.append(where)
-            lens_all.append(np.full(len(where), length, dtype=np.int64))
-            words_all.append(at_c[where])
+            cand = np.flatnonzero(self._seen[codes & self._mask])
+            cand = cand[run[cand] == run[cand + length - 1]]
+            at = np.minimum(np.searchsorted(self.codes, codes[cand]), len(self.codes) - 1)
+            hit = (self.codes[at] == codes[cand]) & (self.lengths[at] == length)
+            starts_all.append(cand[hit])
+            lens_all.append(np.full(int(hit.sum()), length, dtype=np.int64))
+            words_all.append(at[hit])
         if not starts_all:
             return empty, empty, empty
         return (np.concatenate(starts_all).astype(np.int64), np.concatenate(lens_all),
@@ -390,17 +399,17 @@ def lexicon_features(flat: FlatText, offsets: np.ndarray, first: np.ndarray, lex
     sset = np.concatenate([np.zeros(len(ms), np.int64), np.full(len(ms), 2, np.int64),
                            np.ones(len(owner), np.int64), np.full(int(single.sum()), 3, np.int64)])
     wid = np.concatenate([mw, mw, mw[owner], word[single]])
-    freq = lexicon.freqs[wid].astype(np.float64)
-    # keep the k most frequent words per (token, set): sort by group then -freq, rank in group
+    # keep the k most frequent words per (token, set): sort by group, then by frequency rank
     group = tok * 4 + sset
-    order = np.lexsort((wid, -freq, group))
-    group, wid, freq = group[order], wid[order], freq[order]
+    order = np.argsort(group * len(lexicon.codes) + lexicon.freq_rank[wid], kind="stable")
+    group, wid = group[order], wid[order]
     new = np.ones(len(group), dtype=bool)
     new[1:] = group[1:] != group[:-1]
     head = np.flatnonzero(new)
     rank = np.arange(len(group)) - np.repeat(head, np.diff(np.append(head, len(group))))
     kept = rank < k
-    group, wid, freq, rank = group[kept], wid[kept], freq[kept], rank[kept]
+    group, wid, rank = group[kept], wid[kept], rank[kept]
+    freq = lexicon.freqs[wid].astype(np.float64)
     t, s = group // 4, group % 4
     total = np.bincount(t, weights=freq, minlength=n)
     ids[t, s, rank] = wid + 1
