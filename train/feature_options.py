@@ -17,6 +17,8 @@ FEATURE_OPTIONS = [
     click.option("--lexicon", default=None, metavar="PATH|jieba",
                  help="SoftLexicon features from a 'word freq' dictionary file, or 'jieba' for jieba's dictionary "
                       "(read as data); only words found in the training text are kept."),
+    click.option("--lexicon-min-count", default=1, show_default=True, type=click.IntRange(1),
+                 help="Keep the dictionary words found at least this many times in the training text."),
     click.option("--lexicon-k", default=3, show_default=True, type=click.IntRange(1),
                  help="Words kept per character and set (B/M/E/S), the most frequent first."),
 ]
@@ -32,5 +34,6 @@ def feature_request(opts: dict[str, Any]) -> dict[str, Any] | None:
     """build_ner's ``features`` argument from the parsed options (None: no extra inputs)."""
     req = {"case": bool(opts.get("case_features")), "bigrams": bool(opts.get("bigrams")),
            "bigram_min_freq": int(opts.get("bigram_min_freq") or 1), "lexicon": opts.get("lexicon"),
-           "lexicon_k": int(opts.get("lexicon_k") or 3)}
+           "lexicon_k": int(opts.get("lexicon_k") or 3),
+           "lexicon_min_count": int(opts.get("lexicon_min_count") or 1)}
     return req if (req["case"] or req["bigrams"] or req["lexicon"]) else None

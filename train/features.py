@@ -96,7 +96,7 @@ def collate_extras(items: Sequence[NerItem], lead: int, width: int) -> dict[str,
 FEATURE_DEFAULTS: dict[str, Any] = {
     "case": False, "case_dim": 16,
     "bigrams": False, "bigram_min_freq": 1, "bigram_dim": 64,
-    "lexicon": None, "lexicon_k": 3, "lexicon_dim": 50, "lexicon_max_len": 10,
+    "lexicon": None, "lexicon_k": 3, "lexicon_dim": 50, "lexicon_max_len": 10, "lexicon_min_count": 1,
 }
 
 
@@ -107,7 +107,8 @@ def build_token_features(texts: Sequence[str], featurizer: Featurizer, options: 
 
     The bigram vocabulary holds the training bigrams seen ``bigram_min_freq`` times; the
     lexicon (``"jieba"`` or a ``word freq`` file) keeps only the words found in the
-    training texts, since the others would have untrained embeddings."""
+    training texts (``lexicon_min_count`` times), since the others would have untrained
+    embeddings."""
     opts = dict(FEATURE_DEFAULTS, **(options or {}))
     if not (opts["case"] or opts["bigrams"] or opts["lexicon"]):
         return TokenFeatures(), None, {}
@@ -121,8 +122,7 @@ def build_token_features(texts: Sequence[str], featurizer: Featurizer, options: 
         source = jieba_dict_path() if opts["lexicon"] == "jieba" else opts["lexicon"]
         full = Lexicon.from_dict_file(source, max_len=int(opts["lexicon_max_len"]))
         _, _, found = full.matches(FlatText.of(list(texts)), tokens.offsets, tokens.first)
-        keep = np.zeros(len(full.codes), dtype=bool)
-        keep[found] = True
+        keep = np.bincount(found, minlength=len(full.codes)) >= int(opts["lexicon_min_count"])
         lexicon = full.subset(keep)
         notes["lexicon_words"] = {"source": len(full.codes), "kept": len(lexicon.codes)}
     feats = TokenFeatures(case=bool(opts["case"]), bigrams=bigrams, lexicon=lexicon, lexicon_k=int(opts["lexicon_k"]))
@@ -133,6 +133,7 @@ def build_token_features(texts: Sequence[str], featurizer: Featurizer, options: 
         config["bigrams"].update(dim=int(opts["bigram_dim"]), min_freq=int(opts["bigram_min_freq"]))
     if config["lexicon"]:
         config["lexicon"].update(dim=int(opts["lexicon_dim"]), max_len=int(opts["lexicon_max_len"]),
+                                 min_count=int(opts["lexicon_min_count"]),
                                  source="jieba" if opts["lexicon"] == "jieba" else str(opts["lexicon"]).rsplit("/", 1)[-1])
     return feats, config, notes
 
