@@ -128,11 +128,13 @@ def case_classes_flat(flat: FlatText, offsets: np.ndarray, first: np.ndarray) ->
         return np.zeros(0, dtype=np.int64)
     begin, end, _ = _token_positions(flat.starts, offsets, first)
     cls = char_classes(flat.points)
-    # per-token counts of each character class via prefix sums
-    onehot = np.zeros((len(cls) + 1, 6), dtype=np.int64)
-    onehot[np.arange(1, len(cls) + 1), cls] = 1
-    cum = np.cumsum(onehot, axis=0)
-    counts = cum[end] - cum[begin]  # (n, 6)
+    # per-token counts of each character class: every non-space character finds its token
+    # (token starts ascend) and one bincount tallies (token, class) pairs
+    pos = np.flatnonzero(cls != _C_SPACE)
+    tok = np.searchsorted(begin, pos, side="right") - 1
+    inside = (tok >= 0) & (pos < end[np.maximum(tok, 0)])
+    pos, tok = pos[inside], tok[inside]
+    counts = np.bincount(tok * 6 + cls[pos], minlength=n * 6).reshape(n, 6)
     wordy = (counts[:, _C_UPPER] + counts[:, _C_LOWER] + counts[:, _C_DIGIT] + counts[:, _C_LETTER]) > 0
     # a word starts at a text's first token, after a gap, or next to a token without letters/digits
     head = _new_text(first, n)
