@@ -116,6 +116,7 @@ def test_training_rows_equal_engine_style_flat_rows(msra, lexicon_file):
 
 def test_export_dummies_run(msra, lexicon_file):
     model, _, _, _ = build("bilstm-crf", msra, bigrams=True, lexicon=str(lexicon_file))
+    assert model.feature_names == model.token_features.input_names  # what the engine will feed, in order
     (spec,) = model.export_graphs()
     assert spec.inputs == ["input_ids", "attention_mask", "bigram_ids", "lexicon_ids", "lexicon_weights"]
     model.eval()
