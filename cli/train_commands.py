@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import click
 
+from nere.feature_options import feature_options, feature_request
 from nere.splits import load_splits
 from nere.train.re_task import DEFAULT_NEG_RATIO
 from nere.train.registry import model_names
@@ -140,6 +141,7 @@ def train() -> None:
 @train.command("ner")
 @click.option("--model", "kind", required=True, help="One of: " + ", ".join(model_names("ner")) + ".")
 @click.option("--tag-scheme", default="BIOES", show_default=True, type=click.Choice(["BIO", "BIOES"], case_sensitive=False))
+@feature_options
 @shared_options
 def train_ner(kind: str, tag_scheme: str, **opts: Any) -> None:
     """Train an NER model; select the epoch on dev F1; report test scores."""
@@ -151,7 +153,8 @@ def train_ner(kind: str, tag_scheme: str, **opts: Any) -> None:
         raise click.BadParameter(f"unknown NER model {kind!r}; choose one of {', '.join(model_names('ner'))}", param_hint="--model")
     train_ex, dev_ex, test_ex = _train_dev_test(opts)
     model, tokenizer, featurizer, notes = _built(build_ner, kind, train_ex, opts["encoder"], opts["max_length"],
-                                                 tag_scheme.upper(), bert_size=opts["bert_config"])
+                                                 tag_scheme.upper(), bert_size=opts["bert_config"],
+                                                 features=feature_request(opts))
     cfg = make_train_config(type(model).encoder_type, opts)
     make = ner_batches(model, featurizer, train_ex, cfg.batch_size)
     click.echo(f"{kind}: {len(train_ex)} train / {len(dev_ex)} dev / {len(test_ex)} test sentences; "

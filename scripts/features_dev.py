@@ -13,7 +13,7 @@ import click
 import torch
 
 from nere.train.datasets import load_dataset
-from nere.train.feature_options import feature_options, feature_request
+from nere.feature_options import feature_options, feature_request
 from nere.train.ner_task import build_ner, evaluate_ner, ner_batches
 from nere.train.trainer import TrainConfig, fit
 

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 from nere.engine.core.features import N_CASE, scatter_rows  # noqa: E402
 from nere.train.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from nere.train.datasets import load_dataset  # noqa: E402
-from nere.train.feature_options import feature_request  # noqa: E402
+from nere.feature_options import feature_request  # noqa: E402
 from nere.train.features import collate_ner, ner_items  # noqa: E402
 from nere.train.ner_task import build_ner, ner_batches, predict_ner  # noqa: E402
 from nere.train.trainer import TrainConfig, fit  # noqa: E402
