@@ -144,7 +144,7 @@ def edge_cuts(cuts: list[tuple[int, int]], lead: int, tail: int) -> list[tuple[i
 
     Nothing runs in parallel with the first unit's reading and preparing (the model waits)
     or with the last unit's decoding, assembling and writing (the model is done), so small
-    units at the edges of a run shorten both waits (docs/benchmarks.md, item 42). The cut
+    units at the edges of a run shorten both waits. The cut
     only refines the ranges, so a progress record of an earlier cut still tells exactly
     which of the new units are done."""
     if lead > 0 and cuts and cuts[0][1] - cuts[0][0] > lead:
