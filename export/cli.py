@@ -19,6 +19,7 @@ from nere.export.variants import (
     PRECISIONS,
     auto_int8_candidates,
     most_accurate_policy,
+    needs_calibration,
 )
 
 
@@ -71,21 +72,26 @@ def export(checkpoint: str, out_dir: str, precision: str, int8_policy: str, data
     if int8_policy == "auto" and not dataset:
         raise click.BadParameter("auto chooses the policy on the dev split of a dataset: add --verify DATASET",
                                  param_hint="--int8-policy")
+    calibrate = precision == "int8" and (int8_policy == "auto" or needs_calibration(int8_policy))
+    if calibrate and not dataset:
+        raise click.BadParameter(f"{int8_policy} calibrates on the training split of a dataset: add --verify DATASET",
+                                 param_hint="--int8-policy")
     examples = _load_examples(dataset, split, limit, data_dir) if dataset else None
     try:
         model, featurizer, config = load_checkpoint(checkpoint)
     except (ValueError, OSError, KeyError) as err:
         raise click.ClickException(f"cannot load checkpoint {checkpoint}: {err}") from err
     say = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    calibration = _calibration(dataset, data_dir, featurizer) if calibrate else None
     selection = None
     if int8_policy == "auto":
         dev = _load_examples(dataset, "dev", limit, data_dir)
         int8_policy, selection = _choose_int8_policy(model, featurizer, config, Path(checkpoint) / TOKENIZER,
-                                                     Path(out_dir), dev, batch_size, threads, quiet)
+                                                     Path(out_dir), dev, batch_size, threads, quiet, calibration)
     try:
         out, manifest = write_bundle(model, config, Path(checkpoint) / TOKENIZER, out_dir, precision, int8_policy,
                                      command=_command_line(), training=_training(Path(checkpoint)),
-                                     overwrite=overwrite, progress=say)
+                                     overwrite=overwrite, progress=say, calibration=calibration)
     except (ValueError, FileExistsError) as err:
         raise click.ClickException(str(err)) from err
     if selection is not None:
@@ -129,8 +135,17 @@ def _training(checkpoint: Path) -> dict[str, Any] | None:
     return training_record(metrics) if isinstance(metrics, dict) else None
 
 
+def _calibration(dataset: str, data_dir: str | None, featurizer: Any) -> dict[str, list]:
+    """Stage-1 calibration batches: the first training sentences of ``dataset``."""
+    from nere.export.quantize_static import DEFAULT_CALIBRATION_SENTENCES, calibration_feeds
+
+    train = _load_examples(dataset, "train", DEFAULT_CALIBRATION_SENTENCES, data_dir)
+    return {"ner": calibration_feeds(featurizer, [ex.text for ex in train])}
+
+
 def _choose_int8_policy(model: Any, featurizer: Any, config: dict[str, Any], tokenizer_file: Path, out: Path,
-                        dev: list, batch_size: int, threads: int | None, quiet: bool) -> tuple[str, dict[str, Any]]:
+                        dev: list, batch_size: int, threads: int | None, quiet: bool,
+                        calibration: dict[str, list] | None = None) -> tuple[str, dict[str, Any]]:
     """Export each candidate policy to a scratch folder, verify it on ``dev``, and pick the
     first (fastest) whose F1 stays within a margin of the int8 tolerance (dev and test are
     small; see AUTO_DEV_SHARE); the record says what each one measured."""
@@ -147,7 +162,7 @@ def _choose_int8_policy(model: Any, featurizer: Any, config: dict[str, Any], tok
     for policy in candidates:
         scratch = out.parent / f".{out.name}.int8-{policy}"
         try:
-            write_bundle(model, config, tokenizer_file, scratch, "int8", policy, overwrite=True)
+            write_bundle(model, config, tokenizer_file, scratch, "int8", policy, overwrite=True, calibration=calibration)
             result = verify_bundle(str(scratch), model, featurizer, dev, batch_size, progress=not quiet, threads=threads)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
