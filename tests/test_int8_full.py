@@ -115,3 +115,31 @@ def test_policy_names_and_calibration_needs():
         from nere.export.quantize_static import quantize_static_matmuls
 
         quantize_static_matmuls("a.onnx", "b.onnx", [], [], method="kl")
+
+
+def test_cli_calibrates_on_the_training_split(tmp_path):
+    """`nere export --int8-policy full-smooth --verify DATA` calibrates on DATA's training
+    sentences and records it; without --verify there is nothing to calibrate on: a one-line error."""
+    from click.testing import CliRunner
+
+    from nere.export.cli import export
+    from nere.train.checkpoint import save_checkpoint
+    from nere.train.datasets import write_jsonl
+
+    model, tok, _ = tiny_ner("bert-softmax")
+    ckpt = save_checkpoint(model, tok, tmp_path / "ckpt", {})
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, exs in (("train", make_examples()[:5]), ("test", make_examples())):
+        write_jsonl(exs, data / f"{split}.jsonl")
+    out = tmp_path / "bundle"
+    res = CliRunner().invoke(export, [str(ckpt), "--out", str(out), "--precision", "int8", "--int8-policy",
+                                      "full-smooth", "--verify", str(data), "--quiet", "--threads", "1"])
+    # an untrained tiny model's near-tied emissions may fail the F1 gate: the bundle is written either way
+    assert res.exit_code in (0, 1) and "parity:" in res.output, res.output
+    variant = read_manifest_json(out)["made_by"]["variant"]["ner"]
+    assert variant["policy"] == "full-smooth" and variant["smoothing"]["calibration_batches"] == 1
+    assert _fp32_weight_matmuls(out / "ner.onnx") == []
+    res = CliRunner().invoke(export, [str(ckpt), "--out", str(tmp_path / "x"), "--precision", "int8",
+                                      "--int8-policy", "full-static"])
+    assert res.exit_code == 2 and "add --verify DATASET" in res.output and "Traceback" not in res.output
