@@ -82,7 +82,7 @@ def export(checkpoint: str, out_dir: str, precision: str, int8_policy: str, data
     except (ValueError, OSError, KeyError) as err:
         raise click.ClickException(f"cannot load checkpoint {checkpoint}: {err}") from err
     say = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
-    calibration = _calibration(dataset, data_dir, featurizer) if calibrate else None
+    calibration = _calibration(dataset, data_dir, featurizer, required=int8_policy != "auto") if calibrate else None
     selection = None
     if int8_policy == "auto":
         dev = _load_examples(dataset, "dev", limit, data_dir)
@@ -135,11 +135,19 @@ def _training(checkpoint: Path) -> dict[str, Any] | None:
     return training_record(metrics) if isinstance(metrics, dict) else None
 
 
-def _calibration(dataset: str, data_dir: str | None, featurizer: Any) -> dict[str, list]:
-    """Stage-1 calibration batches: the first training sentences of ``dataset``."""
+def _calibration(dataset: str, data_dir: str | None, featurizer: Any, required: bool) -> dict[str, list] | None:
+    """Stage-1 calibration batches: the first training sentences of ``dataset``; None when
+    it has none and the policy is auto (which then skips the policies that calibrate)."""
     from nere.export.quantize_static import DEFAULT_CALIBRATION_SENTENCES, calibration_feeds
 
-    train = _load_examples(dataset, "train", DEFAULT_CALIBRATION_SENTENCES, data_dir)
+    try:
+        train = _load_examples(dataset, "train", DEFAULT_CALIBRATION_SENTENCES, data_dir)
+    except click.ClickException as err:
+        if required:
+            raise click.ClickException(f"calibration needs training sentences: {err.message}") from err
+        click.echo(f"note: no training split to calibrate on ({err.message}); auto skips the policies that calibrate",
+                   err=True)
+        return None
     return {"ner": calibration_feeds(featurizer, [ex.text for ex in train])}
 
 
@@ -158,7 +166,8 @@ def _choose_int8_policy(model: Any, featurizer: Any, config: dict[str, Any], tok
     limit = th["max_f1_diff"] * AUTO_DEV_SHARE
     tried = []
     chosen = None
-    candidates = auto_int8_candidates(getattr(model, "encoder_type", ""))
+    candidates = [p for p in auto_int8_candidates(getattr(model, "encoder_type", ""))
+                  if calibration is not None or not needs_calibration(p)]
     for policy in candidates:
         scratch = out.parent / f".{out.name}.int8-{policy}"
         try:

@@ -143,3 +143,26 @@ def test_cli_calibrates_on_the_training_split(tmp_path):
     res = CliRunner().invoke(export, [str(ckpt), "--out", str(tmp_path / "x"), "--precision", "int8",
                                       "--int8-policy", "full-static"])
     assert res.exit_code == 2 and "add --verify DATASET" in res.output and "Traceback" not in res.output
+
+
+def test_auto_without_training_sentences_skips_the_calibrated_policies(tmp_path):
+    """auto on a dataset with no training split still chooses, among the policies that need
+    no calibration, and says why full-smooth was not tried."""
+    from click.testing import CliRunner
+
+    from nere.export.cli import export
+    from nere.train.checkpoint import save_checkpoint
+    from nere.train.datasets import write_jsonl
+
+    model, tok, _ = tiny_ner("bert-softmax")
+    ckpt = save_checkpoint(model, tok, tmp_path / "ckpt", {})
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("dev", "test"):
+        write_jsonl(make_examples()[:3], data / f"{split}.jsonl")
+    out = tmp_path / "bundle"
+    res = CliRunner().invoke(export, [str(ckpt), "--out", str(out), "--precision", "int8", "--int8-policy", "auto",
+                                      "--verify", str(data), "--quiet", "--threads", "1"])
+    assert res.exit_code in (0, 1) and "auto skips the policies that calibrate" in res.output, res.output
+    tried = [c["policy"] for c in read_manifest_json(out)["made_by"]["int8_policy_selection"]["candidates"]]
+    assert tried and "full-smooth" not in tried and tried[0] == "head+ffn-out"
