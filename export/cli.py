@@ -41,12 +41,12 @@ def _mb(n: int) -> str:
 @click.argument("checkpoint", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Bundle folder to write.")
 @click.option("--precision", default="fp32", show_default=True, type=click.Choice(PRECISIONS),
-              help="fp32; int8 (CPU, dynamic quantization); fp16 (GPU).")
+              help="fp32; int8 (CPU; full-smooth and full-static calibrate on --verify's training split); fp16 (GPU).")
 @click.option("--int8-policy", default=DEFAULT_INT8_POLICY, show_default=True,
               type=click.Choice([*INT8_POLICIES, "auto"]),
               help="Which weight MatMuls stay fp32 in int8: " + "; ".join(f"{k}: {v}" for k, v in INT8_POLICIES.items())
-              + f"; auto: the first of {', '.join(AUTO_INT8_CANDIDATES)} (fastest first; none is not tried for "
-              "BERT encoders) whose F1 stays within half the int8 tolerance of PyTorch on the dev split of "
+              + f"; auto: the first of {', '.join(AUTO_INT8_CANDIDATES)} (fastest first; none is tried for all but "
+              "BERT encoders, full-smooth for BERT encoders only, and only when the dataset has a training split) whose F1 stays within half the int8 tolerance of PyTorch on the dev split of "
               "--verify's dataset; if none does, the most accurate of those measured")
 @click.option("--verify", "dataset", default=None, help="Check the bundle against PyTorch on this dataset (conll04, msra, sanwen, or JSONL path).")
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "dev", "test"]))
