@@ -103,7 +103,7 @@ def write_bundle(
 ) -> tuple[Path, dict[str, Any]]:
     """Export ``model`` to the bundle folder ``out``; returns (folder, manifest).
     ``training``: what the checkpoint's training recorded (``made_by.training``, for the card);
-    ``calibration``: input batches per graph name, for the static int8 policies."""
+    ``calibration``: input batches per graph name, for the int8 policies that calibrate."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     out = Path(out)

@@ -46,7 +46,8 @@ def _mb(n: int) -> str:
               type=click.Choice([*INT8_POLICIES, "auto"]),
               help="Which weight MatMuls stay fp32 in int8: " + "; ".join(f"{k}: {v}" for k, v in INT8_POLICIES.items())
               + f"; auto: the first of {', '.join(AUTO_INT8_CANDIDATES)} (fastest first; none is tried for all but "
-              "BERT encoders, full-smooth for BERT encoders only, and only when the dataset has a training split) whose F1 stays within half the int8 tolerance of PyTorch on the dev split of "
+              "BERT encoders, full-smooth for BERT encoders only and when the dataset has a training split) "
+              "whose F1 stays within half the int8 tolerance of PyTorch on the dev split of "
               "--verify's dataset; if none does, the most accurate of those measured")
 @click.option("--verify", "dataset", default=None, help="Check the bundle against PyTorch on this dataset (conll04, msra, sanwen, or JSONL path).")
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "dev", "test"]))
@@ -171,7 +172,8 @@ def _choose_int8_policy(model: Any, featurizer: Any, config: dict[str, Any], tok
     for policy in candidates:
         scratch = out.parent / f".{out.name}.int8-{policy}"
         try:
-            write_bundle(model, config, tokenizer_file, scratch, "int8", policy, overwrite=True, calibration=calibration)
+            write_bundle(model, config, tokenizer_file, scratch, "int8", policy, overwrite=True,
+                         calibration=calibration)
             result = verify_bundle(str(scratch), model, featurizer, dev, batch_size, progress=not quiet, threads=threads)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

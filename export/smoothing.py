@@ -160,4 +160,6 @@ def smooth_graph(model: onnx.ModelProto, feeds: Iterable[Mapping[str, np.ndarray
                  alpha: float = DEFAULT_ALPHA) -> dict[str, int]:
     """Measure the selected weight MatMuls' input ranges on ``feeds`` and smooth them."""
     groups = weight_matmuls(model, select)
+    if not groups:  # nothing selected (a graph without FFN denses): no calibration pass
+        return {"matmuls": 0, "folded": 0, "mul_nodes": 0}
     return smooth(model, groups, channel_ranges(model, groups, feeds), alpha)

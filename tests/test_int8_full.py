@@ -1,5 +1,6 @@
-"""Full int8 policies (every weight MatMul int8): static QDQ with calibration, dynamic with
-reduce_range; what the graphs hold, what the manifest records, and how auto chooses."""
+"""Full int8 policies (every weight MatMul int8): full-smooth (smoothed FFN inputs, then
+dynamic) and full-static (QDQ, calibrated); what the graphs hold, what the manifest
+records, where calibration comes from, and which policies auto tries."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,7 +16,7 @@ from test_re import toy_examples
 from nere.engine.manifest import read_manifest_json
 from nere.export.bundle import write_bundle
 from nere.export.quantize_static import calibration_feeds, graph_accepts
-from nere.export.variants import INT8_POLICIES, int8_plan, needs_calibration
+from nere.export.variants import INT8_POLICIES, needs_calibration
 from nere.export.verify import verify_bundle
 
 
@@ -80,7 +81,9 @@ def test_smoothing_alone_changes_nothing_in_fp32(tmp_path):
     counts = smooth_graph(graph, feeds, lambda name: "/encoder/" in name, alpha=0.75)
     assert counts["matmuls"] == 6 and counts["folded"] == 1  # q, k, v share one input
     onnx.checker.check_model(graph)
-    run = lambda m: [ort.InferenceSession(m, providers=["CPUExecutionProvider"]).run(["emissions"], f)[0] for f in feeds]
+    def run(m):
+        return [ort.InferenceSession(m, providers=["CPUExecutionProvider"]).run(["emissions"], f)[0] for f in feeds]
+
     for want, got in zip(run(str(tmp_path / "fp32.onnx")), run(graph.SerializeToString())):
         np.testing.assert_allclose(got, want, atol=1e-4)
     assert not [n for n in graph.graph.node if n.op_type == "Constant" and
