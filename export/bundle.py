@@ -99,9 +99,11 @@ def write_bundle(
     training: dict[str, Any] | None = None,
     overwrite: bool = False,
     progress: Callable[[str], None] | None = None,
+    calibration: dict[str, list[dict[str, np.ndarray]]] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Export ``model`` to the bundle folder ``out``; returns (folder, manifest).
-    ``training``: what the checkpoint's training recorded (``made_by.training``, for the card)."""
+    ``training``: what the checkpoint's training recorded (``made_by.training``, for the card);
+    ``calibration``: input batches per graph name, for the int8 policies that calibrate."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     out = Path(out)
@@ -131,7 +133,8 @@ def write_bundle(
             parity[spec.name] = check_graph_parity(spec, fp32)  # of the graph as rewritten
             if precision != "fp32":
                 say(f"making {precision} {spec.name} graph")
-                details[spec.name] = make_variant(fp32, final, precision, int8_policy)
+                details[spec.name] = make_variant(fp32, final, precision, int8_policy,
+                                                  calibration=(calibration or {}).get(spec.name))
             graphs[STAGES[spec.name]] = {"file": final.name, **graph_io(final)}
         shutil.rmtree(tmp / "fp32", ignore_errors=True)
         tokenizer_note = write_tokenizer(tokenizer_file, tmp / TOKENIZER)

@@ -19,6 +19,7 @@ from nere.export.variants import (
     PRECISIONS,
     auto_int8_candidates,
     most_accurate_policy,
+    needs_calibration,
 )
 
 
@@ -40,12 +41,13 @@ def _mb(n: int) -> str:
 @click.argument("checkpoint", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Bundle folder to write.")
 @click.option("--precision", default="fp32", show_default=True, type=click.Choice(PRECISIONS),
-              help="fp32; int8 (CPU, dynamic quantization); fp16 (GPU).")
+              help="fp32; int8 (CPU; full-smooth and full-static calibrate on --verify's training split); fp16 (GPU).")
 @click.option("--int8-policy", default=DEFAULT_INT8_POLICY, show_default=True,
               type=click.Choice([*INT8_POLICIES, "auto"]),
               help="Which weight MatMuls stay fp32 in int8: " + "; ".join(f"{k}: {v}" for k, v in INT8_POLICIES.items())
-              + f"; auto: the first of {', '.join(AUTO_INT8_CANDIDATES)} (fastest first; none is not tried for "
-              "BERT encoders) whose F1 stays within half the int8 tolerance of PyTorch on the dev split of "
+              + f"; auto: the first of {', '.join(AUTO_INT8_CANDIDATES)} (fastest first; none is tried for all but "
+              "BERT encoders, full-smooth for BERT encoders only and when the dataset has a training split) "
+              "whose F1 stays within half the int8 tolerance of PyTorch on the dev split of "
               "--verify's dataset; if none does, the most accurate of those measured")
 @click.option("--verify", "dataset", default=None, help="Check the bundle against PyTorch on this dataset (conll04, msra, sanwen, or JSONL path).")
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "dev", "test"]))
@@ -71,21 +73,26 @@ def export(checkpoint: str, out_dir: str, precision: str, int8_policy: str, data
     if int8_policy == "auto" and not dataset:
         raise click.BadParameter("auto chooses the policy on the dev split of a dataset: add --verify DATASET",
                                  param_hint="--int8-policy")
+    calibrate = precision == "int8" and (int8_policy == "auto" or needs_calibration(int8_policy))
+    if calibrate and not dataset:
+        raise click.BadParameter(f"{int8_policy} calibrates on the training split of a dataset: add --verify DATASET",
+                                 param_hint="--int8-policy")
     examples = _load_examples(dataset, split, limit, data_dir) if dataset else None
     try:
         model, featurizer, config = load_checkpoint(checkpoint)
     except (ValueError, OSError, KeyError) as err:
         raise click.ClickException(f"cannot load checkpoint {checkpoint}: {err}") from err
     say = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    calibration = _calibration(dataset, data_dir, featurizer, required=int8_policy != "auto") if calibrate else None
     selection = None
     if int8_policy == "auto":
         dev = _load_examples(dataset, "dev", limit, data_dir)
         int8_policy, selection = _choose_int8_policy(model, featurizer, config, Path(checkpoint) / TOKENIZER,
-                                                     Path(out_dir), dev, batch_size, threads, quiet)
+                                                     Path(out_dir), dev, batch_size, threads, quiet, calibration)
     try:
         out, manifest = write_bundle(model, config, Path(checkpoint) / TOKENIZER, out_dir, precision, int8_policy,
                                      command=_command_line(), training=_training(Path(checkpoint)),
-                                     overwrite=overwrite, progress=say)
+                                     overwrite=overwrite, progress=say, calibration=calibration)
     except (ValueError, FileExistsError) as err:
         raise click.ClickException(str(err)) from err
     if selection is not None:
@@ -129,8 +136,25 @@ def _training(checkpoint: Path) -> dict[str, Any] | None:
     return training_record(metrics) if isinstance(metrics, dict) else None
 
 
+def _calibration(dataset: str, data_dir: str | None, featurizer: Any, required: bool) -> dict[str, list] | None:
+    """Stage-1 calibration batches: the first training sentences of ``dataset``; None when
+    it has none and the policy is auto (which then skips the policies that calibrate)."""
+    from nere.export.quantize_static import DEFAULT_CALIBRATION_SENTENCES, calibration_feeds
+
+    try:
+        train = _load_examples(dataset, "train", DEFAULT_CALIBRATION_SENTENCES, data_dir)
+    except click.ClickException as err:
+        if required:
+            raise click.ClickException(f"calibration needs training sentences: {err.message}") from err
+        click.echo(f"note: no training split to calibrate on ({err.message}); auto skips the policies that calibrate",
+                   err=True)
+        return None
+    return {"ner": calibration_feeds(featurizer, [ex.text for ex in train])}
+
+
 def _choose_int8_policy(model: Any, featurizer: Any, config: dict[str, Any], tokenizer_file: Path, out: Path,
-                        dev: list, batch_size: int, threads: int | None, quiet: bool) -> tuple[str, dict[str, Any]]:
+                        dev: list, batch_size: int, threads: int | None, quiet: bool,
+                        calibration: dict[str, list] | None = None) -> tuple[str, dict[str, Any]]:
     """Export each candidate policy to a scratch folder, verify it on ``dev``, and pick the
     first (fastest) whose F1 stays within a margin of the int8 tolerance (dev and test are
     small; see AUTO_DEV_SHARE); the record says what each one measured."""
@@ -143,11 +167,13 @@ def _choose_int8_policy(model: Any, featurizer: Any, config: dict[str, Any], tok
     limit = th["max_f1_diff"] * AUTO_DEV_SHARE
     tried = []
     chosen = None
-    candidates = auto_int8_candidates(getattr(model, "encoder_type", ""))
+    candidates = [p for p in auto_int8_candidates(getattr(model, "encoder_type", ""))
+                  if calibration is not None or not needs_calibration(p)]
     for policy in candidates:
         scratch = out.parent / f".{out.name}.int8-{policy}"
         try:
-            write_bundle(model, config, tokenizer_file, scratch, "int8", policy, overwrite=True)
+            write_bundle(model, config, tokenizer_file, scratch, "int8", policy, overwrite=True,
+                         calibration=calibration)
             result = verify_bundle(str(scratch), model, featurizer, dev, batch_size, progress=not quiet, threads=threads)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

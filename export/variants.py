@@ -5,7 +5,10 @@ is a weight (attention-score MatMuls multiply two activations and stay fp32), of
 and of large embedding tables (Gather). Some
 weights are left in fp32 because quantizing them costs the most accuracy (see
 ``INT8_POLICIES``); every variant's F1 is measured by ``nere export --verify``, so the
-policy is a measured choice, not a guess. Quantization pre-processing runs inside a
+policy is a measured choice, not a guess. Two policies quantize every weight MatMul with
+help from calibration batches (stage-1 inputs of training sentences): ``full-smooth``
+smooths the FFN denses' inputs first (export/smoothing.py), ``full-static`` fixes the
+activation scales from them (QDQ, export/quantize_static.py). Quantization pre-processing runs inside a
 temporary directory: onnxruntime's shape inference drops temp files in the working
 directory when it fails.
 
@@ -19,7 +22,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping, Sequence
 
 import onnx
 
@@ -35,23 +38,33 @@ _POLICIES = {
                           "also keep both FFN denses and the attention output dense fp32"),
     "embeddings": (("all",), "every MatMul fp32, only embedding tables (and LSTMs) int8: auto's last resort, "
                              "and a bound on what the tables alone cost"),
+    "full-smooth": ((), "quantize every weight MatMul (as none) after smoothing the FFN denses' inputs "
+                        "(SmoothQuant) with ranges measured on training sentences"),
+    "full-static": ((), "quantize every weight MatMul statically (QDQ, weights at 7 bits), activation ranges "
+                        "calibrated on training sentences"),
 }
 INT8_POLICIES = {name: desc for name, (_, desc) in _POLICIES.items()}
+# policies that read calibration batches (stage-1 inputs of training sentences); a graph the
+# batches do not feed (RE stage 2: pair inputs) is quantized dynamically as under none
+_STATIC = {"full-static"}
+_SMOOTHED = {"full-smooth": 0.75}  # policy -> SmoothQuant alpha
 DEFAULT_INT8_POLICY = "head+ffn"
 # `--int8-policy auto`: fastest first; the first whose dev F1 stays within AUTO_DEV_SHARE of
 # the int8 tolerance is kept, else the most accurate measured (most_accurate_policy). Half the
 # tolerance because on small dev and test splits the same bundle's F1 difference moves between
 # the splits (docs/results.md, "int8 policy").
-AUTO_INT8_CANDIDATES = ("none", "head+ffn-out", "head+ffn", "embeddings")
+AUTO_INT8_CANDIDATES = ("none", "full-smooth", "head+ffn-out", "head+ffn", "embeddings")
 # "embeddings" (every MatMul fp32) is the last resort: tried only when the faster ones all
 # fail on dev; when every candidate fails, auto keeps the one whose worst dev difference is
 # smallest.
 # "none" is tried for the recurrent and convolutional kinds only: there every weight MatMul
 # outside the (LSTM or embedding) encoder is stage 1's per-sentence projection or stage 2's
 # per-pair work, which the other policies leave in fp32. For transformer encoders it
-# quantizes the FFN denses, which costs more than the tolerance, and a small dev split can
-# pass it by chance (docs/results.md, "int8 policy").
+# quantizes the FFN denses unsmoothed, which costs more than the tolerance, and a small dev
+# split can pass it by chance (docs/results.md, "int8 policy"); "full-smooth" quantizes the
+# same MatMuls with the FFN inputs smoothed, and only transformers have FFN denses.
 _AUTO_SKIP = {"bert": ("none",)}
+_AUTO_ONLY = {"full-smooth": ("bert",)}
 
 
 def most_accurate_policy(tried: list[dict[str, Any]]) -> str:
@@ -64,7 +77,8 @@ def most_accurate_policy(tried: list[dict[str, Any]]) -> str:
 
 def auto_int8_candidates(encoder_type: str) -> tuple[str, ...]:
     """The policies ``--int8-policy auto`` tries, fastest first, for a model of this encoder type."""
-    return tuple(p for p in AUTO_INT8_CANDIDATES if p not in _AUTO_SKIP.get(encoder_type, ()))
+    return tuple(p for p in AUTO_INT8_CANDIDATES if p not in _AUTO_SKIP.get(encoder_type, ())
+                 and encoder_type in _AUTO_ONLY.get(p, (encoder_type,)))
 AUTO_DEV_SHARE = 0.5
 
 log = logging.getLogger(__name__)
@@ -170,10 +184,23 @@ def quantize_embedding_rows(model: onnx.ModelProto, gather_nodes: list[str]) -> 
     return done
 
 
-def quantize_int8(src: str | Path, dst: str | Path, policy: str = DEFAULT_INT8_POLICY, lstm: bool = True) -> dict[str, Any]:
-    """Dynamic int8 quantization of ``src`` into ``dst``; returns what was quantized."""
+def needs_calibration(policy: str) -> bool:
+    """Whether ``policy`` reads calibration batches (stage-1 inputs of training sentences)."""
+    return policy in _STATIC or policy in _SMOOTHED
+
+
+def _is_ffn(name: str) -> bool:
+    return _is_ffn_in(name) or _is_ffn_out(name)
+
+
+def quantize_int8(src: str | Path, dst: str | Path, policy: str = DEFAULT_INT8_POLICY, lstm: bool = True,
+                  calibration: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """int8 quantization of ``src`` into ``dst`` under ``policy``; returns what was quantized.
+    ``calibration``: input batches of this graph, for the policies that calibrate."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from nere.export.quantize_static import graph_accepts, quantize_static_matmuls
 
     src, dst = Path(src).resolve(), Path(dst).resolve()
     with tempfile.TemporaryDirectory(prefix="nere-int8-") as tmp, _in_dir(tmp):
@@ -184,12 +211,29 @@ def quantize_int8(src: str | Path, dst: str | Path, policy: str = DEFAULT_INT8_P
         except Exception as err:  # pre-processing is an optimisation; quantize the raw graph instead
             log.warning("quant_pre_process failed (%s); quantizing the graph as exported", str(err).splitlines()[0])
             source, note = src, f"quant_pre_process failed: {str(err).splitlines()[0]}"
-        plan = int8_plan(onnx.load(str(source)), policy, lstm)
-        if plan["quantize"]:
+        graph = onnx.load(str(source))
+        plan = int8_plan(graph, policy, lstm)
+        calibrated = needs_calibration(policy) and calibration is not None and graph_accepts(graph, calibration)
+        static = calibrated and policy in _STATIC
+        reduce_range = static  # without VNNI, u8 x s8 products at full range can saturate int16 sums
+        extra: dict[str, Any] = {}
+        if calibrated and policy in _SMOOTHED:
+            from nere.export.smoothing import smooth_graph
+
+            counts = smooth_graph(graph, calibration, _is_ffn, _SMOOTHED[policy])
+            source = Path(tmp) / "smoothed.onnx"
+            onnx.save(graph, str(source))
+            extra = {"smoothing": {"alpha": _SMOOTHED[policy], "scope": "FFN dense inputs", **counts,
+                                   "calibration_batches": len(calibration)}}
+        if static and plan["quantize"]:
+            extra = quantize_static_matmuls(source, Path(tmp) / "q.onnx", plan["quantize"], calibration,
+                                           reduce_range=reduce_range)
+            out = onnx.load(str(Path(tmp) / "q.onnx"))
+        elif plan["quantize"]:
             quantize_dynamic(
                 str(source), str(Path(tmp) / "q.onnx"), per_channel=True, weight_type=QuantType.QInt8,
                 op_types_to_quantize=["MatMul", "LSTM"] if lstm else ["MatMul"],
-                nodes_to_quantize=plan["quantize"],
+                nodes_to_quantize=plan["quantize"], reduce_range=reduce_range,
             )
             out = onnx.load(str(Path(tmp) / "q.onnx"))
         else:
@@ -197,9 +241,18 @@ def quantize_int8(src: str | Path, dst: str | Path, policy: str = DEFAULT_INT8_P
         tables = quantize_embedding_rows(out, plan["embeddings"])
         onnx.save(out, str(dst))
     onnx.checker.check_model(str(dst))
-    return {"method": "onnxruntime quantize_dynamic, QInt8 weights, per_channel; embedding tables int8 per row",
-            "policy": policy, "quantized_nodes": len(plan["quantize"]), "embedding_tables_int8": tables,
-            "fp32_weight_nodes": plan["keep_fp32"], "preprocess": note}
+    if static:
+        method = ("onnxruntime quantize_static, QDQ, QInt8 weights per channel (reduce_range), QUInt8 "
+                  "activations calibrated on training sentences")
+    else:
+        method = "onnxruntime quantize_dynamic, QInt8 weights, per_channel"
+        if calibrated:
+            method = "SmoothQuant on calibration sentences, then " + method
+        elif needs_calibration(policy):
+            extra = {"calibration": "no calibration inputs for this graph: quantized dynamically, unsmoothed"}
+    return {"method": method + "; embedding tables int8 per row", "policy": policy,
+            "quantized_nodes": len(plan["quantize"]), "embedding_tables_int8": tables,
+            "fp32_weight_nodes": plan["keep_fp32"], "preprocess": note, **extra}
 
 
 def topological_sort(graph: onnx.GraphProto) -> None:
@@ -243,10 +296,12 @@ def convert_fp16(src: str | Path, dst: str | Path) -> dict[str, Any]:
     return {"method": "onnxruntime.transformers.float16.convert_float_to_float16, keep_io_types, default op_block_list"}
 
 
-def make_variant(src: str | Path, dst: str | Path, precision: str, int8_policy: str = DEFAULT_INT8_POLICY) -> dict[str, Any]:
-    """Write ``precision``'s version of the fp32 graph ``src`` to ``dst``."""
+def make_variant(src: str | Path, dst: str | Path, precision: str, int8_policy: str = DEFAULT_INT8_POLICY,
+                 calibration: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """Write ``precision``'s version of the fp32 graph ``src`` to ``dst`` (``calibration``:
+    input batches of this graph, for the int8 policies that calibrate)."""
     if precision == "int8":
-        return quantize_int8(src, dst, int8_policy)
+        return quantize_int8(src, dst, int8_policy, calibration=calibration)
     if precision == "fp16":
         return convert_fp16(src, dst)
     if precision == "fp32":

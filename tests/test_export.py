@@ -491,8 +491,8 @@ def test_cli_int8_policy_auto_chooses_on_dev(ner_bundles, tmp_path, monkeypatch)
     from nere.train.datasets import write_jsonl
 
     AUTO_INT8_CANDIDATES = auto_int8_candidates("bert")
-    # no all-MatMul int8 for transformers; every MatMul fp32 is the last resort
-    assert AUTO_INT8_CANDIDATES == ("head+ffn-out", "head+ffn", "embeddings")
+    # all-MatMul int8 for transformers only with smoothed FFN inputs; every MatMul fp32 is the last resort
+    assert AUTO_INT8_CANDIDATES == ("full-smooth", "head+ffn-out", "head+ffn", "embeddings")
     assert auto_int8_candidates("bilstm") == ("none", "head+ffn-out", "head+ffn", "embeddings")
 
     model, _, folder = ner_bundles["bert-crf"]
@@ -500,6 +500,7 @@ def test_cli_int8_policy_auto_chooses_on_dev(ner_bundles, tmp_path, monkeypatch)
     ckpt = save_checkpoint(model, tok, tmp_path / "ckpt", {})
     data = _write_jsonl_dataset(tmp_path / "data")
     write_jsonl(make_examples()[:3], data / "dev.jsonl")
+    write_jsonl(make_examples(), data / "train.jsonl")  # calibration sentences of full-smooth
     out = tmp_path / "out" / "bundle"
     res = CliRunner().invoke(export, [str(ckpt), "--out", str(out), "--precision", "int8", "--int8-policy", "auto",
                                       "--verify", str(data), "--quiet", "--threads", "1"])
