@@ -144,13 +144,7 @@ def run_on_ray(
         "block_docs": block_docs, "max_doc_chars": max_doc_chars, "batch_tokens": engine_options.get("batch_tokens"),
     }
     blocks = plan_blocks(files, block_docs)
-    out = OutputFolder(Path(out_dir), config, resume, overwrite)
-    try:
-        before = {name: r for name, r in out.committed().items() if name in {b.name for b in blocks}}
-        out.remove_uncommitted(before)
-    except BaseException:
-        out.release()
-        raise
+    out, before = _open_output(Path(out_dir), config, resume, overwrite, blocks)
     todo = [b for b in blocks if b.name not in before]
     owns_connection = False
     try:
@@ -165,17 +159,36 @@ def run_on_ray(
         if owns_connection:
             ray.shutdown()
     try:
-        committed = out.committed()
-        missing = [b.name for b in blocks if b.name not in committed]
-        if missing:
-            raise EngineError(f"{len(missing)} blocks were not committed (first: {missing[0]}); rerun with --resume")
-        out.remove_uncommitted(committed)  # temporary files of attempts killed mid-write (a lost node)
-        summary = _summary(out, [committed[b.name] for b in blocks], before, records,
-                           time.perf_counter() - started, bundle, re_bundle, sha, re_sha, device, shape, address)
+        summary = _summary(out, _all_committed(out, blocks), before, records, time.perf_counter() - started,
+                           bundle, re_bundle, sha, re_sha, device, shape, address)
         out.write_summary(summary)
     finally:
         out.release()
     return summary
+
+
+def _open_output(folder: Path, config: dict[str, Any], resume: bool, overwrite: bool, blocks: list[Block]
+                 ) -> tuple[OutputFolder, dict[str, Any]]:
+    """The output folder, locked, and the blocks an earlier run committed (its other files removed)."""
+    out = OutputFolder(folder, config, resume, overwrite)
+    try:
+        before = {name: r for name, r in out.committed().items() if name in {b.name for b in blocks}}
+        out.remove_uncommitted(before)
+    except BaseException:
+        out.release()
+        raise
+    return out, before
+
+
+def _all_committed(out: OutputFolder, blocks: list[Block]) -> list[dict[str, Any]]:
+    """Every block's commit record, in input order; temporary files of attempts killed
+    mid-write (a lost node) are removed."""
+    committed = out.committed()
+    missing = [b.name for b in blocks if b.name not in committed]
+    if missing:
+        raise EngineError(f"{len(missing)} blocks were not committed (first: {missing[0]}); rerun with --resume")
+    out.remove_uncommitted(committed)
+    return [committed[b.name] for b in blocks]
 
 
 def _run_blocks(todo: list[Block], out: Path, bundle: str | Path, re_bundle: str | Path | None, id_col: str,
