@@ -80,12 +80,12 @@ def export(checkpoint: str, out_dir: str, precision: str, int8_policy: str, data
     selection = None
     if int8_policy == "auto":
         dev = _load_examples(dataset, "dev", limit, data_dir)
-        int8_policy, selection = _choose_int8_policy(model, featurizer, config, Path(checkpoint) / TOKENIZER,
+        int8_policy, selection = _choose_int8_policy(model, featurizer, config, Path(checkpoint),
                                                      Path(out_dir), dev, batch_size, threads, quiet)
     try:
         out, manifest = write_bundle(model, config, Path(checkpoint) / TOKENIZER, out_dir, precision, int8_policy,
                                      command=_command_line(), training=_training(Path(checkpoint)),
-                                     overwrite=overwrite, progress=say)
+                                     overwrite=overwrite, progress=say, checkpoint=checkpoint)
     except (ValueError, FileExistsError) as err:
         raise click.ClickException(str(err)) from err
     if selection is not None:
@@ -129,7 +129,7 @@ def _training(checkpoint: Path) -> dict[str, Any] | None:
     return training_record(metrics) if isinstance(metrics, dict) else None
 
 
-def _choose_int8_policy(model: Any, featurizer: Any, config: dict[str, Any], tokenizer_file: Path, out: Path,
+def _choose_int8_policy(model: Any, featurizer: Any, config: dict[str, Any], checkpoint: Path, out: Path,
                         dev: list, batch_size: int, threads: int | None, quiet: bool) -> tuple[str, dict[str, Any]]:
     """Export each candidate policy to a scratch folder, verify it on ``dev``, and pick the
     first (fastest) whose F1 stays within a margin of the int8 tolerance (dev and test are
@@ -138,6 +138,7 @@ def _choose_int8_policy(model: Any, featurizer: Any, config: dict[str, Any], tok
 
     from nere.export.bundle import write_bundle
     from nere.export.verify import THRESHOLDS, verify_bundle
+    from nere.train.checkpoint import TOKENIZER
 
     th = THRESHOLDS["int8"]
     limit = th["max_f1_diff"] * AUTO_DEV_SHARE
@@ -147,7 +148,8 @@ def _choose_int8_policy(model: Any, featurizer: Any, config: dict[str, Any], tok
     for policy in candidates:
         scratch = out.parent / f".{out.name}.int8-{policy}"
         try:
-            write_bundle(model, config, tokenizer_file, scratch, "int8", policy, overwrite=True)
+            write_bundle(model, config, checkpoint / TOKENIZER, scratch, "int8", policy, overwrite=True,
+                         checkpoint=checkpoint)
             result = verify_bundle(str(scratch), model, featurizer, dev, batch_size, progress=not quiet, threads=threads)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
