@@ -268,3 +268,14 @@ def test_int8_row_quantization_of_feature_tables(bundles, tmp_path):
         got = sess.run(["emissions"], feeds)[0]
         want = bundle.stage1.session.run(["emissions"], feeds)[0]
         assert np.abs(got - want).max() < 0.5
+
+
+def test_cli_export_verify_with_features(bundles, tmp_path):
+    """`nere export CHECKPOINT --verify` on a model with features: parity passes and is recorded."""
+    checkpoint, _, _ = bundles["bilstm-crf"]
+    out = _export(checkpoint, tmp_path / "verified", "--verify", "msra", "--split", "dev", "--limit", "12",
+                  "--threads", "1")
+    m = Manifest.read(out)
+    assert m.metrics["dev"]["passed"] and m.metrics["dev"]["featurization_mismatch"] == 0
+    assert m.metrics["dev"]["engine_agreement"] == 1.0
+    assert (out / "README.md").is_file()
