@@ -167,7 +167,7 @@ def _featurizer(m: Manifest, bundle: Path) -> Featurizer:
         raise BundleError(f"bundle {tpath}: cannot load tokenizer ({str(err).splitlines()[0]})") from None
 
 
-def _token_features(m: Manifest, bundle: Path) -> TokenFeatures | None:
+def _input_features(m: Manifest, bundle: Path) -> TokenFeatures | None:
     """The extra stage-1 inputs of the manifest's ``features`` section, their data read
     from the bundle's (already hash-checked) files; None for a bundle without any."""
     section = m.features
@@ -297,7 +297,7 @@ def load_bundle(path: str | Path, device: str = "auto", threads: int | None = No
     featurizer = _featurizer(m, bundle)
     s1 = m.graphs["stage1"]
     recurrent = stage1_recurrent(m.data)
-    features = _token_features(m, bundle)
+    features = _input_features(m, bundle)
     stage1 = open_graph(safe_member(bundle, s1["file"]), s1, device, threads, recurrent)
     extra = features.input_names if features else []
     unknown = [n for n in stage1.inputs if n not in STAGE1_INPUTS and n not in extra]

@@ -86,10 +86,10 @@ def write_feature_data(model: Any, config: dict[str, Any], dest: Path, source: s
                 raise ValueError(f"checkpoint {source} lacks the feature data file {name} its config.json names")
             shutil.copyfile(Path(source) / name, dest / name)
     else:
-        if files and not getattr(model, "token_features", None):
+        if files and not getattr(model, "input_features", None):
             raise ValueError(f"model config names feature data {files} but the model holds none")
         if files:
-            model.token_features.save(dest)
+            model.input_features.save(dest)
     names = feature_input_names(section)
     graph_names = list(getattr(model, "feature_names", names))
     if graph_names != names:

@@ -80,7 +80,7 @@ def ner_parity(bundle: Bundle, model: Any, featurizer: Featurizer, examples: Seq
         raise ValueError(f"bundle {bundle.path} has no NER stage")
     spec = stage1_spec(model)
     # extra inputs: the checkpoint's feature data on the PyTorch side, the bundle's on the other
-    items_t, stats = ner_items(examples, featurizer, model.tagset, getattr(model, "token_features", None))
+    items_t, stats = ner_items(examples, featurizer, model.tagset, getattr(model, "input_features", None))
     items_b, _ = ner_items(examples, bundle.featurizer, bundle.ner.tagset, bundle.features)
     feat_mismatch = sum(not _same_inputs(a, b) for a, b in zip(items_t, items_b))
     crf_t = kept_decoder(model.crf_arrays()) if hasattr(model, "crf_arrays") else None

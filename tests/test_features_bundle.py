@@ -157,7 +157,7 @@ def test_engine_features_equal_training(kind, bundles):
     bundle = load_bundle(folder, device="cpu", threads=1)
     pipe, prep = _engine_batches(bundle, texts)
     pieces = [prep.texts[d][s:e] for d, s, e in zip(prep.sent_doc, prep.sent_start, prep.sent_end)]
-    items, _ = ner_items([Example(p, []) for p in pieces], feat, model.tagset, model.token_features)
+    items, _ = ner_items([Example(p, []) for p in pieces], feat, model.tagset, model.input_features)
     lead = feat.lead
     seen = 0
     for rows, batch in zip(prep.batches, prep.inputs):
