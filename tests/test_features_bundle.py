@@ -279,3 +279,8 @@ def test_cli_export_verify_with_features(bundles, tmp_path):
     assert m.metrics["dev"]["passed"] and m.metrics["dev"]["featurization_mismatch"] == 0
     assert m.metrics["dev"]["engine_agreement"] == 1.0
     assert (out / "README.md").is_file()
+
+
+def test_card_names_the_extra_inputs(bundles):
+    _, folder, _ = bundles["bilstm-crf"]
+    assert "bigram_ids, lexicon_ids, lexicon_weights" in (folder / "README.md").read_text()
