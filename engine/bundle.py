@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from nere.engine.core.features import BigramVocab, Lexicon, TokenFeatures
 from nere.engine.core.featurize import Featurizer
 from nere.engine.core.tags import TagSet
 from nere.engine.errors import BundleError, EngineError
@@ -92,6 +93,7 @@ class Bundle:
     stage1: Graph
     stage2: Graph | None
     notes: list[str] = field(default_factory=list)
+    features: TokenFeatures | None = None  # extra stage-1 inputs and their data (None: ids and mask only)
 
     @property
     def provider(self) -> str:
@@ -163,6 +165,29 @@ def _featurizer(m: Manifest, bundle: Path) -> Featurizer:
         )
     except Exception as err:  # tokenizers raises plain Exception on a bad file
         raise BundleError(f"bundle {tpath}: cannot load tokenizer ({str(err).splitlines()[0]})") from None
+
+
+def _input_features(m: Manifest, bundle: Path) -> TokenFeatures | None:
+    """The extra stage-1 inputs of the manifest's ``features`` section, their data read
+    from the bundle's (already hash-checked) files; None for a bundle without any."""
+    section = m.features
+    if not section:
+        return None
+    parts: dict[str, Any] = {}
+    for key, reader in (("bigrams", BigramVocab.load), ("lexicon", Lexicon.load)):
+        spec = section.get(key)
+        if not spec:
+            continue
+        path = safe_member(bundle, spec["file"])
+        try:
+            parts[key] = reader(path)
+        except Exception as err:  # numpy raises many types on a file that is no .npz
+            raise BundleError(f"bundle {path}: cannot read {key} data ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+        _need(len(parts[key]) == spec["size"], path,
+              f"{key} data has {len(parts[key])} embedding rows, the manifest says {spec['size']}")
+    lex = section.get("lexicon") or {}
+    return TokenFeatures(case=bool(section.get("case")), bigrams=parts.get("bigrams"), lexicon=parts.get("lexicon"),
+                         lexicon_k=int(lex.get("k", 3)))
 
 
 def select_providers(device: str) -> list:
@@ -272,9 +297,13 @@ def load_bundle(path: str | Path, device: str = "auto", threads: int | None = No
     featurizer = _featurizer(m, bundle)
     s1 = m.graphs["stage1"]
     recurrent = stage1_recurrent(m.data)
+    features = _input_features(m, bundle)
     stage1 = open_graph(safe_member(bundle, s1["file"]), s1, device, threads, recurrent)
-    unknown = [n for n in stage1.inputs if n not in STAGE1_INPUTS]
+    extra = features.input_names if features else []
+    unknown = [n for n in stage1.inputs if n not in STAGE1_INPUTS and n not in extra]
     _need(not unknown, bundle / stage1.file, f"stage 1 has inputs the engine cannot fill: {unknown}")
+    unfed = [n for n in extra if n not in stage1.inputs]
+    _need(not unfed, bundle / stage1.file, f"manifest features {unfed} are not inputs of the graph")
     notes: list[str] = []
     if ner is not None:
         _need("emissions" in stage1.outputs, bundle / stage1.file, "stage 1 has no 'emissions' output")
@@ -299,4 +328,5 @@ def load_bundle(path: str | Path, device: str = "auto", threads: int | None = No
         )
     if stage1.provider != CUDA and CUDA in select_providers(device):
         notes.append("CUDAExecutionProvider is listed but failed to load; running on CPU")
-    return Bundle(bundle, m.data, m.task, m.sha256 or "", dict(m.files), featurizer, ner, re_, stage1, stage2, notes)
+    return Bundle(bundle, m.data, m.task, m.sha256 or "", dict(m.files), featurizer, ner, re_, stage1, stage2, notes,
+                  features)

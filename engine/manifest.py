@@ -42,6 +42,9 @@ STAGES = {"ner": "stage1", "re": "stage2"}
 # inputs the engine knows how to fill; a graph asking for anything else is refused
 STAGE1_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 STAGE2_INPUTS = ("hidden", "pair_index", "head_mask", "tail_mask", "head_type", "tail_type")
+# extra per-token stage-1 inputs (nere.engine.core.features), each allowed only when the
+# manifest's ``features`` section asks for the feature that computes it
+FEATURE_INPUTS = {"case": ("case_ids",), "bigrams": ("bigram_ids",), "lexicon": ("lexicon_ids", "lexicon_weights")}
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -192,6 +195,16 @@ class Manifest:
         return self.data["graphs"]
 
     @property
+    def features(self) -> dict[str, Any] | None:
+        """The extra stage-1 inputs and their data files (None: the graph reads ids and mask only)."""
+        return self.data.get("features") or None
+
+    @property
+    def feature_inputs(self) -> list[str]:
+        """Names of the extra stage-1 inputs the ``features`` section asks for."""
+        return feature_input_names(self.features)
+
+    @property
     def metrics(self) -> dict[str, Any]:
         """Split -> what ``--verify`` measured (not hashed)."""
         return self.data.get("metrics") or {}
@@ -209,6 +222,13 @@ class Manifest:
         policies = {v.get("policy") for v in (self.made_by.get("variant") or {}).values()}
         policies.discard(None)
         return policies.pop() if len(policies) == 1 else None
+
+
+def feature_input_names(section: dict[str, Any] | None) -> list[str]:
+    """Extra stage-1 input names a ``features`` section asks for, in graph-input order."""
+    if not section:
+        return []
+    return [n for key, names in FEATURE_INPUTS.items() if section.get(key) for n in names]
 
 
 class _Checker:
@@ -255,7 +275,8 @@ class _Checker:
         if ner is not None and re_ is not None:
             missing = [lab for lab in ner["entity_labels"] if lab not in re_["entity_labels"]]
             need(not missing, f"ner.entity_labels {missing} are not in re.entity_labels")
-        self.graphs(m, files, ner is not None, re_ is not None)
+        extra = self.features(m, files)
+        self.graphs(m, files, ner is not None, re_ is not None, extra)
         need(isinstance(m.get("metrics", {}), dict), "metrics must be an object")
         mb = m.get("made_by")
         need(isinstance(mb, dict), "made_by must be an object")
@@ -321,9 +342,33 @@ class _Checker:
             self.need(ok, f"graphs.{stage}.{kind} {d['name']}: shape must list axis names or sizes")
         return [d["name"] for d in items]
 
-    def graphs(self, m: dict, files: dict, has_ner: bool, has_re: bool) -> None:
+    def features(self, m: dict, files: dict) -> list[str]:
+        """The optional ``features`` section (older bundles have none): which extra inputs,
+        with each data file listed (and so hashed) in ``files``. Returns the input names."""
+        feats = self.section(m, "features")
+        if not feats:
+            return []
+        need = self.need
+        need(isinstance(feats.get("case", False), bool), "features.case must be true or false")
+        for key, what in (("bigrams", "bigram vocabulary"), ("lexicon", "lexicon")):
+            part = feats.get(key)
+            if part is None:
+                continue
+            need(isinstance(part, dict), f"features.{key} must be an object or null")
+            self.listed(files, part.get("file"), f"features {what}")
+            size = part.get("size")
+            need(isinstance(size, int) and size > 0, f"features.{key}.size must be a positive integer")
+        lex = feats.get("lexicon")
+        if lex:
+            k = lex.get("k")
+            need(isinstance(k, int) and k > 0, "features.lexicon.k must be a positive integer")
+        names = feature_input_names(feats)
+        need(bool(names), "features asks for no extra input (use null)")
+        return names
+
+    def graphs(self, m: dict, files: dict, has_ner: bool, has_re: bool, extra: list[str] = ()) -> None:
         graphs = self.section(m, "graphs") or {}
-        for stage, known in (("stage1", STAGE1_INPUTS), ("stage2", STAGE2_INPUTS)):
+        for stage, known in (("stage1", STAGE1_INPUTS + tuple(extra)), ("stage2", STAGE2_INPUTS)):
             if stage == "stage2" and not has_re:
                 continue
             g = graphs.get(stage)
@@ -336,6 +381,8 @@ class _Checker:
             self.need(not unknown, f"graphs.{stage} has inputs the engine cannot fill: {unknown}")
             if stage == "stage1":
                 self.need("input_ids" in ins, "graphs.stage1 needs an input_ids input")
+                missing = [n for n in extra if n not in ins]
+                self.need(not missing, f"features asks for inputs graphs.stage1 does not take: {missing}")
                 self.need(not has_ner or "emissions" in outs, "graphs.stage1 needs an 'emissions' output")
                 self.need(not has_re or "hidden" in outs, "graphs.stage1 needs a 'hidden' output for stage 2")
             else:

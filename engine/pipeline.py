@@ -85,12 +85,14 @@ class Prepared:
     def n_tokens(self) -> int:
         return int(self.row_n.sum())
 
-    def rows_batches(self, featurizer: Featurizer, batches: list[np.ndarray]) -> list[Batch]:
+    def rows_batches(self, featurizer: Featurizer, batches: list[np.ndarray],
+                     extras: dict[str, np.ndarray] | None = None) -> list[Batch]:
         """The padded stage-1 batch of each list of model rows (windows of sentences), all
-        gathered at once."""
+        gathered at once; ``extras``: the extra inputs of the unit's flat tokens."""
         rows = np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
         starts = self.tokens.first[self.row_sent[rows]] + self.row_tok0[rows]
-        return collate_flat_many(featurizer, self.tokens, starts, self.row_n[rows], [len(b) for b in batches])
+        return collate_flat_many(featurizer, self.tokens, starts, self.row_n[rows], [len(b) for b in batches],
+                                 extras)
 
 
 
@@ -302,9 +304,13 @@ class Pipeline:
             windows.tolist(), tokens, tokens.lengths, row_sent, row_tok0, row_n,
             plan_batches(row_n, f, self.batch_tokens),
         )
+        # extra inputs of every token, computed over whole sentences as in training (a
+        # window keeps its neighbours' bigrams and lexicon words), then cut like the ids
+        features = self.ner.features
+        extras = features.compute(pieces, tokens.offsets, tokens.first) if features else None
         # all of the unit's batches at once, here: gathered one at a time between model
         # calls, each ran on caches the model had just filled
-        prep.inputs = prep.rows_batches(f, prep.batches)
+        prep.inputs = prep.rows_batches(f, prep.batches, extras)
         return prep
 
     def _check(self, unit: Unit) -> tuple[list[str | None], list[tuple[int, str]], int]:
@@ -491,6 +497,9 @@ def _check_bundles(ner: Bundle, re_bundle: Bundle | None) -> None:
             raise EngineError(f"bundle {re_bundle.path} has no relation stage (task {re_bundle.task})")
         if ner.re is not None:
             raise EngineError(f"bundle {ner.path} is a joint bundle with its own relation stage; drop the RE bundle")
+        if re_bundle.features is not None:
+            raise EngineError(f"bundle {re_bundle.path}: a separate RE bundle with extra stage-1 inputs "
+                              f"({', '.join(re_bundle.features.input_names)}) is not supported yet")
 
 
 def _joint_relations(prep: Prepared, ents: UnitEntities, rel_cands: dict[int, list]) -> list[tuple]:

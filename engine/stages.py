@@ -16,7 +16,9 @@ import numpy as np
 import onnxruntime as ort
 
 from nere.engine.bundle import CUDA, ORT_TO_NUMPY, Graph
+from nere.engine.core.features import scatter_batches
 from nere.engine.core.featurize import Batch, Encoded, Featurizer, Tokens, expand_ranges
+from nere.engine.errors import EngineError
 
 WIDTH_STEP = 8
 PAIR_BUDGET_FACTOR = 8  # stage-2 pair-positions per call, in units of batch_tokens
@@ -71,11 +73,12 @@ def collate(featurizer: Featurizer, items: Sequence[Encoded]) -> Batch:
 
 
 def collate_flat_many(featurizer: Featurizer, tokens: Tokens, starts: np.ndarray, counts: np.ndarray,
-                      sizes: Sequence[int]) -> list[Batch]:
+                      sizes: Sequence[int], extras: dict[str, np.ndarray] | None = None) -> list[Batch]:
     """:func:`collate` of token ranges of flat tokens, for consecutive runs of ``sizes`` rows
     (one unit's batches) at once, each padded to its own bucket width
     (``Featurizer.collate_flat_many``); without per-position offsets: the engine maps spans
-    to characters through ``tokens`` itself."""
+    to characters through ``tokens`` itself. ``extras``: extra inputs with one row per flat
+    token (``TokenFeatures.compute``), laid out in each batch like its input_ids."""
     counts = np.asarray(counts, dtype=np.int64)
     sizes_a = np.asarray(sizes, dtype=np.int64)
     longest = np.zeros(len(sizes_a), dtype=np.int64)
@@ -83,7 +86,13 @@ def collate_flat_many(featurizer: Featurizer, tokens: Tokens, starts: np.ndarray
     if filled.any():
         longest[filled] = np.maximum.reduceat(counts, (np.cumsum(sizes_a) - sizes_a)[filled])
     widths = bucket_width(longest + featurizer.n_special, featurizer.max_length)
-    return featurizer.collate_flat_many(tokens.ids, None, starts, counts, sizes, widths)
+    batches = featurizer.collate_flat_many(tokens.ids, None, starts, counts, sizes, widths)
+    if extras:
+        real = [b.input_ids.shape[1] for b in batches]
+        for name, values in extras.items():
+            for batch, part in zip(batches, scatter_batches(values, starts, counts, sizes, real, featurizer.lead)):
+                batch.extras[name] = part
+    return batches
 
 
 def _bucket_of(featurizer: Featurizer, longest_content: int) -> int:
@@ -99,8 +108,12 @@ def run_stage1(graph: Graph, batch: Batch, outputs: Sequence[str]) -> dict[str, 
             a = batch.input_ids
         elif name == "attention_mask":
             a = batch.attention_mask
-        else:  # token_type_ids: a single segment
+        elif name == "token_type_ids":  # a single segment
             a = np.zeros_like(batch.input_ids)
+        elif name in batch.extras:
+            a = batch.extras[name]
+        else:  # load_bundle checks a graph's inputs against its features: a caller forgot them
+            raise EngineError(f"stage 1 of {graph.file} needs input {name!r}, which this batch lacks")
         feeds[name] = np.ascontiguousarray(a, dtype=dtype)
     if not graph.io_binding:
         return dict(zip(outputs, graph.session.run(list(outputs), feeds)))

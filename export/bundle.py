@@ -7,6 +7,7 @@ model card, README.md, written after verification) is hashed.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import time
 import uuid
@@ -26,6 +27,7 @@ from nere.engine.manifest import (
     TASKS,
     TOKENIZER,
     Manifest,
+    feature_input_names,
     hash_files,
     package_versions,
 )
@@ -69,6 +71,32 @@ def re_section(config: dict[str, Any]) -> dict[str, Any] | None:
             "type_pairs": [list(p) for p in pairs] if pairs else None}
 
 
+def write_feature_data(model: Any, config: dict[str, Any], dest: Path, source: str | Path | None = None
+                       ) -> dict[str, Any] | None:
+    """The manifest's ``features`` section of a model with extra per-token inputs (None
+    without), its data files written into ``dest``: copied from the checkpoint folder
+    ``source`` when given (the very bytes training saved), else saved from the model."""
+    section = config.get("features")
+    if not section:
+        return None
+    files = [part["file"] for key in ("bigrams", "lexicon") if (part := section.get(key))]
+    if source is not None:
+        for name in files:
+            if not (Path(source) / name).is_file():
+                raise ValueError(f"checkpoint {source} lacks the feature data file {name} its config.json names")
+            shutil.copyfile(Path(source) / name, dest / name)
+    else:
+        if files and not getattr(model, "input_features", None):
+            raise ValueError(f"model config names feature data {files} but the model holds none")
+        if files:
+            model.input_features.save(dest)
+    names = feature_input_names(section)
+    graph_names = list(getattr(model, "feature_names", names))
+    if graph_names != names:
+        raise ValueError(f"model's extra inputs {graph_names} differ from what its features config asks for {names}")
+    return json.loads(json.dumps(section))  # a plain JSON copy
+
+
 def bundle_bytes(folder: str | Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).iterdir() if p.is_file())
 
@@ -100,10 +128,12 @@ def write_bundle(
     overwrite: bool = False,
     progress: Callable[[str], None] | None = None,
     calibration: dict[str, list[dict[str, np.ndarray]]] | None = None,
+    checkpoint: str | Path | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Export ``model`` to the bundle folder ``out``; returns (folder, manifest).
     ``training``: what the checkpoint's training recorded (``made_by.training``, for the card);
-    ``calibration``: input batches per graph name, for the int8 policies that calibrate."""
+    ``calibration``: input batches per graph name, for the int8 policies that calibrate;
+    ``checkpoint``: its folder, whose feature data files (bigrams, lexicon) are copied."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     out = Path(out)
@@ -140,6 +170,7 @@ def write_bundle(
         tokenizer_note = write_tokenizer(tokenizer_file, tmp / TOKENIZER)
         if tokenizer_note:
             say(tokenizer_note)
+        features = write_feature_data(model, config, tmp, checkpoint)
         ner = ner_section(model)
         if ner is not None and ner["decoding"] == "crf":
             np.savez(tmp / CRF, **model.crf_arrays())
@@ -153,6 +184,7 @@ def write_bundle(
             "ner": ner if task in ("ner", "joint") else None,
             "re": re_section(config) if task in ("re", "joint") else None,
             "graphs": graphs,
+            **({"features": features} if features else {}),
             "files": hash_files(tmp),
             "metrics": {},
             "made_by": {

@@ -80,6 +80,9 @@ def card(m: Manifest, name: str) -> str:
         lines.append(f"- Entities ({m.ner['tag_scheme']}, {m.ner['decoding']} decoding): {', '.join(m.ner['entity_labels'])}")
     if m.re:
         lines.append(f"- Relations (negative label `{m.re['negative_label']}`): {', '.join(m.re['relation_labels'][1:])}")
+    if m.features:
+        lines += ["", f"Extra per-token inputs, computed by the engine from the text: {', '.join(m.feature_inputs)} "
+                      "(data files in the bundle; manifest: `features`)."]
     lines += ["", "## Rebuild", "", "With the current code, from the dataset:", "", "```"]
     if training.get("command"):
         lines.append(training["command"])

@@ -87,12 +87,13 @@ def export(checkpoint: str, out_dir: str, precision: str, int8_policy: str, data
     selection = None
     if int8_policy == "auto":
         dev = _load_examples(dataset, "dev", limit, data_dir)
-        int8_policy, selection = _choose_int8_policy(model, featurizer, config, Path(checkpoint) / TOKENIZER,
+        int8_policy, selection = _choose_int8_policy(model, featurizer, config, Path(checkpoint),
                                                      Path(out_dir), dev, batch_size, threads, quiet, calibration)
     try:
         out, manifest = write_bundle(model, config, Path(checkpoint) / TOKENIZER, out_dir, precision, int8_policy,
                                      command=_command_line(), training=_training(Path(checkpoint)),
-                                     overwrite=overwrite, progress=say, calibration=calibration)
+                                     overwrite=overwrite, progress=say, calibration=calibration,
+                                     checkpoint=checkpoint)
     except (ValueError, FileExistsError) as err:
         raise click.ClickException(str(err)) from err
     if selection is not None:
@@ -152,7 +153,7 @@ def _calibration(dataset: str, data_dir: str | None, featurizer: Any, required: 
     return {"ner": calibration_feeds(featurizer, [ex.text for ex in train])}
 
 
-def _choose_int8_policy(model: Any, featurizer: Any, config: dict[str, Any], tokenizer_file: Path, out: Path,
+def _choose_int8_policy(model: Any, featurizer: Any, config: dict[str, Any], checkpoint: Path, out: Path,
                         dev: list, batch_size: int, threads: int | None, quiet: bool,
                         calibration: dict[str, list] | None = None) -> tuple[str, dict[str, Any]]:
     """Export each candidate policy to a scratch folder, verify it on ``dev``, and pick the
@@ -162,6 +163,7 @@ def _choose_int8_policy(model: Any, featurizer: Any, config: dict[str, Any], tok
 
     from nere.export.bundle import write_bundle
     from nere.export.verify import THRESHOLDS, verify_bundle
+    from nere.train.checkpoint import TOKENIZER
 
     th = THRESHOLDS["int8"]
     limit = th["max_f1_diff"] * AUTO_DEV_SHARE
@@ -172,8 +174,8 @@ def _choose_int8_policy(model: Any, featurizer: Any, config: dict[str, Any], tok
     for policy in candidates:
         scratch = out.parent / f".{out.name}.int8-{policy}"
         try:
-            write_bundle(model, config, tokenizer_file, scratch, "int8", policy, overwrite=True,
-                         calibration=calibration)
+            write_bundle(model, config, checkpoint / TOKENIZER, scratch, "int8", policy, overwrite=True,
+                         calibration=calibration, checkpoint=checkpoint)
             result = verify_bundle(str(scratch), model, featurizer, dev, batch_size, progress=not quiet, threads=threads)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

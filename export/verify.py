@@ -33,7 +33,7 @@ from nere.engine.core.types import Example
 from nere.engine.score import engine_predictions, score_predictions
 from nere.export.onnx_export import torch_outputs
 from nere.train.datasets.policy import flat_entities
-from nere.train.features import length_batches, ner_items
+from nere.train.features import collate_extras, length_batches, ner_items
 
 # what a bundle must reach against PyTorch on the verification split
 THRESHOLDS = {
@@ -60,6 +60,13 @@ def _masked_max_diff(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     return float(np.abs(a - b)[valid].max()) if valid.any() else 0.0
 
 
+def _same_inputs(a: Any, b: Any) -> bool:
+    """Same token ids and same extra inputs (the bundle's feature data vs the checkpoint's)."""
+    if not np.array_equal(a.encoded.ids, b.encoded.ids) or set(a.extras) != set(b.extras):
+        return False
+    return all(np.array_equal(a.extras[n], b.extras[n]) for n in a.extras)
+
+
 def ner_parity(bundle: Bundle, model: Any, featurizer: Featurizer, examples: Sequence[Example],
                batch_size: int = 32, progress: bool = True,
                engine: Sequence[Sequence[Span]] | None = None) -> dict[str, Any]:
@@ -72,9 +79,10 @@ def ner_parity(bundle: Bundle, model: Any, featurizer: Featurizer, examples: Seq
     if bundle.ner is None:
         raise ValueError(f"bundle {bundle.path} has no NER stage")
     spec = stage1_spec(model)
-    items_t, stats = ner_items(examples, featurizer, model.tagset)
-    items_b, _ = ner_items(examples, bundle.featurizer, bundle.ner.tagset)
-    feat_mismatch = sum(not np.array_equal(a.encoded.ids, b.encoded.ids) for a, b in zip(items_t, items_b))
+    # extra inputs: the checkpoint's feature data on the PyTorch side, the bundle's on the other
+    items_t, stats = ner_items(examples, featurizer, model.tagset, getattr(model, "input_features", None))
+    items_b, _ = ner_items(examples, bundle.featurizer, bundle.ner.tagset, bundle.features)
+    feat_mismatch = sum(not _same_inputs(a, b) for a, b in zip(items_t, items_b))
     crf_t = kept_decoder(model.crf_arrays()) if hasattr(model, "crf_arrays") else None
     crf_b = kept_decoder(bundle.ner.crf)
     lead_t, lead_b = featurizer.lead, bundle.featurizer.lead
@@ -86,7 +94,11 @@ def ner_parity(bundle: Bundle, model: Any, featurizer: Featurizer, examples: Seq
     for idx in tqdm(batches, desc="verify ner", unit="batch", disable=not progress, leave=False):
         bt = featurizer.collate([items_t[i].encoded for i in idx])
         bb = bundle.featurizer.collate([items_b[i].encoded for i in idx])
+        bb.extras = {n: t.numpy() for n, t in collate_extras([items_b[i] for i in idx], lead_b,
+                                                             bb.input_ids.shape[1]).items()}
         feeds = {"input_ids": bt.input_ids, "attention_mask": bt.attention_mask}
+        feeds.update({n: t.numpy() for n, t in collate_extras([items_t[i] for i in idx], lead_t,
+                                                              bt.input_ids.shape[1]).items()})
         em_t = torch_outputs(spec, feeds)[spec.outputs.index("emissions")]
         em_b = run_stage1(bundle, bb, ["emissions"])["emissions"]
         if em_t.shape == em_b.shape:

@@ -15,7 +15,7 @@ emissions is needed before the CRF and the CRF mask stays a left-aligned prefix.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -67,6 +67,9 @@ class Batch:
     attention_mask: np.ndarray  # (B, T) int64, a left-aligned prefix
     offsets: np.ndarray | None  # (B, T, 2) int64; None when not asked for (the engine maps through its flat tokens)
     lengths: np.ndarray  # (B,) int64, tokens incl. specials
+    # extra per-token model inputs by graph input name (nere.engine.core.features), laid
+    # out like input_ids (0 at special and padding positions); empty for most models
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class Featurizer:
