@@ -20,9 +20,12 @@ from nere.train.evaluators import register_evaluator
 from nere.train.features import length_batches
 from nere.train.prepare import prepare_text_side
 from nere.train.re_features import (
+    CANDIDATE_SETS,
     PairSentence,
+    candidates_of,
     collate_pairs,
     pair_sentences,
+    predicted_label_ids,
     relation_labels_of,
     sample_pairs,
     type_pairs_of,
@@ -74,7 +77,8 @@ def type_pairs(model) -> set[tuple[str, str]]:
 
 def re_batches(model, featurizer, train: Sequence[Example], batch_size: int, neg_ratio: float = DEFAULT_NEG_RATIO):
     """A ``make_batches(rng)`` for the trainer: pairs resampled every epoch, sentences shuffled."""
-    sents, stats = pair_sentences(train, featurizer, model.relation_labels, model.entity_labels)
+    sents, stats = pair_sentences(train, featurizer, model.relation_labels, model.entity_labels,
+                                  candidates=candidates_of(model))
     lengths = [len(s.encoded.ids) for s in sents]
 
     def make(rng: random.Random):
@@ -91,7 +95,8 @@ def re_batches(model, featurizer, train: Sequence[Example], batch_size: int, neg
 
 
 @torch.no_grad()
-def classify_pairs(model, featurizer, sents: Sequence[PairSentence], batch_size: int = 64) -> list[list[tuple[str, float]]]:
+def classify_pairs(model, featurizer, sents: Sequence[PairSentence], batch_size: int = 64,
+                   candidates: str = "all") -> list[list[tuple[str, float]]]:
     """(label, probability) per candidate pair of every sentence; lost pairs -> no_relation, 1.0.
 
     ``model`` is any two-stage model (forward_stage1 returns hidden, or (emissions, hidden)).
@@ -109,21 +114,28 @@ def classify_pairs(model, featurizer, sents: Sequence[PairSentence], batch_size:
             hidden = hidden[-1]
         logits = model.forward_stage2(hidden, *(b[k].to(dev) for k in ("pair_index", "head_mask", "tail_mask", "head_type", "tail_type")))
         probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-        best = probs.argmax(axis=-1)
+        best = predicted_label_ids(probs, candidates)
         for (r, p), k, pr in zip(b["pair_ref"], best, probs):
             out[rows[r]][p] = (model.relation_labels[int(k)], float(pr[k]))
     return out
 
 
 def predict_re(model, featurizer, examples: Sequence[Example], entities: Sequence[Sequence[Entity]] | None = None,
-               type_pairs: Collection[tuple[str, str]] | None = None, batch_size: int = 64) -> dict[str, Any]:
+               type_pairs: Collection[tuple[str, str]] | None = None, batch_size: int = 64,
+               candidates: str | None = None) -> dict[str, Any]:
     """Predicted labels of every candidate pair; with ``entities``, pairs over those (end to end).
+
+    ``candidates`` defaults to the model's set on gold entities and to ``all`` with
+    ``entities`` (annotated pairs of predicted entities would leak the gold relations).
 
     Returns per example the pairs (head, tail, gold), predicted labels and scores, the
     predicted triples (no_relation dropped) and the featurization stats.
     """
-    sents, stats = pair_sentences(examples, featurizer, model.relation_labels, model.entity_labels, entities, type_pairs)
-    labels = classify_pairs(model, featurizer, sents, batch_size)
+    if candidates is None:
+        candidates = candidates_of(model) if entities is None else "all"
+    sents, stats = pair_sentences(examples, featurizer, model.relation_labels, model.entity_labels, entities, type_pairs,
+                                  candidates)
+    labels = classify_pairs(model, featurizer, sents, batch_size, candidates)
     triples = []
     for s, lab in zip(sents, labels):
         t = set()
@@ -153,6 +165,7 @@ def evaluate_re(model, featurizer, examples: Sequence[Example], batch_size: int 
     scores = pair_metrics(predict_re(model, featurizer, examples, batch_size=batch_size))
     scores.update(precision=scores["macro_precision"], recall=scores["macro_recall"], f1=scores["macro_f1"])
     scores["sentences"] = len(examples)
+    scores["candidates"] = candidates_of(model)
     return scores
 
 
@@ -191,9 +204,12 @@ def _model_option():
 @head_options
 @click.option("--max-distance", default=30, show_default=True, type=click.IntRange(1),
               help="BiLSTM/ACNN: relative positions are clipped to +-N tokens.")
+@click.option("--candidates", default="all", show_default=True, type=click.Choice(CANDIDATE_SETS),
+              help="Pairs to train and score: every ordered entity pair, or only the gold-relation pairs "
+                   "(classified among the relation labels, the published sentence-level setup).")
 @shared_options
 def train_re(kind: str, neg_ratio: float, transe_weight: float, margin: float, dropout: float | None,
-             max_distance: int, **opts: Any) -> None:
+             max_distance: int, candidates: str, **opts: Any) -> None:
     """Train a relation classifier on gold entities; select the epoch on dev macro F1."""
     from nere.train.checkpoint import save_checkpoint
     from nere.train.cli import load_splits, make_train_config, run_metrics
@@ -206,6 +222,7 @@ def train_re(kind: str, neg_ratio: float, transe_weight: float, margin: float, d
         model, tokenizer, featurizer, notes = build_re(kind, train_ex, opts["encoder"], opts["max_length"], dropout, head)
     except (ValueError, OSError) as err:
         raise click.ClickException(str(err)) from err
+    model.config["candidates"] = candidates
     cfg = make_train_config(type(model).encoder_type, opts)
     make = re_batches(model, featurizer, train_ex, cfg.batch_size, neg_ratio)
     click.echo(f"re/{kind}: {len(train_ex)} train / {len(dev_ex)} dev / {len(test_ex)} test sentences; "
@@ -215,7 +232,7 @@ def train_re(kind: str, neg_ratio: float, transe_weight: float, margin: float, d
     result = fit(model, make, lambda m: evaluate_re(m, featurizer, dev_ex), "macro_f1", cfg)
     test = evaluate_re(model, featurizer, test_ex)
     metrics = run_metrics("re", kind, opts, (train_ex, dev_ex, test_ex), result, test, make, notes, cfg, started,
-                          neg_ratio=neg_ratio, head=head)
+                          neg_ratio=neg_ratio, head=head, candidates=candidates)
     save_checkpoint(model, tokenizer, opts["out_dir"], metrics)
     click.echo(f"test: accuracy {test['accuracy']:.4f}  macro P {test['macro_precision']:.4f}  R {test['macro_recall']:.4f}  "
                f"F1 {test['macro_f1']:.4f}  micro F1 {test['micro_f1']:.4f}  ({metrics['seconds']:.0f}s) -> {opts['out_dir']}")
