@@ -105,3 +105,23 @@ def test_cli_candidates_option_is_recorded_and_reused(tmp_path):
     res = CliRunner().invoke(train, ["re", "--model", "bilstm", "--dataset", str(data), "--out", str(out),
                                      "--candidates", "gold"])
     assert res.exit_code != 0 and "Traceback" not in res.output
+
+
+def test_study_plans_annotated_re_runs_with_their_own_names_and_records(tmp_path):
+    from nere.train.study import merge_records, plan, report_plan, tables
+
+    runs = [r for r in plan("sanwen", "annotated") if r.task == "re"]
+    assert [r.name for r in runs] == [f"sanwen-re-annotated-{k}" for k in
+                                      ("bert-multitask", "bert-softmax", "bilstm", "bilstm-att", "acnn")]
+    assert all(r.args[:2] == ["--candidates", "annotated"] for r in runs)
+    assert [r.name for r in plan("sanwen") if r.task == "re"][0] == "sanwen-re-bert-multitask"
+    every = report_plan("sanwen")
+    assert len({r.name for r in every}) == len(every) == len(plan("sanwen")) + 5
+    rec = {"task": "re", "dataset": "sanwen", "model": "acnn", "metrics": {"f1": 0.1}}
+    ann = dict(rec, candidates="annotated", metrics={"f1": 0.6})
+    path = tmp_path / "results.json"
+    merge_records(path, [rec])
+    merge_records(path, [ann])  # another candidate set: kept beside, not replacing
+    assert len(json.loads(path.read_text())) == 2
+    md = tables([dict(ann, _name="sanwen-re-annotated-acnn")], every, "sanwen")
+    assert "annotated pairs only" in md and "|acnn|-|-|-|0.6000|" in md
