@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from nere.extras import require
-from nere.train.study import is_bert, plan, select, write_reports
+from nere.train.study import is_bert, plan, report_plan, select, write_reports
 
 
 @click.command()
@@ -33,15 +33,17 @@ from nere.train.study import is_bert, plan, select, write_reports
               help="OMP_NUM_THREADS for each run (1 avoids oversubscribed threads on a small shared machine).")
 @click.option("--record", type=click.Path(dir_okay=False), default=None,
               help="Also merge the records into this JSON list (e.g. docs/results.json), replacing same task+dataset+model+weights.")
+@click.option("--candidates", default="all", show_default=True, type=click.Choice(["all", "annotated"]),
+              help="RE runs' candidate pairs (`nere train re --candidates`); annotated runs have their own names.")
 @click.option("--dry-run", is_flag=True, help="List the runs and their commands; train nothing.")
 @click.option("--tables-only", is_flag=True, help="Rewrite results.json and tables.md from the runs done; train nothing.")
 def study(dataset: str, out_dir: str, only: tuple[str, ...], epochs_scale: float, epochs: int | None, limit: int | None,
           encoder: str | None, data_dir: str | None, device: str, extra: str, threads: int | None, record: str | None,
-          dry_run: bool, tables_only: bool) -> None:
+          candidates: str, dry_run: bool, tables_only: bool) -> None:
     """Run the model comparison (resumable) and write OUT/tables.md and OUT/results.json."""
     out = Path(out_dir)
     try:
-        runs = select(plan(dataset), only)
+        runs = select(plan(dataset, candidates), only)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--only") from None
     if not (dry_run or tables_only):  # every run would fail the same way: say it once
@@ -81,7 +83,7 @@ def study(dataset: str, out_dir: str, only: tuple[str, ...], epochs_scale: float
         raise click.ClickException(f"{out} does not exist: nothing to tabulate")
     # tables cover the whole plan ('-' where a run is not done), whatever --only picked
     try:
-        records = write_reports(out, plan(dataset), dataset, Path(record) if record else None)
+        records = write_reports(out, report_plan(dataset), dataset, Path(record) if record else None)
     except ValueError as err:  # --record names a file that is not a list of records
         raise click.ClickException(str(err)) from None
     click.echo(f"{len(records)} runs tabulated -> {out / 'tables.md'}, {out / 'results.json'}")

@@ -19,6 +19,7 @@ import click
 
 from nere.feature_options import feature_options, feature_request
 from nere.splits import load_splits
+from nere.train.re_features import CANDIDATE_SETS
 from nere.train.re_task import DEFAULT_NEG_RATIO
 from nere.train.registry import model_names
 
@@ -173,9 +174,12 @@ def train_ner(kind: str, tag_scheme: str, **opts: Any) -> None:
 @head_options
 @click.option("--max-distance", default=30, show_default=True, type=click.IntRange(1),
               help="BiLSTM/ACNN: relative positions are clipped to +-N tokens.")
+@click.option("--candidates", default="all", show_default=True, type=click.Choice(CANDIDATE_SETS),
+              help="Pairs to train and score: every ordered entity pair, or only the gold-relation pairs "
+                   "(classified among the relation labels, the published sentence-level setup).")
 @shared_options
 def train_re(kind: str, neg_ratio: float, transe_weight: float, margin: float, dropout: float | None,
-             max_distance: int, **opts: Any) -> None:
+             max_distance: int, candidates: str, **opts: Any) -> None:
     """Train a relation classifier on gold entities; select the epoch on dev macro F1."""
     from nere.train.checkpoint import save_checkpoint
     from nere.train.re_task import build_re, evaluate_re, re_batches
@@ -184,6 +188,7 @@ def train_re(kind: str, neg_ratio: float, transe_weight: float, margin: float, d
     train_ex, dev_ex, test_ex = _train_dev_test(opts)
     head = {"transe_weight": transe_weight, "margin": margin, "max_distance": max_distance}
     model, tokenizer, featurizer, notes = _built(build_re, kind, train_ex, opts["encoder"], opts["max_length"], dropout, head)
+    model.config["candidates"] = candidates
     cfg = make_train_config(type(model).encoder_type, opts)
     make = re_batches(model, featurizer, train_ex, cfg.batch_size, neg_ratio)
     click.echo(f"re/{kind}: {len(train_ex)} train / {len(dev_ex)} dev / {len(test_ex)} test sentences; "
@@ -193,7 +198,7 @@ def train_re(kind: str, neg_ratio: float, transe_weight: float, margin: float, d
     result = fit(model, make, lambda m: evaluate_re(m, featurizer, dev_ex), "macro_f1", cfg)
     test = evaluate_re(model, featurizer, test_ex)
     metrics = run_metrics("re", kind, opts, (train_ex, dev_ex, test_ex), result, test, make, notes, cfg, started,
-                          neg_ratio=neg_ratio, head=head)
+                          neg_ratio=neg_ratio, head=head, candidates=candidates)
     save_checkpoint(model, tokenizer, opts["out_dir"], metrics)
     click.echo(f"test: accuracy {test['accuracy']:.4f}  macro P {test['macro_precision']:.4f}  R {test['macro_recall']:.4f}  "
                f"F1 {test['macro_f1']:.4f}  micro F1 {test['micro_f1']:.4f}  ({metrics['seconds']:.0f}s) -> {opts['out_dir']}")

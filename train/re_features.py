@@ -7,6 +7,12 @@ batch holds B sentences (the stage-1 inputs) and P pairs pointing at them by
 (``featurizer.lead`` shifts past [CLS]), which is the stage-2 graph contract of
 docs/bundle-format.md. Training may keep only a sample of the negative pairs, drawn
 anew each epoch; evaluation always uses every pair.
+
+The candidate set (``CANDIDATE_SETS``) is one choice for training and evaluation alike:
+``all`` is the above; ``annotated`` keeps only the pairs that carry a gold relation and
+classifies them among the relation labels (no ``no_relation`` target or prediction), the
+sentence-level setup of published SanWen results. It is stored in the model config
+(``candidates``) so that evaluating a checkpoint uses the set it was trained on.
 """
 from __future__ import annotations
 
@@ -21,6 +27,33 @@ import torch
 from nere.engine.core.featurize import Encoded, Featurizer, char_to_token_spans
 from nere.engine.core.pairs import candidate_pairs
 from nere.engine.core.types import NO_RELATION, Entity, Example, Relation
+
+CANDIDATE_SETS = ("all", "annotated")
+
+
+def check_candidates(candidates: str) -> str:
+    if candidates not in CANDIDATE_SETS:
+        raise ValueError(f"unknown candidate set {candidates!r}; choose one of {', '.join(CANDIDATE_SETS)}")
+    return candidates
+
+
+def candidates_of(model: Any) -> str:
+    """The candidate set a model was trained on (``all`` for models saved before the option)."""
+    return check_candidates(str(getattr(model, "config", {}).get("candidates", "all")))
+
+
+def select_candidates(pairs: Sequence[tuple[int, int, str]], candidates: str) -> list[tuple[int, int, str]]:
+    """The pairs of ``candidates``: every pair (``all``) or the gold-relation ones (``annotated``)."""
+    if check_candidates(candidates) == "annotated":
+        return [p for p in pairs if p[2] != NO_RELATION]
+    return list(pairs)
+
+
+def predicted_label_ids(probs: np.ndarray, candidates: str) -> np.ndarray:
+    """Argmax label id per row; under ``annotated`` the ``no_relation`` column (0) is never chosen."""
+    if check_candidates(candidates) == "annotated" and probs.shape[-1] > 1:
+        return probs[:, 1:].argmax(axis=-1) + 1
+    return probs.argmax(axis=-1)
 
 
 @dataclass
@@ -62,13 +95,16 @@ def pair_sentences(
     entity_labels: Sequence[str],
     entities: Sequence[Sequence[Entity]] | None = None,
     type_pairs: Collection[tuple[str, str]] | None = None,
+    candidates: str = "all",
 ) -> tuple[list[PairSentence], PairStats]:
     """Tokenize once and list candidate pairs of every example.
 
     ``entities`` replaces the gold entities (end-to-end evaluation on predicted ones;
     relations then come from matching gold triples, see ``relations_on``). ``type_pairs``
-    filters candidates by (head type, tail type) as the engine does.
+    filters candidates by (head type, tail type) as the engine does; ``candidates``
+    picks the candidate set (``select_candidates``).
     """
+    check_candidates(candidates)
     rel_id = {lab: i for i, lab in enumerate(relation_labels)}
     type_id = {lab: i for i, lab in enumerate(entity_labels)}
     stats = PairStats(sentences=len(examples))
@@ -89,7 +125,7 @@ def pair_sentences(
         for e in ents:
             stats.unknown_types += int(e.label not in type_id)
             tids.append(type_id.get(e.label, 0))
-        pairs = candidate_pairs(ents, rels, type_pairs)
+        pairs = select_candidates(candidate_pairs(ents, rels, type_pairs), candidates)
         labels = []
         for _, _, lab in pairs:
             stats.unknown_relations += int(lab not in rel_id)

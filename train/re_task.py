@@ -18,9 +18,12 @@ from nere.train.evaluators import register_evaluator
 from nere.train.features import length_batches
 from nere.train.prepare import prepare_text_side
 from nere.train.re_features import (
+    CANDIDATE_SETS,
     PairSentence,
+    candidates_of,
     collate_pairs,
     pair_sentences,
+    predicted_label_ids,
     relation_labels_of,
     sample_pairs,
     type_pairs_of,
@@ -72,7 +75,8 @@ def type_pairs(model) -> set[tuple[str, str]]:
 
 def re_batches(model, featurizer, train: Sequence[Example], batch_size: int, neg_ratio: float = DEFAULT_NEG_RATIO):
     """A ``make_batches(rng)`` for the trainer: pairs resampled every epoch, sentences shuffled."""
-    sents, stats = pair_sentences(train, featurizer, model.relation_labels, model.entity_labels)
+    sents, stats = pair_sentences(train, featurizer, model.relation_labels, model.entity_labels,
+                                  candidates=candidates_of(model))
     lengths = [len(s.encoded.ids) for s in sents]
 
     def make(rng: random.Random):
@@ -89,7 +93,8 @@ def re_batches(model, featurizer, train: Sequence[Example], batch_size: int, neg
 
 
 @torch.no_grad()
-def classify_pairs(model, featurizer, sents: Sequence[PairSentence], batch_size: int = 64) -> list[list[tuple[str, float]]]:
+def classify_pairs(model, featurizer, sents: Sequence[PairSentence], batch_size: int = 64,
+                   candidates: str = "all") -> list[list[tuple[str, float]]]:
     """(label, probability) per candidate pair of every sentence; lost pairs -> no_relation, 1.0.
 
     ``model`` is any two-stage model (forward_stage1 returns hidden, or (emissions, hidden)).
@@ -107,21 +112,28 @@ def classify_pairs(model, featurizer, sents: Sequence[PairSentence], batch_size:
             hidden = hidden[-1]
         logits = model.forward_stage2(hidden, *(b[k].to(dev) for k in ("pair_index", "head_mask", "tail_mask", "head_type", "tail_type")))
         probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-        best = probs.argmax(axis=-1)
+        best = predicted_label_ids(probs, candidates)
         for (r, p), k, pr in zip(b["pair_ref"], best, probs):
             out[rows[r]][p] = (model.relation_labels[int(k)], float(pr[k]))
     return out
 
 
 def predict_re(model, featurizer, examples: Sequence[Example], entities: Sequence[Sequence[Entity]] | None = None,
-               type_pairs: Collection[tuple[str, str]] | None = None, batch_size: int = 64) -> dict[str, Any]:
+               type_pairs: Collection[tuple[str, str]] | None = None, batch_size: int = 64,
+               candidates: str | None = None) -> dict[str, Any]:
     """Predicted labels of every candidate pair; with ``entities``, pairs over those (end to end).
+
+    ``candidates`` defaults to the model's set on gold entities and to ``all`` with
+    ``entities`` (annotated pairs of predicted entities would leak the gold relations).
 
     Returns per example the pairs (head, tail, gold), predicted labels and scores, the
     predicted triples (no_relation dropped) and the featurization stats.
     """
-    sents, stats = pair_sentences(examples, featurizer, model.relation_labels, model.entity_labels, entities, type_pairs)
-    labels = classify_pairs(model, featurizer, sents, batch_size)
+    if candidates is None:
+        candidates = candidates_of(model) if entities is None else "all"
+    sents, stats = pair_sentences(examples, featurizer, model.relation_labels, model.entity_labels, entities, type_pairs,
+                                  candidates)
+    labels = classify_pairs(model, featurizer, sents, batch_size, candidates)
     triples = []
     for s, lab in zip(sents, labels):
         t = set()
@@ -151,6 +163,7 @@ def evaluate_re(model, featurizer, examples: Sequence[Example], batch_size: int 
     scores = pair_metrics(predict_re(model, featurizer, examples, batch_size=batch_size))
     scores.update(precision=scores["macro_precision"], recall=scores["macro_recall"], f1=scores["macro_f1"])
     scores["sentences"] = len(examples)
+    scores["candidates"] = candidates_of(model)
     return scores
 
 

@@ -7,6 +7,8 @@ and learned (uncertainty) weights. Each run is a `nere train ...` subprocess wri
 a run whose metrics.json exists is skipped, so an interrupted study resumes where it
 stopped. At the end ``OUT/results.json`` (one record per run, test split) and
 ``OUT/tables.md`` (NER, RE, joint tables) are rewritten from every metrics.json found.
+``--candidates annotated`` runs the RE kinds on the gold-relation pairs only (their own
+run names and table), the setup of published sentence-level SanWen results.
 """
 from __future__ import annotations
 
@@ -38,6 +40,19 @@ class Run:
                        *self.args, *common, "--quiet"]
 
 
+# RE on the annotated candidate set (gold-relation pairs only): (epochs, options) per kind,
+# the settings of the SanWen runs. The pairs are few (no negatives), so the BERT kinds
+# train the small random BERT at a higher rate; every kind stops early on dev macro F1.
+_SMALL_BERT = ["--bert-config", '{"num_hidden_layers":2}', "--max-length", "128", "--lr", "5e-4"]
+ANNOTATED_RE: dict[str, tuple[int, list[str]]] = {
+    "bilstm": (30, ["--patience", "5", "--batch-size", "32"]),
+    "bilstm-att": (12, ["--lr", "2e-3", "--patience", "3", "--batch-size", "32"]),
+    "acnn": (30, ["--patience", "5", "--batch-size", "32"]),
+    "bert-softmax": (12, [*_SMALL_BERT, "--patience", "3", "--batch-size", "32"]),
+    "bert-multitask": (12, [*_SMALL_BERT, "--patience", "3", "--batch-size", "32"]),
+}
+
+
 def is_bert(task: str, model: str) -> bool:
     return task == "joint" or model.startswith("bert")
 
@@ -47,20 +62,31 @@ def slug(dataset: str) -> str:
     return Path(dataset).stem if ("/" in dataset or dataset.endswith(".jsonl")) else dataset
 
 
-def plan(dataset: str) -> list[Run]:
+def re_run_name(dataset: str, kind: str, candidates: str = "all") -> str:
+    """``<dataset>-re-<kind>``; runs on another candidate set say it: ``<dataset>-re-annotated-<kind>``."""
+    return f"{dataset}-re-{kind}" if candidates == "all" else f"{dataset}-re-{candidates}-{kind}"
+
+
+def plan(dataset: str, candidates: str = "all") -> list[Run]:
     """Every run of the comparison, with the settings used for the CoNLL04 CPU runs.
 
     NER as the NER runs of docs/results.md (BERT 1e-4 for 20 epochs, BiLSTM 2e-3 for 40,
     early stopping after 5 epochs without dev gain). RE: BERT kinds fine-tune at 1e-4 for
     10 epochs, BiLSTM/ACNN at 1e-3 for 15 (patience 4). Joint: 1e-4 for 10 epochs.
-    ``--epochs-scale`` / ``--epochs`` resize them all.
+    ``--epochs-scale`` / ``--epochs`` resize them all. ``candidates`` is the RE runs'
+    candidate set (`nere train re --candidates`); the ``annotated`` runs use the settings
+    of ``ANNOTATED_RE`` (docs/experiments/sanwen-re.md) and their own run names.
     """
     dataset = slug(dataset)
     ner_bert, ner_lstm = ["--lr", "1e-4", "--patience", "5"], ["--lr", "2e-3", "--patience", "5"]
     runs = [Run(f"{dataset}-ner-{k}", "ner", k, 20 if k.startswith("bert") else 40,
                 ner_bert if k.startswith("bert") else ner_lstm) for k in NER_KINDS]
-    runs += [Run(f"{dataset}-re-{k}", "re", k, 10 if k.startswith("bert") else 15,
-                 ["--lr", "1e-4"] if k.startswith("bert") else ["--patience", "4"]) for k in RE_KINDS]
+    if candidates == "all":
+        runs += [Run(re_run_name(dataset, k), "re", k, 10 if k.startswith("bert") else 15,
+                     ["--lr", "1e-4"] if k.startswith("bert") else ["--patience", "4"]) for k in RE_KINDS]
+    else:
+        runs += [Run(re_run_name(dataset, k, candidates), "re", k, ANNOTATED_RE[k][0],
+                     ["--candidates", candidates, *ANNOTATED_RE[k][1]]) for k in RE_KINDS]
     joint = ["--lr", "1e-4"]
     runs += [Run(f"{dataset}-joint-{a}+{b}", "joint", JOINT_KIND, 10,
                  joint + ["--ner-weight", str(a), "--re-weight", str(b)]) for a, b in JOINT_WEIGHTINGS]
@@ -109,6 +135,8 @@ def record_of(m: dict[str, Any]) -> dict[str, Any]:
            "metrics": metrics, "command": m.get("command"), "hardware": m.get("hardware"),
            "seconds": round(float(m.get("seconds", 0.0)), 1), "best_epoch": m.get("best_epoch"),
            "epochs_run": len(m.get("history", []))}
+    if task == "re" and m.get("candidates", "all") != "all":
+        rec["candidates"] = m["candidates"]
     if task == "joint":
         rec["weights"] = m.get("weights")
         rec["weights_label"] = m.get("weights_label")
@@ -124,8 +152,11 @@ def record_key(rec: dict[str, Any]) -> str:
     exporter's ``"kind": "export"``) of the same model are never replaced by them.
     """
     w = rec.get("weights")
-    return json.dumps([rec.get("kind", "train"), rec["task"], rec["dataset"], rec["model"],
-                       {"learned": True} if isinstance(w, dict) and w.get("learned") else w], sort_keys=True)
+    key = [rec.get("kind", "train"), rec["task"], rec["dataset"], rec["model"],
+           {"learned": True} if isinstance(w, dict) and w.get("learned") else w]
+    if rec.get("candidates", "all") != "all":  # keys of every-pair records stay as they were
+        key.append(rec["candidates"])
+    return json.dumps(key, sort_keys=True)
 
 
 def merge_records(path: Path, records: Sequence[dict[str, Any]]) -> int:
@@ -144,6 +175,22 @@ def _f(x: Any) -> str:
     return f"{x:.4f}" if isinstance(x, (int, float)) else "-"
 
 
+def candidates_of_run(run: Run) -> str:
+    return run.args[run.args.index("--candidates") + 1] if "--candidates" in run.args else "all"
+
+
+RE_HEADINGS = {
+    "all": "## RE on gold entities (macro P/R/F1 over relation labels, no_relation excluded; accuracy over all pairs)",
+    "annotated": "## RE on gold entities, annotated pairs only (macro P/R/F1 over relation labels; "
+                 "accuracy over the gold-relation pairs)",
+}
+
+
+def report_plan(dataset: str) -> list[Run]:
+    """What the tables cover: the whole plan plus the RE runs on the annotated pairs."""
+    return plan(dataset) + [r for r in plan(dataset, "annotated") if r.task == "re"]
+
+
 def tables(records: Sequence[dict[str, Any]], runs: Sequence[Run], dataset: str) -> str:
     """NERE's three tables (NER; RE; joint per weighting) in Markdown; '-' for runs not done."""
     by_name = {r["_name"]: r for r in records}
@@ -155,13 +202,17 @@ def tables(records: Sequence[dict[str, Any]], runs: Sequence[Run], dataset: str)
         rec = by_name.get(run.name, {})
         out.append(f"|{run.model}|{_f(m.get('accuracy'))}|{_f(m.get('precision'))}|{_f(m.get('recall'))}|"
                    f"{_f(m.get('f1'))}|{rec.get('epochs_run', '-')}|{rec.get('seconds', '-')}|")
-    out += ["", "## RE on gold entities (macro P/R/F1 over relation labels, no_relation excluded; accuracy over all pairs)", "",
-            "|model|accuracy|precision|recall|f1|micro f1|epochs|seconds|", "|---|---|---|---|---|---|---|---|"]
-    for run in (r for r in runs if r.task == "re"):
-        rec = by_name.get(run.name, {})
-        m = rec.get("metrics", {})
-        out.append(f"|{run.model}|{_f(m.get('accuracy'))}|{_f(m.get('precision'))}|{_f(m.get('recall'))}|"
-                   f"{_f(m.get('f1'))}|{_f(m.get('micro_f1'))}|{rec.get('epochs_run', '-')}|{rec.get('seconds', '-')}|")
+    for cands, heading in RE_HEADINGS.items():
+        group = [r for r in runs if r.task == "re" and candidates_of_run(r) == cands]
+        if cands != "all" and not any(r.name in by_name for r in group):
+            continue  # the annotated table appears once one of its runs is done
+        out += ["", heading, "",
+                "|model|accuracy|precision|recall|f1|micro f1|epochs|seconds|", "|---|---|---|---|---|---|---|---|"]
+        for run in group:
+            rec = by_name.get(run.name, {})
+            m = rec.get("metrics", {})
+            out.append(f"|{run.model}|{_f(m.get('accuracy'))}|{_f(m.get('precision'))}|{_f(m.get('recall'))}|"
+                       f"{_f(m.get('f1'))}|{_f(m.get('micro_f1'))}|{rec.get('epochs_run', '-')}|{rec.get('seconds', '-')}|")
     out += ["", "## Joint BERT-CRF + BERT-Multitask (NER; RE on gold entities, macro; end to end: strict triples from predicted entities)", "",
             "|model|weighting|task|accuracy|precision|recall|f1|", "|---|---|---|---|---|---|---|"]
     for run in (r for r in runs if r.task == "joint"):
