@@ -171,3 +171,12 @@ def test_entities_widened_onto_one_span_keep_the_first():
     assert trim_spans(text, [(a, a + 2, "Loc"), (a + 2, a + 5, "Org")]) == [(a, a + 5, "Loc")]
     kept, starts, ends = trim_entity_spans([text], np.array([0, 0]), np.array([a, a + 2]), np.array([a + 2, a + 5]))
     assert kept.tolist() == [0] and starts.tolist() == [a] and ends.tolist() == [a + 5]
+
+
+def test_an_initialism_cut_before_its_last_period_gets_it_back():
+    text = "The U.S. Department of Energy said so."
+    s = text.index("U.S")
+    assert mid_word(text, s, s + 3)
+    assert text[slice(*trim_span(text, s, s + 3))] == "U.S."
+    assert trim_span("He is Ms. Ng.", 6, 8) == (6, 8)  # "Ms" is no initialism
+    assert trim_span("born in Austin.", 8, 14) == (8, 14)  # nor is a word before a full stop

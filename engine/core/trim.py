@@ -66,6 +66,7 @@ ABBREVIATIONS = frozenset(
 )
 _ANY_CASE = frozenset("corp inc co ltd bros".split())  # written in lower case too ("U S West inc.")
 _INITIALISM = re.compile(r"(?:[^\W\d_]\.)+")
+_OPEN_INITIALISM = re.compile(r"(?:[^\W\d_]\.)+[^\W\d_]$")  # an initialism but its last period, at the end: "U.S"
 # the last word before a final '.': letters, or letters joined by '.' ("U.S", "a.m"); group 2
 # is a period of its own (then the final one is another, the sentence's); spaces may come
 # before the final '.' (tokenized text writes "Calif ." and "N.J .")
@@ -155,9 +156,17 @@ def _word_char(ch: str) -> bool:
 
 
 def mid_word(text: str, start: int, end: int) -> bool:
-    """The span starts or ends inside a word (see :func:`widen_to_words`)."""
+    """The span starts or ends inside a word, or stops short of an initialism's last
+    period (``U.S`` of ``U.S.``; see :func:`widen_to_words`)."""
     return (0 < start < len(text) and _word_char(text[start - 1]) and _word_char(text[start])) or (
-        0 < end < len(text) and _word_char(text[end - 1]) and _word_char(text[end]))
+        0 < end < len(text) and ((_word_char(text[end - 1]) and _word_char(text[end]))
+                                 or (text[end] == "." and _cut_initialism(text, start, end))))
+
+
+def _cut_initialism(text: str, start: int, end: int) -> bool:
+    """``text[start:end]`` ends with an initialism whose final period it leaves out."""
+    m = _OPEN_INITIALISM.search(text, max(start, end - _WORD_WINDOW), end)
+    return m is not None and (m.start() == 0 or not _word_char(text[m.start() - 1]))
 
 
 def widen_to_words(text: str, start: int, end: int) -> tuple[int, int]:
@@ -168,6 +177,8 @@ def widen_to_words(text: str, start: int, end: int) -> tuple[int, int]:
     if start < end and _word_char(text[end - 1]):
         while end < len(text) and _word_char(text[end]):
             end += 1
+    if end < len(text) and text[end] == "." and _cut_initialism(text, start, end):
+        end += 1
     return start, end
 
 
