@@ -35,6 +35,7 @@ def save_checkpoint(model, tokenizer: Tokenizer, out_dir: str | Path, metrics: d
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / WEIGHTS))
     tokenizer.save(str(out / TOKENIZER))
+    model.save_extras(out)  # feature data (bigram vocabulary, lexicon) named in config.json
     (out / CONFIG).write_text(json.dumps(config, indent=2, ensure_ascii=False))
     (out / METRICS).write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
     return out
@@ -50,6 +51,7 @@ def load_checkpoint(path: str | Path, device: str = "cpu"):
     cls = get_model_class(config["task"], config["model"])
     model = cls(config)
     model.load_state_dict(load_file(str(path / WEIGHTS)))
+    model.load_extras(path)
     model.to(device).eval()
     tokenizer = Tokenizer.from_file(str(path / TOKENIZER))
     return model, featurizer_from(config, tokenizer), config

@@ -12,7 +12,7 @@ from nere.engine.core.featurize import Featurizer
 from nere.engine.core.metrics import entity_scores, token_accuracy
 from nere.engine.core.types import Example
 from nere.train.checkpoint import featurizer_from
-from nere.train.features import collate_ner, length_batches, ner_items
+from nere.train.features import build_token_features, collate_ner, length_batches, ner_items
 from nere.train.prepare import prepare_text_side
 from nere.train.registry import get_model_class
 
@@ -26,11 +26,16 @@ def entity_labels(examples: Sequence[Example]) -> list[str]:
 def build_ner(kind: str, train: Sequence[Example], encoder: str = "auto", max_length: int = 256,
               tag_scheme: str = DEFAULT_SCHEME, dropout: float | None = None,
               bert_size: dict[str, Any] | None = None, lstm: dict[str, Any] | None = None,
-              vocab_min_freq: int | None = None):
-    """A fresh model of ``kind`` with a tokenizer fitted to ``train``: (model, tokenizer, featurizer, notes)."""
+              vocab_min_freq: int | None = None, features: dict[str, Any] | None = None):
+    """A fresh model of ``kind`` with a tokenizer fitted to ``train``: (model, tokenizer, featurizer, notes).
+
+    ``features`` asks for extra per-token inputs (keys of train.features.FEATURE_DEFAULTS:
+    case classes, bigrams, a lexicon); their data is fitted to ``train`` as well."""
     cls = get_model_class("ner", kind)
-    side = prepare_text_side(cls.encoder_type, [ex.text for ex in train], encoder, max_length, bert_size, lstm,
-                             vocab_min_freq)
+    texts = [ex.text for ex in train]
+    side = prepare_text_side(cls.encoder_type, texts, encoder, max_length, bert_size, lstm, vocab_min_freq)
+    token_features, features_config, feature_notes = build_token_features(
+        texts, featurizer_from({"featurizer": side.featurizer}, side.tokenizer), features)
     config = {
         "tag_scheme": tag_scheme,
         "entity_labels": entity_labels(train),
@@ -38,13 +43,17 @@ def build_ner(kind: str, train: Sequence[Example], encoder: str = "auto", max_le
         "featurizer": side.featurizer,
         "dropout": dropout if dropout is not None else (0.1 if cls.encoder_type == "bert" else 0.3),
     }
+    if features_config:
+        config["features"] = features_config
     model = cls(config, pretrained_path=side.pretrained_path)
-    return model, side.tokenizer, featurizer_from(config, side.tokenizer), side.notes
+    model.token_features = token_features if features_config else None
+    notes = dict(side.notes, **({"features": feature_notes} if feature_notes else {}))
+    return model, side.tokenizer, featurizer_from(config, side.tokenizer), notes
 
 
 def predict_ner(model, featurizer: Featurizer, examples: Sequence[Example], batch_size: int = 64) -> dict[str, Any]:
     """Predicted char spans per example, plus gold/pred tag ids for token accuracy."""
-    items, stats = ner_items(examples, featurizer, model.tagset)
+    items, stats = ner_items(examples, featurizer, model.tagset, model.token_features)
     crf = kept_decoder(model.crf_arrays())
     preds: list[list] = [[] for _ in items]
     gold_tags: list[list[int]] = [[] for _ in items]
@@ -54,7 +63,8 @@ def predict_ner(model, featurizer: Featurizer, examples: Sequence[Example], batc
     with torch.no_grad():
         for idx in length_batches(lengths, batch_size, rng=None):
             batch = collate_ner([items[i] for i in idx], featurizer)
-            emissions = model(batch["input_ids"].to(model.device), batch["attention_mask"].to(model.device))
+            extras = (t.to(model.device) for t in model.extra_inputs(batch))
+            emissions = model(batch["input_ids"].to(model.device), batch["attention_mask"].to(model.device), *extras)
             em = emissions.float().cpu().numpy()
             b = batch["batch"]
             tag_ids = decode_tags(em, b.lengths, crf)
@@ -79,7 +89,7 @@ def evaluate_ner(model, featurizer: Featurizer, examples: Sequence[Example], bat
 
 def ner_batches(model, featurizer: Featurizer, train: Sequence[Example], batch_size: int):
     """A ``make_batches(rng)`` for the trainer: tokenized once, re-batched every epoch."""
-    items, stats = ner_items(train, featurizer, model.tagset)
+    items, stats = ner_items(train, featurizer, model.tagset, model.token_features)
     lengths = [len(it.tags) for it in items]
 
     def make(rng: random.Random):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,6 +32,21 @@ class NereModel(nn.Module):
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
         self.config = config
+        # extra per-token inputs (nere.engine.core.features.TokenFeatures) and their data;
+        # set when built for training, or read from the checkpoint folder by load_extras
+        self.token_features = None
+
+    def save_extras(self, folder: str | Path) -> None:
+        """Write the data files the model's featurization needs beside its weights."""
+        if self.token_features:
+            self.token_features.save(folder)
+
+    def load_extras(self, folder: str | Path) -> None:
+        """Read what :meth:`save_extras` wrote (named by ``config["features"]``)."""
+        if self.config.get("features"):
+            from nere.engine.core.features import TokenFeatures
+
+            self.token_features = TokenFeatures.load(self.config["features"], folder)
 
     def loss(self, batch: dict[str, Any]) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

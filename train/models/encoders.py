@@ -71,6 +71,58 @@ def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tenso
     return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[2]))
 
 
+class TokenFeatureEmbedding(nn.Module):
+    """Embeds the extra per-token inputs of nere.engine.core.features into one vector per
+    token: case class, bigram and SoftLexicon embeddings, concatenated in that order.
+
+    ``spec`` is the ``features`` entry of a model config (TokenFeatures.config() plus the
+    embedding sizes); ``names`` lists the inputs it reads, in graph-input order.
+    """
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        super().__init__()
+        from nere.engine.core.features import N_CASE
+
+        self.names: list[str] = []
+        self.out_dim = 0
+        self.case = self.bigram = self.lexicon = None
+        if spec.get("case"):
+            dim = int(spec.get("case_dim", 16))
+            self.case = nn.Embedding(N_CASE, dim, padding_idx=0)
+            self.names.append("case_ids")
+            self.out_dim += dim
+        if spec.get("bigrams"):
+            b = spec["bigrams"]
+            self.bigram = nn.Embedding(int(b["size"]), int(b.get("dim", 64)), padding_idx=0)
+            self.names.append("bigram_ids")
+            self.out_dim += self.bigram.embedding_dim
+        if spec.get("lexicon"):
+            lx = spec["lexicon"]
+            self.lexicon = nn.Embedding(int(lx["size"]), int(lx.get("dim", 50)), padding_idx=0)
+            self.names += ["lexicon_ids", "lexicon_weights"]
+            self.out_dim += 4 * self.lexicon.embedding_dim
+
+    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        parts = []
+        if self.case is not None:
+            parts.append(self.case(features["case_ids"]))
+        if self.bigram is not None:
+            parts.append(self.bigram(features["bigram_ids"]))
+        if self.lexicon is not None:
+            ids, w = features["lexicon_ids"], features["lexicon_weights"]  # (B, T, 4, k)
+            sets = (self.lexicon(ids) * w.unsqueeze(-1).to(self.lexicon.weight.dtype)).sum(dim=3)  # (B, T, 4, D)
+            parts.append(sets.flatten(2))
+        return torch.cat(parts, dim=-1)
+
+
+def feature_embedding(spec: dict[str, Any] | None) -> TokenFeatureEmbedding | None:
+    """The embedding of a config's ``features`` entry, or None when it asks for none."""
+    if not spec:
+        return None
+    emb = TokenFeatureEmbedding(spec)
+    return emb if emb.names else None
+
+
 class BiLSTMEncoder(nn.Module):
     """Embedding + bidirectional LSTM, padding-invariant without packed sequences.
 
@@ -82,19 +134,26 @@ class BiLSTMEncoder(nn.Module):
     """
 
     def __init__(self, vocab_size: int, embedding_dim: int = 128, hidden_size: int = 128,
-                 num_layers: int = 1, dropout: float = 0.3, pad_id: int = 0) -> None:
+                 num_layers: int = 1, dropout: float = 0.3, pad_id: int = 0,
+                 features: TokenFeatureEmbedding | None = None) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=pad_id)
-        self.fwd = nn.LSTM(embedding_dim, hidden_size, num_layers, batch_first=True)
-        self.bwd = nn.LSTM(embedding_dim, hidden_size, num_layers, batch_first=True)
+        self.features = features  # extra per-token inputs, concatenated to the character embedding
+        in_dim = embedding_dim + (features.out_dim if features is not None else 0)
+        self.fwd = nn.LSTM(in_dim, hidden_size, num_layers, batch_first=True)
+        self.bwd = nn.LSTM(in_dim, hidden_size, num_layers, batch_first=True)
         self.dropout = nn.Dropout(dropout)
         self.hidden_size = 2 * hidden_size
 
-    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.embedding(input_ids))
+    def embed(self, input_ids: torch.Tensor, features: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        x = self.embedding(input_ids)
+        if self.features is not None:
+            x = torch.cat([x, self.features(features or {})], dim=-1)
+        return self.dropout(x)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        x = self.embed(input_ids)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                features: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        x = self.embed(input_ids, features)
         lengths = attention_mask.sum(dim=1)
         f, _ = self.fwd(x)
         b, _ = self.bwd(reverse_within_length(x, lengths))
@@ -102,14 +161,18 @@ class BiLSTMEncoder(nn.Module):
         return self.dropout(torch.cat([f, b], dim=-1))
 
 
-def build_encoder(spec: dict[str, Any], pretrained_path: str | None = None) -> nn.Module:
-    """Encoder from its config entry: {"type": "bert", "hf_config": {...}} or {"type": "bilstm", ...}."""
+def build_encoder(spec: dict[str, Any], pretrained_path: str | None = None,
+                  features: dict[str, Any] | None = None) -> nn.Module:
+    """Encoder from its config entry: {"type": "bert", "hf_config": {...}} or {"type": "bilstm", ...}.
+
+    ``features`` (a config's ``features`` entry) feeds a BiLSTM's input; a BERT encoder
+    ignores it (its model adds the features to the encoder's output)."""
     kind = spec["type"]
     if kind == "bert":
         return BertEncoder(spec.get("hf_config", SMALL_BERT), pretrained_path)
     if kind == "bilstm":
         args = {k: v for k, v in spec.items() if k != "type"}
-        return BiLSTMEncoder(**args)
+        return BiLSTMEncoder(**args, features=feature_embedding(features))
     raise ValueError(f"unknown encoder type {kind!r}")
 
 
