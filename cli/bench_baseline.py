@@ -81,7 +81,7 @@ class TorchBaseline:
         entities: list[dict] = []
         sent_spans = []
         for r, (d, base) in enumerate(where):
-            spans = row_char_spans(model.tagset, tags[r], batch.offsets[r], f.lead, len(encs[r].ids))
+            spans = row_char_spans(model.tagset, tags[r], batch.offsets[r], f.lead, len(encs[r].ids), pieces[r])
             sent_spans.append(spans)
             entities += [{"doc_id": ids[d], "start": base + s, "end": base + e, "label": lab,
                           "text": texts[d][base + s : base + e]} for s, e, lab in spans]

@@ -26,11 +26,14 @@ from nere.engine.bundle import Bundle
 from nere.engine.core.decode import decode_tags, kept_decoder
 from nere.engine.core.featurize import Batch, Encoded, Featurizer, Tokens, char_to_token_spans
 from nere.engine.core.pairs import candidate_pairs, grouped_pairs, type_pair_table
+from nere.engine.core.trim import trim_entity_spans
 from nere.engine.core.types import Entity
 from nere.engine.errors import EngineError
 from nere.engine.segment import (
+    DEFAULT_LINE_BREAKS,
     DEFAULT_MAX_DOC_CHARS,
     Candidate,
+    check_line_breaks,
     check_texts,
     edge_distance,
     merge_windows,
@@ -200,6 +203,7 @@ class Pipeline:
         max_doc_chars: int = DEFAULT_MAX_DOC_CHARS,
         streams: int = 1,
         re_streams: int = 1,
+        line_breaks: str = DEFAULT_LINE_BREAKS,
     ) -> None:
         if ner.ner is None:
             raise EngineError(
@@ -216,6 +220,7 @@ class Pipeline:
             raise EngineError(f"streams must be positive, got {streams}")
         if re_streams < 1:
             raise EngineError(f"re_streams must be positive, got {re_streams}")
+        self.line_breaks = check_line_breaks(line_breaks)  # "split": a line break ends a sentence
         self.ner = ner
         self.re_bundle = re_bundle
         # one decoder for the run: it keeps its certificate bounds and what it learnt (see CRFDecoder)
@@ -242,7 +247,7 @@ class Pipeline:
             for i, _ in failures:
                 texts[i] = None
             failures.sort()
-        spans = [split_sentences(text) if text is not None else [] for text in texts]
+        spans = [split_sentences(text, self.line_breaks) if text is not None else [] for text in texts]
         sent_doc = [d for d, sp in enumerate(spans) for _ in sp]
         sent_no = [k for sp in spans for k in range(len(sp))]
         flat = [se for sp in spans for se in sp]
@@ -423,6 +428,13 @@ class Pipeline:
         cs = base + offsets[first_token + ts, 0]
         ce = base + offsets[first_token + te - 1, 1]
         doc = np.asarray(prep.sent_doc, dtype=np.int64)[si]
+        # entity edges trimmed by the rule evaluation uses (core/trim.py); token spans stay the model's
+        kept, cs, ce = trim_entity_spans(prep.texts, doc, cs, ce)  # type: ignore[arg-type]
+        if kept is not None:
+            if not len(kept):
+                return self._tables(prep, {k: [] for k in ENTITY_COLUMNS}, [])
+            si, ts, te, scores, doc = si[kept], ts[kept], te[kept], scores[kept], doc[kept]
+            labels = [labels[k] for k in kept.tolist()]
         eid = np.arange(len(doc)) - np.searchsorted(doc, doc)  # documents are contiguous and in order
         docs, starts, ends = doc.tolist(), cs.tolist(), ce.tolist()
         ent = {

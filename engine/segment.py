@@ -1,7 +1,8 @@
 """Documents -> checked text -> sentences -> token windows, character offsets kept.
 
 Sentence boundaries come from :func:`nere.engine.core.sentences.sentence_spans` (the same
-rule training data is cut with), with English full stops on. A sentence longer than the
+rule training data is cut with), with English full stops on and, by default, every line
+break ending a sentence (``line_breaks="join"`` for text wrapped mid-sentence). A sentence longer than the
 model's window is cut into overlapping token windows; entities found in several windows
 are merged by :func:`merge_windows`, so nothing is silently truncated.
 """
@@ -14,9 +15,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from nere.engine.core.featurize import window_starts
-from nere.engine.core.sentences import sentence_spans
+from nere.engine.core.sentences import LINE_BREAK_MODES, sentence_spans
+from nere.engine.errors import EngineError
 
 DEFAULT_MAX_DOC_CHARS = 1_000_000
+DEFAULT_LINE_BREAKS = "split"  # a line break ends a sentence; "join": lines wrapped mid-sentence
 # C0/C1 controls except tab/newline/carriage return, lone surrogates, non-characters.
 # Replaced one-for-one by a space so that every offset still points into the input text.
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
@@ -78,9 +81,18 @@ def check_texts(values: Sequence[Any], max_chars: int = DEFAULT_MAX_DOC_CHARS
     return texts, failures, cleaned
 
 
-def split_sentences(text: str) -> list[tuple[int, int]]:
-    """Sentence spans of a document (Chinese and English ends, trimmed, offsets exact)."""
-    return sentence_spans(text, periods=True)
+def check_line_breaks(line_breaks: str) -> str:
+    """``line_breaks`` if it is a known mode, else a one-line EngineError."""
+    if line_breaks not in LINE_BREAK_MODES:
+        raise EngineError(f"line_breaks must be one of {', '.join(LINE_BREAK_MODES)}, got {line_breaks!r}")
+    return line_breaks
+
+
+def split_sentences(text: str, line_breaks: str = DEFAULT_LINE_BREAKS) -> list[tuple[int, int]]:
+    """Sentence spans of a document (Chinese and English ends, trimmed, offsets exact).
+    ``line_breaks``: "split" (each line break ends a sentence) or "join" (lines wrapped
+    mid-sentence: a break is a space)."""
+    return sentence_spans(text, periods=True, line_breaks=check_line_breaks(line_breaks))
 
 
 def overlap_for(max_content: int) -> int:

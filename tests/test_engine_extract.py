@@ -48,15 +48,19 @@ def documents(draw, kind: str) -> tuple[str, list[tuple[int, int, str]]]:
             items.append((draw(st.sampled_from(PLAIN[kind])), "O"))
         else:
             items.append((draw(st.sampled_from(PUNCT[kind])), "O"))
-    text, spans = draw(st.sampled_from(["", " ", "\n"])), []
-    for k, (tok, _) in enumerate(items):
+    text, spans, tags = draw(st.sampled_from(["", " ", "\n"])), [], []
+    for k, (tok, tag) in enumerate(items):
         if k:
             glue_ok = kind == "char" or tok in PUNCT[kind] or items[k - 1][0] in PUNCT[kind]  # words never touch
-            text += draw(st.sampled_from(SEPS + ([""] if glue_ok else [])))
+            sep = draw(st.sampled_from(SEPS + ([""] if glue_ok else [])))
+            if "\n" in sep and tag.startswith("I-"):
+                tag = "B-" + tag[2:]  # a line break ends the sentence, so the entity too
+            text += sep
         spans.append((len(text), len(text) + len(tok)))
+        tags.append(tag)
         text += tok
     text += draw(st.sampled_from(["", " ", "  \n"]))
-    entities = [(spans[s][0], spans[e - 1][1], lab) for s, e, lab in tags_to_spans([t for _, t in items], "BIO")]
+    entities = [(spans[s][0], spans[e - 1][1], lab) for s, e, lab in tags_to_spans(tags, "BIO")]
     return text, entities
 
 

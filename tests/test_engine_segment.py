@@ -67,6 +67,55 @@ def test_sentences_chinese_and_english():
         "On Nov. 22 , 1963 .", "The Rev. Jesse spoke at No. 5 St. Paul.", "Hot at Death Valley, Calif. , to 85 degrees."]
 
 
+JUDGMENT = ("北京市海淀区人民法院\n民事判决书\n（2020）京0108民初12345号\n"
+            "原告：张某某，男，1945年出生，住北京市海淀区。\r\n"
+            "　　原告张某某与被告合同纠纷一案，本院于2020年5月1日立案后\n依法进行了审理。\n"
+            "审判员　魏　铭\u2028二〇二〇年六月一日\n\n")
+
+
+def test_line_breaks_end_sentences_by_default():
+    got = [JUDGMENT[s:e] for s, e in split_sentences(JUDGMENT)]
+    assert got == ["北京市海淀区人民法院", "民事判决书", "（2020）京0108民初12345号", "原告：张某某，男，1945年出生，住北京市海淀区。",
+                   "原告张某某与被告合同纠纷一案，本院于2020年5月1日立案后", "依法进行了审理。", "审判员　魏　铭", "二〇二〇年六月一日"]
+    assert split_sentences(JUDGMENT, line_breaks="split") == split_sentences(JUDGMENT)
+
+
+def test_joined_lines_keep_the_old_rule():
+    """``line_breaks="join"``: for text wrapped mid-sentence a break is a space."""
+    got = [JUDGMENT[s:e] for s, e in split_sentences(JUDGMENT, line_breaks="join")]
+    assert got == ["北京市海淀区人民法院\n民事判决书\n（2020）京0108民初12345号\n原告：张某某，男，1945年出生，住北京市海淀区。",
+                   "原告张某某与被告合同纠纷一案，本院于2020年5月1日立案后\n依法进行了审理。",
+                   "审判员　魏　铭\u2028二〇二〇年六月一日"]
+    assert split_sentences("Mr. Smith\nleft.", line_breaks="join") == [(0, 15)]
+    assert split_sentences("Mr. Smith\nleft.") == [(0, 9), (10, 15)]
+
+
+def test_line_break_mode_is_checked():
+    from nere.engine.core.sentences import sentence_spans
+    from nere.engine.errors import EngineError
+
+    with pytest.raises(EngineError, match="line_breaks must be one of split, join"):
+        split_sentences("x", line_breaks="keep")
+    with pytest.raises(ValueError, match="line_breaks"):
+        sentence_spans("x", line_breaks="wrap")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="甲乙 \u3000\n\r\u2028。！?.Mr", max_size=30))
+def test_split_lines_are_the_sentences_of_each_line(text):
+    """"split" is "join" applied to each line on its own: no sentence holds a break."""
+    from nere.engine.core.sentences import sentence_spans
+
+    expected, start = [], 0
+    for k, ch in enumerate(text + "\n"):
+        if ch in "\n\r\u2028\u2029":
+            expected += [(start + s, start + e) for s, e in sentence_spans(text[start:k], periods=True)]
+            start = k + 1
+    got = split_sentences(text)
+    assert got == expected
+    assert not any(c in text[s:e] for s, e in got for c in "\n\r\u2028")
+
+
 def test_window_plan_covers_with_overlap():
     assert window_plan(10, 14) == [0]
     starts = window_plan(40, 14)

@@ -70,7 +70,8 @@ def predict_ner(model, featurizer: Featurizer, examples: Sequence[Example], batc
             tag_ids = decode_tags(em, b.lengths, crf)
             for row, i in enumerate(idx):
                 n = len(items[i].tags)
-                preds[i] = row_char_spans(model.tagset, tag_ids[row], b.offsets[row], featurizer.lead, n)
+                preds[i] = row_char_spans(model.tagset, tag_ids[row], b.offsets[row], featurizer.lead, n,
+                                          examples[i].text)
                 gold_tags[i] = items[i].tags.tolist()
                 pred_tags[i] = tag_ids[row, featurizer.lead : featurizer.lead + n].tolist()
     return {"spans": preds, "gold_spans": [it.gold for it in items], "gold_tags": gold_tags,

@@ -1,10 +1,15 @@
-"""Model outputs -> character spans. One path for evaluation and the engine."""
+"""Model outputs -> character spans. One path for evaluation and the engine.
+
+Spans are trimmed by :mod:`nere.engine.core.trim` when the text is given (evaluation
+scores what the engine emits; the engine trims the same way in its array path).
+"""
 from __future__ import annotations
 
 import numpy as np
 
 from nere.engine.core.featurize import token_to_char_spans
 from nere.engine.core.tags import TagSet
+from nere.engine.core.trim import trim_spans
 from nere.engine.core.viterbi import CRFDecoder, argmax_decode, viterbi_decode
 
 
@@ -32,13 +37,17 @@ def kept_decoder(crf: dict[str, np.ndarray] | CRFDecoder | None) -> CRFDecoder |
 
 
 def row_char_spans(
-    tagset: TagSet, tag_ids: np.ndarray, offsets: np.ndarray, lead: int, n_content: int
+    tagset: TagSet, tag_ids: np.ndarray, offsets: np.ndarray, lead: int, n_content: int,
+    text: str | None = None,
 ) -> list[tuple[int, int, str]]:
     """Character spans of one row: tags of its content positions, mapped via offsets.
 
     Special positions ([CLS]/[SEP]/padding) are ignored whatever the model put there.
-    ``offsets`` are the row's (T, 2) batch offsets.
+    ``offsets`` are the row's (T, 2) batch offsets. With the row's ``text``, spans are
+    trimmed (:func:`~nere.engine.core.trim.trim_spans`: no edge spaces or stray
+    punctuation, no line break inside; punctuation-only spans dropped).
     """
     content = slice(lead, lead + n_content)
     token_spans = tagset.ids_to_spans(tag_ids[content])
-    return token_to_char_spans(offsets[content], token_spans)
+    spans = token_to_char_spans(offsets[content], token_spans)
+    return spans if text is None else trim_spans(text, spans)

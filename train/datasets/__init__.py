@@ -27,9 +27,10 @@ from nere.train.datasets.policy import flat_entities
 
 Loader = Callable[..., list[Example]]  # (split, limit=None, data_dir=None) -> examples
 
-# name -> module with load(split, limit, data_dir) and stats(split, data_dir)
+# name -> module (or object) with load(split, limit, data_dir) and stats(split, data_dir)
 _MODULES = {
     "conll04": conll04,
+    "conll04-prose": conll04.prose,  # the same sentences as running text (see conll04.py)
     "msra": msra,
     "sanwen": sanwen,
     "chinese_literature": sanwen,  # alias: the dataset's own name
