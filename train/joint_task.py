@@ -18,7 +18,7 @@ from nere.engine.core.metrics import entity_scores, token_accuracy, triple_score
 from nere.engine.core.types import Entity, Example
 from nere.train.checkpoint import featurizer_from
 from nere.train.evaluators import register_evaluator
-from nere.train.features import collate_ner, length_batches, ner_items
+from nere.train.features import build_token_features, collate_ner, length_batches, ner_items
 from nere.train.ner_task import DEFAULT_SCHEME, predict_ner
 from nere.train.prepare import prepare_text_side
 from nere.train.re_features import collate_pairs, pair_sentences, sample_pairs
@@ -31,19 +31,28 @@ KIND = "bert-crf-multitask"
 def build_joint(train: Sequence[Example], encoder: str = "auto", max_length: int = 256,
                 tag_scheme: str = DEFAULT_SCHEME, dropout: float | None = None, head: dict[str, Any] | None = None,
                 weights: dict[str, float] | None = None, learned_weights: bool = False,
-                bert_size: dict[str, Any] | None = None):
-    """A fresh joint model fitted to ``train``: (model, tokenizer, featurizer, notes)."""
+                bert_size: dict[str, Any] | None = None, case_features: bool = False):
+    """A fresh joint model fitted to ``train``: (model, tokenizer, featurizer, notes).
+
+    ``case_features`` adds a letter-case class per token beside the encoder output, for the
+    tagger only (an uncased encoder cannot tell "Bush" from "bush")."""
     cls = get_model_class("joint", KIND)
-    side = prepare_text_side("bert", [ex.text for ex in train], encoder, max_length, bert_size)
+    texts = [ex.text for ex in train]
+    side = prepare_text_side("bert", texts, encoder, max_length, bert_size)
     config = re_config(train, side, 0.1 if dropout is None else dropout, dict(head or {}))
     config.update(tag_scheme=tag_scheme, weights=dict(weights or {}), learned_weights=learned_weights)
+    token_features, features_config, _ = build_token_features(
+        texts, featurizer_from(config, side.tokenizer), {"case": True} if case_features else None)
+    if features_config:
+        config["features"] = features_config
     model = cls(config, pretrained_path=side.pretrained_path)
+    model.token_features = token_features if features_config else None
     return model, side.tokenizer, featurizer_from(config, side.tokenizer), side.notes
 
 
 def joint_batches(model, featurizer, train: Sequence[Example], batch_size: int, neg_ratio: float = DEFAULT_NEG_RATIO):
     """A ``make_batches(rng)``: every sentence (tags for NER) with its sampled gold-entity pairs."""
-    items, ner_stats = ner_items(train, featurizer, model.tagset)
+    items, ner_stats = ner_items(train, featurizer, model.tagset, model.token_features)
     sents, pair_stats = pair_sentences(train, featurizer, model.relation_labels, model.entity_labels)
     lengths = [len(it.tags) for it in items]
 
@@ -105,10 +114,12 @@ def weights_label(weights: dict[str, Any]) -> str:
 @click.option("--re-weight", default=1.0, show_default=True, type=click.FloatRange(0), help="b in a*ner + b*re + c*transe.")
 @click.option("--learned-weights", is_flag=True, help="Learn the weights (uncertainty weighting, Kendall et al. 2018).")
 @click.option("--tag-scheme", default="BIOES", show_default=True, type=click.Choice(["BIO", "BIOES"], case_sensitive=False))
+@click.option("--case-features", is_flag=True,
+              help="Add a letter-case class per token beside the encoder output, for the tagger: for uncased encoders.")
 @head_options
 @shared_options
-def train_joint(ner_weight: float, re_weight: float, learned_weights: bool, tag_scheme: str, neg_ratio: float,
-                transe_weight: float, margin: float, dropout: float | None, **opts: Any) -> None:
+def train_joint(ner_weight: float, re_weight: float, learned_weights: bool, tag_scheme: str, case_features: bool,
+                neg_ratio: float, transe_weight: float, margin: float, dropout: float | None, **opts: Any) -> None:
     """Train BERT-CRF NER + multitask RE jointly; select the epoch on dev end-to-end triple F1."""
     from nere.train.checkpoint import save_checkpoint
     from nere.train.cli import load_splits, make_train_config, run_metrics
@@ -120,7 +131,8 @@ def train_joint(ner_weight: float, re_weight: float, learned_weights: bool, tag_
     head = {"transe_weight": transe_weight, "margin": margin}
     try:
         model, tokenizer, featurizer, notes = build_joint(train_ex, opts["encoder"], opts["max_length"], tag_scheme.upper(),
-                                                          dropout, head, weights, learned_weights)
+                                                          dropout, head, weights, learned_weights,
+                                                          case_features=case_features)
     except (ValueError, OSError) as err:
         raise click.ClickException(str(err)) from err
     cfg = make_train_config("bert", opts)
