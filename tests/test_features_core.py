@@ -188,3 +188,21 @@ def test_long_text_is_vectorised():
     assert time.perf_counter() - started < 5.0  # a Python loop per character would take far longer
     assert out["lexicon_ids"].shape == (300_000, 4, 3)
     assert (out["lexicon_ids"][:, 0] > 0).any()
+
+
+def test_scatter_batches_matches_collate_flat_many():
+    """The engine collates a unit's rows into many batches at once: extras follow the same layout."""
+    from nere.engine.core.features import scatter_batches
+
+    texts = ["中国人民银行", "北京", "欢迎你", "我", "是中国人"]
+    fz = char_featurizer(texts)
+    t = fz.tokenize_flat(texts)
+    starts, counts = t.first[:-1], t.lengths
+    batches = fz.collate_flat_many(t.ids, None, starts, counts, [2, 0, 3], [0, 0, 9])
+    got = scatter_batches(t.ids, starts, counts, [2, 0, 3], [b.input_ids.shape[1] for b in batches], fz.lead,
+                          fill=fz.pad_id)
+    for b, g in zip(batches, got):
+        assert np.array_equal(b.input_ids, g)
+    feats = TokenFeatures(lexicon=lexicon()).compute(texts, t.offsets, t.first)
+    lex = scatter_batches(feats["lexicon_ids"], starts, counts, [2, 0, 3], [b.input_ids.shape[1] for b in batches], 0)
+    assert [x.shape for x in lex] == [(2, 6, 4, 3), (0, 0, 4, 3), (3, 9, 4, 3)]

@@ -67,7 +67,7 @@ def test_bert_case_features_shapes(conll):
     model, _, feat, _ = build("bert-crf", conll, case=True)
     assert model.feature_names == ["case_ids"]
     assert model.classifier.in_features == TINY_BERT["hidden_size"] + SMALL["case_dim"]
-    batch = collate_ner(ner_items(conll[:4], feat, model.tagset, model.token_features)[0], feat)
+    batch = collate_ner(ner_items(conll[:4], feat, model.tagset, model.input_features)[0], feat)
     assert batch["case_ids"].shape == batch["input_ids"].shape
     assert batch["case_ids"].max() < N_CASE and (batch["case_ids"][:, 0] == 0).all()  # [CLS] is padding class
     loss = model.loss(batch)
@@ -104,10 +104,10 @@ def test_training_rows_equal_engine_style_flat_rows(msra, lexicon_file):
     and scatters them into batches: the padded inputs must agree."""
     model, _, feat, _ = build("bilstm-crf", msra, bigrams=True, lexicon=str(lexicon_file), case=True)
     sents = msra[5:17]
-    train_batch = collate_ner(ner_items(sents, feat, model.tagset, model.token_features)[0], feat)
+    train_batch = collate_ner(ner_items(sents, feat, model.tagset, model.input_features)[0], feat)
     texts = [ex.text for ex in sents]
     tokens = feat.tokenize_flat(texts)  # the engine's unit: one call for all texts
-    flat = model.token_features.compute(texts, tokens.offsets, tokens.first)
+    flat = model.input_features.compute(texts, tokens.offsets, tokens.first)
     width = train_batch["input_ids"].shape[1]
     for name in model.feature_names:
         rows = scatter_rows(flat[name], tokens.first[:-1], tokens.lengths, feat.lead, width)
@@ -116,6 +116,7 @@ def test_training_rows_equal_engine_style_flat_rows(msra, lexicon_file):
 
 def test_export_dummies_run(msra, lexicon_file):
     model, _, _, _ = build("bilstm-crf", msra, bigrams=True, lexicon=str(lexicon_file))
+    assert model.feature_names == model.input_features.input_names  # what the engine will feed, in order
     (spec,) = model.export_graphs()
     assert spec.inputs == ["input_ids", "attention_mask", "bigram_ids", "lexicon_ids", "lexicon_weights"]
     model.eval()

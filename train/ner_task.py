@@ -46,14 +46,14 @@ def build_ner(kind: str, train: Sequence[Example], encoder: str = "auto", max_le
     if features_config:
         config["features"] = features_config
     model = cls(config, pretrained_path=side.pretrained_path)
-    model.token_features = token_features if features_config else None
+    model.input_features = token_features if features_config else None
     notes = dict(side.notes, **({"features": feature_notes} if feature_notes else {}))
     return model, side.tokenizer, featurizer_from(config, side.tokenizer), notes
 
 
 def predict_ner(model, featurizer: Featurizer, examples: Sequence[Example], batch_size: int = 64) -> dict[str, Any]:
     """Predicted char spans per example, plus gold/pred tag ids for token accuracy."""
-    items, stats = ner_items(examples, featurizer, model.tagset, model.token_features)
+    items, stats = ner_items(examples, featurizer, model.tagset, model.input_features)
     crf = kept_decoder(model.crf_arrays())
     preds: list[list] = [[] for _ in items]
     gold_tags: list[list[int]] = [[] for _ in items]
@@ -90,7 +90,7 @@ def evaluate_ner(model, featurizer: Featurizer, examples: Sequence[Example], bat
 
 def ner_batches(model, featurizer: Featurizer, train: Sequence[Example], batch_size: int):
     """A ``make_batches(rng)`` for the trainer: tokenized once, re-batched every epoch."""
-    items, stats = ner_items(train, featurizer, model.tagset, model.token_features)
+    items, stats = ner_items(train, featurizer, model.tagset, model.input_features)
     lengths = [len(it.tags) for it in items]
 
     def make(rng: random.Random):

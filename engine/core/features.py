@@ -505,3 +505,25 @@ def scatter_rows(values: np.ndarray, starts: np.ndarray, counts: np.ndarray, lea
     pos = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
     out[row, lead + pos] = values[starts[row] + pos]
     return out
+
+
+def scatter_batches(values: np.ndarray, starts: np.ndarray, counts: np.ndarray, sizes: Sequence[int],
+                    widths: Sequence[int], lead: int, fill: float = 0) -> list[np.ndarray]:
+    """:func:`scatter_rows` for consecutive runs of rows at once, in the layout of
+    featurize.Featurizer.collate_flat_many: array k holds the next ``sizes[k]`` rows,
+    ``widths[k]`` wide (the width of that call's batch k)."""
+    starts = np.asarray(starts, dtype=np.int64)
+    counts = np.asarray(counts, dtype=np.int64)
+    sizes_a = np.asarray(sizes, dtype=np.int64)
+    widths_a = np.asarray(widths, dtype=np.int64)
+    cells = sizes_a * widths_a
+    cell_first = np.cumsum(cells) - cells
+    row_first = np.cumsum(sizes_a) - sizes_a
+    batch_of = np.repeat(np.arange(len(sizes_a)), sizes_a)
+    row_at = cell_first[batch_of] + (np.arange(len(counts)) - row_first[batch_of]) * widths_a[batch_of]
+    flat = np.full((int(cells.sum()),) + values.shape[1:], fill, dtype=values.dtype)
+    row = np.repeat(np.arange(len(counts)), counts)
+    pos = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    flat[row_at[row] + lead + pos] = values[starts[row] + pos]
+    return [flat[c0 : c0 + n * w].reshape((n, w) + values.shape[1:])
+            for c0, n, w in zip(cell_first.tolist(), sizes_a.tolist(), widths_a.tolist())]

@@ -34,19 +34,19 @@ class NereModel(nn.Module):
         self.config = config
         # extra per-token inputs (nere.engine.core.features.TokenFeatures) and their data;
         # set when built for training, or read from the checkpoint folder by load_extras
-        self.token_features = None
+        self.input_features = None
 
     def save_extras(self, folder: str | Path) -> None:
         """Write the data files the model's featurization needs beside its weights."""
-        if self.token_features:
-            self.token_features.save(folder)
+        if self.input_features:
+            self.input_features.save(folder)
 
     def load_extras(self, folder: str | Path) -> None:
         """Read what :meth:`save_extras` wrote (named by ``config["features"]``)."""
         if self.config.get("features"):
             from nere.engine.core.features import TokenFeatures
 
-            self.token_features = TokenFeatures.load(self.config["features"], folder)
+            self.input_features = TokenFeatures.load(self.config["features"], folder)
 
     def loss(self, batch: dict[str, Any]) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
