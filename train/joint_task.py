@@ -46,13 +46,13 @@ def build_joint(train: Sequence[Example], encoder: str = "auto", max_length: int
     if features_config:
         config["features"] = features_config
     model = cls(config, pretrained_path=side.pretrained_path)
-    model.token_features = token_features if features_config else None
+    model.input_features = token_features if features_config else None
     return model, side.tokenizer, featurizer_from(config, side.tokenizer), side.notes
 
 
 def joint_batches(model, featurizer, train: Sequence[Example], batch_size: int, neg_ratio: float = DEFAULT_NEG_RATIO):
     """A ``make_batches(rng)``: every sentence (tags for NER) with its sampled gold-entity pairs."""
-    items, ner_stats = ner_items(train, featurizer, model.tagset, model.token_features)
+    items, ner_stats = ner_items(train, featurizer, model.tagset, model.input_features)
     sents, pair_stats = pair_sentences(train, featurizer, model.relation_labels, model.entity_labels)
     lengths = [len(it.tags) for it in items]
 
