@@ -209,10 +209,12 @@ def train_re(kind: str, neg_ratio: float, transe_weight: float, margin: float, d
 @click.option("--re-weight", default=1.0, show_default=True, type=click.FloatRange(0), help="b in a*ner + b*re + c*transe.")
 @click.option("--learned-weights", is_flag=True, help="Learn the weights (uncertainty weighting, Kendall et al. 2018).")
 @click.option("--tag-scheme", default="BIOES", show_default=True, type=click.Choice(["BIO", "BIOES"], case_sensitive=False))
+@click.option("--case-features", is_flag=True,
+              help="Add a letter-case class per token beside the encoder output, for the tagger: for uncased encoders.")
 @head_options
 @shared_options
-def train_joint(ner_weight: float, re_weight: float, learned_weights: bool, tag_scheme: str, neg_ratio: float,
-                transe_weight: float, margin: float, dropout: float | None, **opts: Any) -> None:
+def train_joint(ner_weight: float, re_weight: float, learned_weights: bool, tag_scheme: str, case_features: bool,
+                neg_ratio: float, transe_weight: float, margin: float, dropout: float | None, **opts: Any) -> None:
     """Train BERT-CRF NER + multitask RE jointly; select the epoch on dev end-to-end triple F1."""
     from nere.train.checkpoint import save_checkpoint
     from nere.train.joint_task import KIND, build_joint, evaluate_joint, joint_batches, weights_label
@@ -222,7 +224,8 @@ def train_joint(ner_weight: float, re_weight: float, learned_weights: bool, tag_
     weights = {"ner": ner_weight, "re": re_weight, "transe": transe_weight}
     head = {"transe_weight": transe_weight, "margin": margin}
     model, tokenizer, featurizer, notes = _built(build_joint, train_ex, opts["encoder"], opts["max_length"],
-                                                 tag_scheme.upper(), dropout, head, weights, learned_weights)
+                                                 tag_scheme.upper(), dropout, head, weights, learned_weights,
+                                                 case_features=case_features)
     cfg = make_train_config("bert", opts)
     make = joint_batches(model, featurizer, train_ex, cfg.batch_size, neg_ratio)
     label = "learned" if learned_weights else weights_label(weights)

@@ -119,3 +119,22 @@ def test_cli_train_joint(tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert m["task"] == "joint" and m["weights"]["learned"] is True and set(m["weights"]["final"]) == {"ner", "re", "transe"}
     assert {"ner", "re", "e2e", "e2e_f1"} <= set(m["test"]) and {"command", "hardware", "seconds"} <= set(m)
+
+
+def test_joint_case_features_train_round_trip_and_graphs(tmp_path):
+    torch.manual_seed(0)
+    exs = toy_examples()
+    model, tok, feat, _ = tiny_joint(exs, case_features=True)
+    assert model.feature_names == ["case_ids"]
+    train_tiny(model, feat, exs, epochs=2)
+    before = evaluate_joint(model, feat, exs)
+    save_checkpoint(model, tok, tmp_path / "ckpt", {})
+    loaded, feat2, config = load_checkpoint(tmp_path / "ckpt")
+    assert config["features"]["case"]
+    after = evaluate_joint(loaded, feat2, exs)
+    assert after["ner"]["f1"] == before["ner"]["f1"] and after["e2e"] == before["e2e"]
+    stage1, _ = loaded.export_graphs()
+    assert stage1.inputs == ["input_ids", "attention_mask", "case_ids"] and len(stage1.dummy) == 3
+    emissions, hidden = stage1.module(*stage1.dummy)
+    assert emissions.shape[:2] == hidden.shape[:2]
+    assert loaded.forward_stage1(*stage1.dummy[:2])[0] is None  # RE on given entities needs hidden only

@@ -15,7 +15,7 @@ from nere.engine.core.metrics import entity_scores, token_accuracy, triple_score
 from nere.engine.core.types import Entity, Example
 from nere.train.checkpoint import featurizer_from
 from nere.train.evaluators import register_evaluator
-from nere.train.features import collate_ner, length_batches, ner_items
+from nere.train.features import build_token_features, collate_ner, length_batches, ner_items
 from nere.train.ner_task import DEFAULT_SCHEME, predict_ner
 from nere.train.prepare import prepare_text_side
 from nere.train.re_features import collate_pairs, pair_sentences, sample_pairs
@@ -28,19 +28,28 @@ KIND = "bert-crf-multitask"
 def build_joint(train: Sequence[Example], encoder: str = "auto", max_length: int = 256,
                 tag_scheme: str = DEFAULT_SCHEME, dropout: float | None = None, head: dict[str, Any] | None = None,
                 weights: dict[str, float] | None = None, learned_weights: bool = False,
-                bert_size: dict[str, Any] | None = None):
-    """A fresh joint model fitted to ``train``: (model, tokenizer, featurizer, notes)."""
+                bert_size: dict[str, Any] | None = None, case_features: bool = False):
+    """A fresh joint model fitted to ``train``: (model, tokenizer, featurizer, notes).
+
+    ``case_features`` adds a letter-case class per token beside the encoder output, for the
+    tagger only (an uncased encoder cannot tell "Bush" from "bush")."""
     cls = get_model_class("joint", KIND)
-    side = prepare_text_side("bert", [ex.text for ex in train], encoder, max_length, bert_size)
+    texts = [ex.text for ex in train]
+    side = prepare_text_side("bert", texts, encoder, max_length, bert_size)
     config = re_config(train, side, 0.1 if dropout is None else dropout, dict(head or {}))
     config.update(tag_scheme=tag_scheme, weights=dict(weights or {}), learned_weights=learned_weights)
+    token_features, features_config, _ = build_token_features(
+        texts, featurizer_from(config, side.tokenizer), {"case": True} if case_features else None)
+    if features_config:
+        config["features"] = features_config
     model = cls(config, pretrained_path=side.pretrained_path)
+    model.input_features = token_features if features_config else None
     return model, side.tokenizer, featurizer_from(config, side.tokenizer), side.notes
 
 
 def joint_batches(model, featurizer, train: Sequence[Example], batch_size: int, neg_ratio: float = DEFAULT_NEG_RATIO):
     """A ``make_batches(rng)``: every sentence (tags for NER) with its sampled gold-entity pairs."""
-    items, ner_stats = ner_items(train, featurizer, model.tagset)
+    items, ner_stats = ner_items(train, featurizer, model.tagset, model.input_features)
     sents, pair_stats = pair_sentences(train, featurizer, model.relation_labels, model.entity_labels)
     lengths = [len(it.tags) for it in items]
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 import copy
 import logging
 import random
+import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -65,6 +67,32 @@ def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any
     ]
 
 
+def part_scores(metrics: dict[str, Any]) -> dict[str, float]:
+    """The F1 of each scored part of a task's dev metrics (e.g. ner / re / e2e), for the epoch history."""
+    return {k: float(v["f1"]) for k, v in metrics.items() if isinstance(v, dict) and isinstance(v.get("f1"), (int, float))}
+
+
+class StopTraining(Exception):
+    """SIGTERM during training: stop now and keep the best epoch so far."""
+
+
+@contextmanager
+def stop_on_sigterm():
+    """Turn SIGTERM into StopTraining, so that a run cut short still ends with its best epoch saved."""
+    def handler(signum, frame):
+        raise StopTraining()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _to_device(batch: dict[str, Any], device: str) -> dict[str, Any]:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
@@ -93,39 +121,50 @@ def fit(
     best_score, best_state, best_metrics, bad_epochs = -1.0, None, {}, 0
     history = []
     started = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        batches = make_batches(rng)
-        bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", disable=not cfg.progress, leave=False)
-        total_loss = 0.0
-        for i, batch in enumerate(bar, 1):
-            loss = model.loss(_to_device(batch, cfg.device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            opt.step()
-            sched.step()
-            total_loss += loss.item()
-            if i % 10 == 0:
-                bar.set_postfix(loss=f"{total_loss / i:.4f}")
-        model.eval()
-        with torch.no_grad():
-            metrics = evaluate(model)
-        score = float(metrics[score_key])
-        history.append({"epoch": epoch, "loss": total_loss / max(1, len(batches)), "dev": metrics.get(score_key)})
-        improved = score > best_score
-        log.info("epoch %d loss %.4f dev %s %.4f%s", epoch, history[-1]["loss"], score_key, score, " *" if improved else "")
-        if cfg.progress or cfg.log_epochs:
-            tqdm.write(f"epoch {epoch}: loss {history[-1]['loss']:.4f}  dev {score_key} {score:.4f}{'  (best)' if improved else ''}")
-        if improved:
-            best_score, best_metrics, bad_epochs = score, metrics, 0
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-        else:
-            bad_epochs += 1
-            if bad_epochs >= cfg.patience:
-                break
+    stopped = False
+    with stop_on_sigterm():
+        try:
+            for epoch in range(1, cfg.epochs + 1):
+                model.train()
+                batches = make_batches(rng)
+                bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", disable=not cfg.progress, leave=False)
+                total_loss = 0.0
+                for i, batch in enumerate(bar, 1):
+                    loss = model.loss(_to_device(batch, cfg.device))
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+                    opt.step()
+                    sched.step()
+                    total_loss += loss.item()
+                    if i % 10 == 0:
+                        bar.set_postfix(loss=f"{total_loss / i:.4f}")
+                model.eval()
+                with torch.no_grad():
+                    metrics = evaluate(model)
+                score = float(metrics[score_key])
+                history.append({"epoch": epoch, "loss": total_loss / max(1, len(batches)), "dev": metrics.get(score_key),
+                                "dev_parts": part_scores(metrics)})
+                improved = score > best_score
+                log.info("epoch %d loss %.4f dev %s %.4f%s", epoch, history[-1]["loss"], score_key, score, " *" if improved else "")
+                if cfg.progress or cfg.log_epochs:
+                    parts = "".join(f"  {k} {v:.4f}" for k, v in history[-1]["dev_parts"].items())
+                    tqdm.write(f"epoch {epoch}: loss {history[-1]['loss']:.4f}  dev {score_key} {score:.4f}"
+                               f"{'  (best)' if improved else ''}{parts}")
+                if improved:
+                    best_score, best_metrics, bad_epochs = score, metrics, 0
+                    best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+                else:
+                    bad_epochs += 1
+                    if bad_epochs >= cfg.patience:
+                        break
+        except StopTraining:
+            if best_state is None:
+                raise
+            stopped = True
+            log.warning("SIGTERM: stopped in epoch %d; keeping the best epoch so far", len(history) + 1)
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
     return {"history": history, "best_dev": best_metrics, "best_epoch": max(history, key=lambda h: h["dev"] or 0)["epoch"],
-            "seconds": time.perf_counter() - started, "epochs_run": len(history)}
+            "seconds": time.perf_counter() - started, "epochs_run": len(history), "stopped": stopped}

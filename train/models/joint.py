@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from nere.train.models.base import GraphSpec
-from nere.train.models.ner import BertCRF
+from nere.train.models.ner import BertCRF, dummy_feature_inputs
 from nere.train.models.re import MultitaskRelationHead, _Stage1, dummy_ids, stage2_graph
 from nere.train.registry import register
 
@@ -50,10 +50,20 @@ class JointBertCrfMultitask(BertCRF):
         self.last_losses: dict[str, float] = {}
 
     # -- graphs --------------------------------------------------------------------
-    def forward_stage1(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-        """(emissions (B, T, tags), hidden (B, T, H))."""
+    def forward_stage1(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *extras: torch.Tensor):
+        """(emissions (B, T, tags), hidden (B, T, H)). ``extras``: the tagger's extra inputs
+        (``feature_names``); without them a model that has some returns emissions None, as
+        relation classification on given entities needs ``hidden`` only."""
         hidden = self.encoder(input_ids, attention_mask)
-        return self.classifier(self.dropout(hidden)), hidden
+        if len(extras) != len(self.feature_names):
+            if extras:
+                raise ValueError(f"model takes extra inputs {self.feature_names}, got {len(extras)}")
+            return None, hidden
+        tagger_in = hidden
+        if self.head_features is not None:
+            features = self.head_features(dict(zip(self.feature_names, extras))).to(hidden.dtype)
+            tagger_in = torch.cat([hidden, features], dim=-1)
+        return self.classifier(self.dropout(tagger_in)), hidden
 
     def forward_stage2(self, hidden, pair_index, head_mask, tail_mask, head_type, tail_type) -> torch.Tensor:
         return self.re_head(hidden, pair_index, head_mask, tail_mask, head_type, tail_type)[0]
@@ -70,7 +80,7 @@ class JointBertCrfMultitask(BertCRF):
         return LOG_VAR_SCALE * self.log_vars
 
     def loss(self, batch: dict[str, Any]) -> torch.Tensor:
-        emissions, hidden = self.forward_stage1(batch["input_ids"], batch["attention_mask"])
+        emissions, hidden = self.forward_stage1(batch["input_ids"], batch["attention_mask"], *self.extra_inputs(batch))
         parts = {"ner": self.tagging_loss(emissions, batch["tags"], batch["attention_mask"])}
         if batch["pair_index"].numel():
             logits, e1, e2 = self.re_head(hidden, batch["pair_index"], batch["head_mask"], batch["tail_mask"],
@@ -87,12 +97,14 @@ class JointBertCrfMultitask(BertCRF):
     # -- export --------------------------------------------------------------------
     def export_graphs(self) -> list[GraphSpec]:
         ids, mask = dummy_ids(int(self.config["encoder"].get("hf_config", {}).get("vocab_size", 100)))
+        extras = dummy_feature_inputs(self.config.get("features") or {}, self.feature_names, mask)
         with torch.no_grad():
-            _, hidden = self.forward_stage1(ids, mask)
+            _, hidden = self.forward_stage1(ids, mask, *extras)
+        axes = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
+                "emissions": {0: "batch", 1: "seq"}, "hidden": {0: "batch", 1: "seq"}}
+        axes.update({n: {0: "batch", 1: "seq"} for n in self.feature_names})
         stage1 = GraphSpec(
-            name="ner", module=_Stage1(self), inputs=["input_ids", "attention_mask"], outputs=["emissions", "hidden"],
-            dummy=(ids, mask),
-            dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
-                          "emissions": {0: "batch", 1: "seq"}, "hidden": {0: "batch", 1: "seq"}},
+            name="ner", module=_Stage1(self), inputs=["input_ids", "attention_mask", *self.feature_names],
+            outputs=["emissions", "hidden"], dummy=(ids, mask, *extras), dynamic_axes=axes,
         )
         return [stage1, stage2_graph(self, hidden.detach())]

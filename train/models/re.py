@@ -173,8 +173,8 @@ class _Stage1(nn.Module):
         # the exporter restores the wrapper's mode afterwards (on the whole tree): match the model's
         self.train(model.training)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-        return self.model.forward_stage1(input_ids, attention_mask)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *extras: torch.Tensor):
+        return self.model.forward_stage1(input_ids, attention_mask, *extras)
 
 
 class _Stage2(nn.Module):
