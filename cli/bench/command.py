@@ -501,7 +501,7 @@ def _hf_baseline(configs: list[Config], st: Settings) -> dict[str, Any]:
     runner = HFPipelineBaseline(st.hf_encoder, tags, st.threads, st.hf_batch_size, st.device,
                                 calibration_texts(st.corpus, CALIBRATION_DOCS, st.text_col))
     warm_up(runner, read_documents(st.corpus, st.hf_batch_size, st.id_col, st.text_col)[1])
-    return {"kind": "hf-pipeline", "name": "hf-pipeline:" + Path(st.hf_encoder).name, "key": None,
+    return {"kind": "hf-pipeline", "name": "hf-pipeline:" + "/".join(Path(st.hf_encoder).parts[-2:]), "key": None,
             "checkpoint": None, "re_checkpoint": None, "runner": runner, "tags": tags, "runs": [], "latency": [],
             "memory": None}
 
