@@ -107,10 +107,11 @@ def main(argv: list[str]) -> None:
                             "documents_per_s": summary["documents_per_second"], "load_avg_at_start": load})
             print(f"[{r + 1}/{a.rounds}] {s}: peak {m['peak_rss_mb']} MB, {summary['documents_per_second']} docs/s, "
                   f"load {load[0]}", file=sys.stderr)
-    out = {"schema": "nere-memory-settings/1", "created": started.isoformat(timespec="seconds"),
-           "command": "python scripts/memory_settings_study.py " + " ".join(argv), "machine": machine_info(),
-           "versions": versions(False), "runs": runs}
-    Path(a.out).write_text(json.dumps(out, indent=2) + "\n")
+            out = {"schema": "nere-memory-settings/1", "created": started.isoformat(timespec="seconds"),
+                   "command": "python scripts/memory_settings_study.py " + " ".join(argv), "machine": machine_info(),
+                   "versions": versions(False), "rounds_done": r + (s == (settings if r % 2 == 0 else settings[::-1])[-1]),
+                   "runs": runs}
+            Path(a.out).write_text(json.dumps(out, indent=2) + "\n")  # after every run: a cut study keeps its runs
 
 
 if __name__ == "__main__":
