@@ -13,99 +13,18 @@ the FFN denses) at each alpha, quantizes every encoder MatMul (policy ``head``) 
 compares the emissions with fp32 on the CoNLL04 test sentences, next to the ``head`` and
 ``head+ffn`` policies. Result (docs/results.md, "int8 policy"): smoothing closes about
 60% of the gap between ``head`` and ``head+ffn`` but not all of it, and ``head+ffn``
-already fails the dev tolerance for this checkpoint, so no policy was added.
+already fails the dev tolerance for this checkpoint. The smoothing itself now lives in
+``nere.export.smoothing``, where the ``full-smooth`` int8 policy uses it with its own scope
+and alpha (docs/experiments/int8-full.md).
 """
 
 from __future__ import annotations
 
-from typing import Iterable
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
 
-DEFAULT_ALPHA = 0.5
-
-
-def weight_matmuls(model: onnx.ModelProto, select=lambda name: True) -> dict[str, list[onnx.NodeProto]]:
-    """Activation tensor -> the selected MatMuls that multiply it by a 2-D weight initializer."""
-    inits = {i.name: i for i in model.graph.initializer}
-    groups: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        if (node.op_type == "MatMul" and len(node.input) == 2 and node.input[1] in inits
-                and node.input[0] not in inits and len(inits[node.input[1]].dims) == 2 and select(node.name)):
-            groups.setdefault(node.input[0], []).append(node)
-    return groups
-
-
-def channel_ranges(model: onnx.ModelProto, tensors: Iterable[str],
-                   feeds: Iterable[dict[str, np.ndarray]], threads: int | None = None) -> dict[str, np.ndarray]:
-    """Per last-axis channel max |x| of ``tensors`` over every calibration batch (onnxruntime)."""
-    import onnxruntime as ort
-
-    names = list(tensors)
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    have = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None)
-                              for n in names if n not in have)
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every probed tensor
-    if threads:
-        opts.intra_op_num_threads = threads
-    session = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    ranges: dict[str, np.ndarray] = {}
-    seen = 0
-    for batch in feeds:
-        for name, value in zip(names, session.run(names, batch)):
-            top = np.abs(value.reshape(-1, value.shape[-1])).max(axis=0)
-            ranges[name] = top if name not in ranges else np.maximum(ranges[name], top)
-        seen += 1
-    if not seen:
-        raise ValueError("activation smoothing needs at least one calibration batch")
-    return ranges
-
-
-def smooth(model: onnx.ModelProto, groups: dict[str, list[onnx.NodeProto]], ranges: dict[str, np.ndarray],
-           alpha: float = DEFAULT_ALPHA) -> int:
-    """Rewrite ``model`` in place: per group, scale the weights' rows and divide the shared
-    activation by the same factors. Returns the number of MatMuls smoothed."""
-    inits = {i.name: i for i in model.graph.initializer}
-    readers: dict[str, int] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            readers[name] = readers.get(name, 0) + 1
-    new_nodes: dict[str, onnx.NodeProto] = {}
-    done = 0
-    for act, nodes in groups.items():
-        weights = [numpy_helper.to_array(inits[n.input[1]]).astype(np.float32) for n in nodes]
-        w_top = np.max([np.abs(w).max(axis=1) for w in weights], axis=0)
-        x_top = ranges[act].astype(np.float32)
-        s = np.where((x_top > 0) & (w_top > 0), x_top ** alpha / np.maximum(w_top, 1e-8) ** (1 - alpha), 1.0)
-        s = np.clip(s, 1e-4, 1e4).astype(np.float32)
-        scaled = f"{act}_smoothed"
-        inv = f"{act}_smooth_inv"
-        model.graph.initializer.append(numpy_helper.from_array((1.0 / s).astype(np.float32), inv))
-        new_nodes[act] = helper.make_node("Mul", [act, inv], [scaled], name=f"{act}_smooth")
-        for node, w in zip(nodes, weights):
-            name = node.input[1]
-            if readers.get(name, 0) > 1:  # a weight read elsewhere too: give this MatMul its own copy
-                name = f"{name}_smoothed_{done}"
-                model.graph.initializer.append(numpy_helper.from_array(w * s[:, None], name))
-                node.input[1] = name
-            else:
-                inits[name].CopyFrom(numpy_helper.from_array(w * s[:, None], name))
-            node.input[0] = scaled
-            done += 1
-    # each Mul goes right before the first node that reads its output (topological order kept)
-    by_output = {mul.output[0]: mul for mul in new_nodes.values()}
-    order: list[onnx.NodeProto] = []
-    for node in model.graph.node:
-        order.extend(by_output.pop(name) for name in node.input if name in by_output)
-        order.append(node)
-    model.graph.ClearField("node")
-    model.graph.node.extend(order)
-    return done
+from nere.export.smoothing import DEFAULT_ALPHA, channel_ranges, smooth, weight_matmuls  # noqa: E402
 
 
 def _feeds(featurizer, texts, rows=32):
