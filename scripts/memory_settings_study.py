@@ -1,5 +1,5 @@
 """Peak RSS and docs/s of `nere extract` under memory-related settings, one child process
-per run, settings alternating within each round (what docs/benchmarks.md's "Memory
+per run, settings alternating within each round (what docs/benchmarks-zoo.md's "Memory
 settings" table comes from).
 
 Each setting patches the engine in the child before `nere extract` starts:
