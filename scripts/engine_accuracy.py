@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import defaultdict
 from pathlib import Path
 
-import pyarrow as pa
-
 from nere.engine import Engine
-from nere.engine.core.metrics import entity_scores, triple_scores
+from nere.engine.score import score_bundle
 from nere.train.datasets import load_dataset
 from nere.train.datasets.policy import flat_entities
 
@@ -36,22 +33,13 @@ def main() -> None:
 
     examples = load_dataset(args.dataset, args.split)
     engine = Engine.load(args.bundle, args.re_model, device="cpu", threads=args.threads, re_streams=args.re_streams)
-    ents, rels = engine.extract(pa.table({"id": list(range(len(examples))), "text": [ex.text for ex in examples]}))
-    by_doc: dict[int, dict[int, tuple]] = defaultdict(dict)
-    for r in ents.to_pylist():
-        by_doc[r["doc_id"]][r["entity_id"]] = (r["start"], r["end"], r["label"])
-    pred_triples: dict[int, set] = defaultdict(set)
-    for r in rels.to_pylist():
-        d = by_doc[r["doc_id"]]
-        pred_triples[r["doc_id"]].add((d[r["head_id"]], d[r["tail_id"]], r["label"]))
-    gold_ents = [[(e.start, e.end, e.label) for e in flat_entities(ex.entities)[0]] for ex in examples]
-    pred_ents = [list(by_doc[i].values()) for i in range(len(examples))]
+    gold = [[(e.start, e.end, e.label) for e in flat_entities(ex.entities)[0]] for ex in examples]
+    scores = score_bundle(engine, examples, gold)  # the scoring `nere evaluate BUNDLE` and --verify use
     report = {"bundle": args.bundle, "re_bundle": args.re_model, "re_streams": engine.describe()["re_streams"],
               "dataset": args.dataset, "split": args.split, "documents": len(examples),
-              "engine_entities": {k: v for k, v in entity_scores(gold_ents, pred_ents).items() if k != "per_label"}}
-    if engine.describe().get("relations", True) and len(rels.schema):
-        gold_tr = [ex.triples() for ex in examples]
-        report["engine_e2e"] = triple_scores(gold_tr, [pred_triples[i] for i in range(len(examples))])
+              "engine_entities": scores["entities"]}
+    if scores["triples"] is not None:
+        report["engine_e2e"] = scores["triples"]
     if args.checkpoint:
         test = json.loads((Path(args.checkpoint) / "metrics.json").read_text())["test"]
         report["checkpoint_test"] = {k: test[k] for k in ("ner", "e2e") if k in test} or {"ner": test}

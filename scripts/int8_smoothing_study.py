@@ -11,7 +11,7 @@ activation (one scale per tensor) into the weight (one scale per output column),
 study exports the checkpoint's stage 1, smooths the encoder MatMuls (all of them, or only
 the FFN denses) at each alpha, quantizes every encoder MatMul (policy ``head``) and
 compares the emissions with fp32 on the CoNLL04 test sentences, next to the ``head`` and
-``head+ffn`` policies. Result (docs/results.md, "int8 policy"): smoothing closes about
+``head+ffn`` policies. Result (docs/history.md, "int8 policy"): smoothing closes about
 60% of the gap between ``head`` and ``head+ffn`` but not all of it, and ``head+ffn``
 already fails the dev tolerance for this checkpoint. The smoothing itself now lives in
 ``nere.export.smoothing``, where the ``full-smooth`` int8 policy uses it with its own scope

@@ -23,7 +23,7 @@ LENGTH_BUCKETS: tuple[tuple[str, int, int], ...] = (
 
 def is_punct_or_space(ch: str) -> bool:
     """Punctuation (Unicode P*) or whitespace, full-width forms included."""
-    return ch.isspace() or unicodedata.category(ch).startswith("P")
+    return ch.isspace() or unicodedata.category(ch)[0] == "P"
 
 
 def _overlaps(a: Span, b: Span) -> bool:
