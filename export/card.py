@@ -133,13 +133,26 @@ def _measured(m: Manifest, training: dict[str, Any]) -> list[str]:
              + (f" (first {v['limit']} sentences)" if v.get("limit") else f" ({v.get('sentences')} sentences)"), ""]
     if head:
         lines += [f"Headline: **{head.get('metric')} {_f(head.get('value'))}** (through the {head.get('through')}).", ""]
-    lines += rows + [""]
+    lines += rows + [""] + _against_fp32(m, v)
     lines.append(f"Sentences with identical entities, bundle vs PyTorch: {_f(v.get('agreement'))}; parity "
                  + ("passed." if v.get("passed") else f"FAILED ({'; '.join(v.get('problems') or [])})."))
     lines += ["", f"Figures come from `metrics.{split}` (written by `nere export --verify`) and "
               "`made_by.training` of manifest.json; `nere evaluate BUNDLE --dataset ...` recomputes "
               "the engine figures.", ""]
     return lines
+
+
+def _against_fp32(m: Manifest, v: dict[str, Any]) -> list[str]:
+    """One line: this bundle vs the fp32 bundle of the same checkpoint through the engine
+    (what an int8 bundle's gate compares), when --verify measured it."""
+    fp32, engine, loss = v.get("engine_fp32") or {}, v.get("engine") or {}, v.get("engine_loss") or {}
+    parts = [f"{t} F1 {_f(engine[t]['f1'])} vs {_f(fp32[t]['f1'])}" for t in ("entities", "triples")
+             if t in loss and engine.get(t) and fp32.get(t)]
+    if not parts:
+        return []
+    tol = (v.get("thresholds") or {}).get("max_engine_loss")
+    return [f"Through the engine, {m.precision} vs the fp32 bundle of the same checkpoint: {'; '.join(parts)}"
+            + (f" (at most {tol:g} F1 may be lost)." if tol is not None else "."), ""]
 
 
 def write_card(folder: str | Path) -> Path:

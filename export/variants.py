@@ -49,10 +49,10 @@ INT8_POLICIES = {name: desc for name, (_, desc) in _POLICIES.items()}
 _STATIC = {"full-static"}
 _SMOOTHED = {"full-smooth": 0.75}  # policy -> SmoothQuant alpha
 DEFAULT_INT8_POLICY = "head+ffn"
-# `--int8-policy auto`: fastest first; the first whose dev F1 stays within AUTO_DEV_SHARE of
-# the int8 tolerance is kept, else the most accurate measured (most_accurate_policy). Half the
-# tolerance because on small dev and test splits the same bundle's F1 difference moves between
-# the splits (docs/results.md, "int8 policy").
+# `--int8-policy auto`: fastest first; the first whose F1 loss against the fp32 bundle through
+# the engine on dev stays within AUTO_DEV_SHARE of the int8 tolerance is kept, else the most
+# accurate measured (most_accurate_policy). A share of the tolerance because on small dev and
+# test splits the same bundle's loss moves between the splits (docs/results.md, "int8 policy").
 AUTO_INT8_CANDIDATES = ("none", "full-smooth", "head+ffn-out", "head+ffn", "embeddings")
 # "embeddings" (every MatMul fp32) is the last resort: tried only when the faster ones all
 # fail on dev; when every candidate fails, auto keeps the one whose worst dev difference is
@@ -68,11 +68,11 @@ _AUTO_ONLY = {"full-smooth": ("bert",)}
 
 
 def most_accurate_policy(tried: list[dict[str, Any]]) -> str:
-    """Of auto's measured candidates (``{"policy", "f1_diff": {part: diff}}``, fastest
-    first), the one whose worst dev F1 difference is smallest; the faster of equals."""
+    """Of auto's measured candidates (``{"policy", "engine_loss": {table: loss}}``, fastest
+    first), the one whose worst dev loss against fp32 is smallest; the faster of equals."""
     if not tried:
         raise ValueError("no int8 policy was measured")
-    return min(tried, key=lambda t: max(t["f1_diff"].values(), default=0.0))["policy"]
+    return min(tried, key=lambda t: max(t["engine_loss"].values(), default=0.0))["policy"]
 
 
 def auto_int8_candidates(encoder_type: str) -> tuple[str, ...]:
