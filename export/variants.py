@@ -69,10 +69,11 @@ _AUTO_ONLY = {"full-smooth": ("bert",)}
 
 def most_accurate_policy(tried: list[dict[str, Any]]) -> str:
     """Of auto's measured candidates (``{"policy", "engine_loss": {table: loss}}``, fastest
-    first), the one whose worst dev loss against fp32 is smallest; the faster of equals."""
+    first), the one whose worst dev loss against fp32 is smallest; the faster of equals. An
+    RE-only model's candidates carry ``f1_diff`` (vs PyTorch on gold entities) instead."""
     if not tried:
         raise ValueError("no int8 policy was measured")
-    return min(tried, key=lambda t: max(t["engine_loss"].values(), default=0.0))["policy"]
+    return min(tried, key=lambda t: max((t.get("engine_loss") or t["f1_diff"]).values(), default=0.0))["policy"]
 
 
 def auto_int8_candidates(encoder_type: str) -> tuple[str, ...]:

@@ -480,6 +480,8 @@ def test_auto_falls_back_to_the_most_accurate_measured_policy():
     assert most_accurate_policy(tried) == "head+ffn"
     assert most_accurate_policy([{"policy": "a", "engine_loss": {"entities": 0.003}},
                                  {"policy": "b", "engine_loss": {"entities": 0.003}}]) == "a"
+    assert most_accurate_policy([{"policy": "a", "f1_diff": {"re": 0.004}},  # RE-only: vs PyTorch
+                                 {"policy": "b", "f1_diff": {"re": 0.001}}]) == "b"
     with pytest.raises(ValueError):
         most_accurate_policy([])
 

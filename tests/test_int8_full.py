@@ -169,3 +169,41 @@ def test_auto_without_training_sentences_skips_the_calibrated_policies(tmp_path)
     assert res.exit_code in (0, 1) and "auto skips the policies that calibrate" in res.output, res.output
     tried = [c["policy"] for c in read_manifest_json(out)["made_by"]["int8_policy_selection"]["candidates"]]
     assert tried and "full-smooth" not in tried and tried[0] == "head+ffn-out"
+
+
+def test_cli_int8_gate_per_task(tmp_path):
+    """A joint int8 bundle is judged by its entities and triples against the fp32 bundle
+    through the engine; an RE-only one (no engine path of its own) by its relation F1 on gold
+    entities against PyTorch, also when auto chooses its policy; no scratch bundle is left."""
+    from click.testing import CliRunner
+    from test_export_re import tiny_model
+
+    from nere.export.cli import export
+    from nere.train.checkpoint import save_checkpoint
+    from nere.train.datasets import write_jsonl
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "dev", "test"):
+        write_jsonl(make_examples(), data / f"{split}.jsonl")
+    for task, kind, policy in (("joint", "bert-crf-multitask", "head+ffn"), ("re", "bilstm", "auto")):
+        model, tok, _ = tiny_model(task, kind)
+        ckpt = save_checkpoint(model, tok, tmp_path / f"{task}-ckpt", {})
+        out = tmp_path / "out" / task
+        res = CliRunner().invoke(export, [str(ckpt), "--out", str(out), "--precision", "int8", "--int8-policy",
+                                          policy, "--verify", str(data), "--quiet", "--threads", "1"])
+        assert res.exit_code in (0, 1) and "parity:" in res.output and "Traceback" not in res.output, res.output
+        m = read_manifest_json(out)
+        t = m["metrics"]["test"]
+        if task == "joint":
+            assert set(t["engine_loss"]) == {"entities", "triples"}
+            for table in ("entities", "triples"):
+                assert t["engine_loss"][table] == pytest.approx(t["engine_fp32"][table]["f1"] - t["engine"][table]["f1"])
+            assert t["passed"] == all(v <= 0.005 for v in t["engine_loss"].values())
+        else:
+            assert "engine_loss" not in t and "engine_fp32" not in t
+            assert t["passed"] == (t["f1_diff"] <= 0.005)
+            sel = m["made_by"]["int8_policy_selection"]
+            assert sel["tolerance"] == 0.005 and "fp32_engine_f1" not in sel
+            assert all(set(c) == {"policy", "passed", "f1_diff"} for c in sel["candidates"])
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["joint", "re"]
