@@ -1,6 +1,7 @@
 """`nere export CHECKPOINT --out BUNDLE`: checkpoint -> verified ONNX bundle."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shlex
@@ -89,8 +90,8 @@ def export(checkpoint: str, out_dir: str, precision: str, int8_policy: str, data
     say = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     with ExitStack() as scratch:
         # int8 is judged against the fp32 bundle through the engine; an RE-only model has no engine path
-        fp32_folder = _lazy(lambda: scratch.enter_context(_scratch_bundle(model, config, Path(checkpoint),
-                                                                          Path(out_dir), "fp32")))
+        fp32_folder = functools.cache(lambda: scratch.enter_context(  # written on first use
+            _scratch_bundle(model, config, Path(checkpoint), Path(out_dir), "fp32")))
         if precision != "int8" or getattr(model, "task", None) == "re":
             fp32_folder = None
         calibration = _calibration(dataset, data_dir, featurizer, required=int8_policy != "auto") if calibrate else None
@@ -136,12 +137,6 @@ def export(checkpoint: str, out_dir: str, precision: str, int8_policy: str, data
         if not metrics["passed"]:
             raise click.ClickException(f"verification failed for {out}: {'; '.join(metrics['problems'])} "
                                        "(the bundle was written; its manifest records the failure)")
-
-
-def _lazy(make: Callable[[], Path]) -> Callable[[], Path]:
-    """``make()`` on the first call, the same result afterwards."""
-    made: list[Path] = []
-    return lambda: made[0] if made else (made.append(make()) or made[0])
 
 
 @contextmanager
