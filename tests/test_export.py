@@ -764,3 +764,8 @@ def test_evaluate_scores_a_tiny_bundle(tmp_path):
     re_only = make_bundle(tmp_path / "re", task="re")
     bad = CliRunner().invoke(nere, ["evaluate", str(re_only), "--dataset", str(tmp_path / "data")])
     assert bad.exit_code == 1 and "RE-only" in bad.output and "Traceback" not in bad.output
+    ner = make_bundle(tmp_path / "ner", task="ner")
+    pipe = CliRunner().invoke(nere, ["evaluate", str(ner), "--re-model", str(re_only), "--dataset",
+                                     str(tmp_path / "data"), "--json"])
+    assert pipe.exit_code == 0, pipe.output
+    assert json.loads(pipe.output)["triples"] is not None
