@@ -1,0 +1,129 @@
+"""Quantization-aware fine-tuning: train through the rounding onnxruntime's int8 will do.
+
+``nere export --precision int8`` quantizes every weight MatMul dynamically: weights
+symmetric int8 per output channel (-127..127, zero point 0), the MatMul's input per call
+asymmetric uint8 over the whole tensor (DynamicQuantizeLinear: range widened to hold 0).
+``FakeQuantLinear`` computes exactly that in float, with the straight-through gradient of
+torch's fake-quantize ops, so fine-tuning can adapt the weights to it. Wrapping keeps the
+parameters themselves (same objects, same state_dict keys): unwrapped, the model is a plain
+checkpoint again and exports as any other.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from nere.engine.core.types import Example
+
+WEIGHT_QMIN, WEIGHT_QMAX = -127, 127  # onnxruntime's symmetric int8 weight range
+ACT_QMIN, ACT_QMAX = 0, 255  # DynamicQuantizeLinear: uint8
+
+
+def fake_quant_weight(weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` (out, in) rounded as onnxruntime stores it: one symmetric scale per output row."""
+    absmax = weight.detach().abs().amax(dim=1)
+    scale = absmax / WEIGHT_QMAX
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale)).float()  # an all-zero row: scale 1, as ORT
+    zero = torch.zeros_like(scale, dtype=torch.int32)
+    return torch.fake_quantize_per_channel_affine(weight, scale, zero, 0, WEIGHT_QMIN, WEIGHT_QMAX)
+
+
+def activation_qparams(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, zero point) of DynamicQuantizeLinear for ``x``: its min/max widened to hold 0."""
+    d = x.detach().float()
+    lo, hi = d.min().clamp(max=0.0), d.max().clamp(min=0.0)
+    scale = (hi - lo) / (ACT_QMAX - ACT_QMIN)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # an all-zero tensor: any scale is exact
+    zero = torch.clamp(torch.round(ACT_QMIN - lo / scale), ACT_QMIN, ACT_QMAX).to(torch.int32)
+    return scale, zero
+
+
+def fake_quant_activation(x: torch.Tensor) -> torch.Tensor:
+    """``x`` rounded to uint8 per tensor from its own range, as DynamicQuantizeLinear does per call."""
+    scale, zero = activation_qparams(x)
+    return torch.fake_quantize_per_tensor_affine(x, scale, zero, ACT_QMIN, ACT_QMAX)
+
+
+def exported_as_matmul(x: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """Whether the ONNX exporter writes this Linear call as a MatMul (which int8 quantizes):
+    a 2-D input with a bias becomes a Gemm instead, which the dynamic quantizer leaves fp32."""
+    return x.dim() != 2 or bias is None
+
+
+class FakeQuantLinear(nn.Linear):
+    """An ``nn.Linear`` whose MatMul is int8-rounded the way onnxruntime will run it."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        nn.Module.__init__(self)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight = linear.weight  # the same Parameter objects: optimizers and state_dict see no change
+        self.bias = linear.bias
+        self.train(linear.training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not exported_as_matmul(x, self.bias):
+            return F.linear(x, self.weight, self.bias)
+        return F.linear(fake_quant_activation(x), fake_quant_weight(self.weight), self.bias)
+
+
+def _swap(model: nn.Module, make: Callable[[nn.Linear], nn.Module], want: Callable[[nn.Module], bool]) -> int:
+    count = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if want(child):
+                setattr(parent, name, make(child))
+                count += 1
+    return count
+
+
+def wrap_linears(model: nn.Module) -> int:
+    """Fake-quantize every ``nn.Linear`` of ``model`` in place; returns how many were wrapped.
+    Calls that export as Gemm (2-D input with bias) stay float, as int8 leaves them."""
+    return _swap(model, FakeQuantLinear, lambda m: type(m) is nn.Linear)
+
+
+def _plain(linear: nn.Linear) -> nn.Linear:
+    out = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None,
+                    device=linear.weight.device, dtype=linear.weight.dtype)
+    out.weight, out.bias = linear.weight, linear.bias
+    out.train(linear.training)
+    return out
+
+
+def unwrap_linears(model: nn.Module) -> int:
+    """Undo ``wrap_linears``: plain ``nn.Linear`` modules holding the same float weights."""
+    return _swap(model, _plain, lambda m: isinstance(m, FakeQuantLinear))
+
+
+@dataclass
+class TaskLoop:
+    """What ``fit`` needs for one task: batches, the dev evaluation, the score it selects on."""
+
+    make_batches: Callable[[random.Random], Sequence[dict[str, Any]]]
+    evaluate: Callable[[nn.Module, Sequence[Example]], dict[str, Any]]
+    score_key: str
+
+
+def task_loop(model, featurizer, train: Sequence[Example], batch_size: int, neg_ratio: float) -> TaskLoop:
+    """The training batches, evaluation and selection score the task's own command uses."""
+    if model.task == "joint":
+        from nere.train.joint_task import evaluate_joint, joint_batches
+
+        return TaskLoop(joint_batches(model, featurizer, train, batch_size, neg_ratio),
+                        lambda m, exs: evaluate_joint(m, featurizer, exs), "e2e_f1")
+    if model.task == "re":
+        from nere.train.re_task import evaluate_re, re_batches
+
+        return TaskLoop(re_batches(model, featurizer, train, batch_size, neg_ratio),
+                        lambda m, exs: evaluate_re(m, featurizer, exs), "macro_f1")
+    if model.task == "ner":
+        from nere.train.ner_task import evaluate_ner, ner_batches
+
+        return TaskLoop(ner_batches(model, featurizer, train, batch_size),
+                        lambda m, exs: evaluate_ner(m, featurizer, exs), "f1")
+    raise ValueError(f"quantization-aware fine-tuning does not know task {model.task!r}")
