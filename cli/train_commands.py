@@ -257,8 +257,11 @@ def train_joint(ner_weight: float, re_weight: float, learned_weights: bool, tag_
 @click.option("--seed", default=13, show_default=True, type=int)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--limit", default=None, type=click.IntRange(1), help="Use only the first N training (and dev) sentences.")
+@click.option("--avx2-saturation", is_flag=True,
+              help="Also round as onnxruntime's u8 x s8 kernel does on x86 CPUs without VNNI (AVX2 only): "
+                   "neighbouring products summed into a saturating int16. For int8 bundles that will run on such CPUs.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def train_qat(checkpoint: str, **opts: Any) -> None:
+def train_qat(checkpoint: str, avx2_saturation: bool, **opts: Any) -> None:
     """Fine-tune CHECKPOINT through int8 rounding (quantization-aware), for `nere export --precision int8`.
 
     Every MatMul the int8 export quantizes is fake-quantized as onnxruntime will run it;
@@ -282,9 +285,10 @@ def train_qat(checkpoint: str, **opts: Any) -> None:
     if type(model).encoder_type != "bert":  # make_train_config gives non-BERT kinds one rate: --lr
         cfg.head_lr = cfg.lr
     loop = task_loop(model, featurizer, train_ex, cfg.batch_size, neg_ratio)
-    wrapped = wrap_linears(model)
+    wrapped = wrap_linears(model, int16_pairs=avx2_saturation)
     click.echo(f"qat {config['task']}/{config['model']}: {len(train_ex)} train / {len(dev_ex)} dev sentences; "
-               f"{wrapped} Linear layers fake-quantized; device {cfg.device}")
+               f"{wrapped} Linear layers fake-quantized{' (AVX2 int16 saturation)' if avx2_saturation else ''}; "
+               f"device {cfg.device}")
     started = time.perf_counter()
     model.to(cfg.device).eval()
     import torch
@@ -304,9 +308,11 @@ def train_qat(checkpoint: str, **opts: Any) -> None:
     unwrap_linears(model)
     metrics = run_metrics(config["task"], config["model"], opts, (train_ex, dev_ex, test_ex), result, test,
                           loop.make_batches, {"source": source.get("notes", {})}, cfg, started,
-                          qat=True, source_checkpoint=checkpoint, kept_source=kept,
+                          qat=True, qat_int16_saturation=avx2_saturation, source_checkpoint=checkpoint, kept_source=kept,
                           source_command=source.get("command"), dev_before=before, neg_ratio=neg_ratio,
                           **{k: source[k] for k in ("weights", "weights_label", "head", "candidates") if k in source})
+    if isinstance(metrics.get("weights"), dict) and metrics["weights"].get("learned"):
+        metrics["weights"] = dict(metrics["weights"], final=model.task_weights())
     model.to("cpu")
     save_checkpoint(model, featurizer.tokenizer, opts["out_dir"], metrics)
     click.echo(f"dev {loop.score_key}: {float(before[loop.score_key]):.4f} -> {float(result['best_dev'][loop.score_key]):.4f}"

@@ -22,15 +22,17 @@ from nere.train.datasets import write_jsonl
 from nere.train.qat import FakeQuantLinear, exported_as_matmul, unwrap_linears, wrap_linears
 
 
-def _ort_dynamic_matmul(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+def _ort_dynamic_matmul(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, int16_pairs: bool = False) -> np.ndarray:
     """x @ weight.T + bias as onnxruntime's quantize_dynamic graph computes it, in numpy:
     the weight quantized by onnxruntime's own per-channel code (axis 1 of the MatMul's
-    (in, out) weight), the input by the DynamicQuantizeLinear formula, integer products."""
+    (in, out) weight), the input by the DynamicQuantizeLinear formula, integer products;
+    ``int16_pairs``: neighbouring u8 x s8 products summed into a saturating int16 first
+    (VPMADDUBSW, x86 without VNNI)."""
     from onnx import TensorProto
     from onnxruntime.quantization.quant_utils import quantize_data
 
     w_t = weight.T  # MatMul's B: (in, out); one channel per output column
-    w_scale, w_q = np.empty(w_t.shape[1], np.float32), np.empty(w_t.shape, np.int32)
+    w_scale, w_q = np.empty(w_t.shape[1], np.float32), np.empty(w_t.shape, np.int64)
     for j in range(w_t.shape[1]):
         zero, scale, q = quantize_data(w_t[:, j], TensorProto.INT8, symmetric=True)
         assert int(zero) == 0
@@ -39,43 +41,68 @@ def _ort_dynamic_matmul(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> 
     x_scale = np.float32((hi - lo) / 255.0)
     x_zero = int(np.clip(np.rint(-lo / x_scale), 0, 255))
     x_q = np.clip(np.rint(x / x_scale) + x_zero, 0, 255).astype(np.int64)
-    acc = (x_q - x_zero) @ w_q.astype(np.int64)  # MatMulInteger: exact int32 sums
+    if int16_pairs:
+        products = x_q[..., :, None] * w_q  # (..., K, N)
+        pairs = products.reshape(*products.shape[:-2], -1, 2, products.shape[-1]).sum(-2)
+        acc = np.clip(pairs, -32768, 32767).sum(-2) - x_zero * w_q.sum(0)
+    else:
+        acc = (x_q - x_zero) @ w_q  # MatMulInteger: exact int32 sums
     return acc.astype(np.float32) * (x_scale * w_scale) + bias
 
 
-@pytest.mark.parametrize("shape", [(3, 5, 16), (2, 7, 16)])
-def test_fake_quant_linear_equals_an_int8_dynamic_matmul(shape):
-    rng = np.random.default_rng(0)
-    linear = nn.Linear(16, 8)
+def _linear_and_input(shape, seed: int = 0, k: int = 16, n: int = 8):
+    rng = np.random.default_rng(seed)
+    linear = nn.Linear(k, n)
     with torch.no_grad():
-        linear.weight.copy_(torch.from_numpy(rng.normal(size=(8, 16)).astype(np.float32)))
+        linear.weight.copy_(torch.from_numpy(rng.normal(size=(n, k)).astype(np.float32)))
         linear.weight[3] *= 0.01  # rows of very different magnitude: per-channel scales matter
-    x = (rng.normal(size=shape) + 0.7).astype(np.float32)  # not centred: the zero point matters
-    got = FakeQuantLinear(linear)(torch.from_numpy(x)).detach().numpy()
-    want = _ort_dynamic_matmul(x, linear.weight.detach().numpy(), linear.bias.detach().numpy())
+    x = (rng.normal(size=(*shape, k)) * 3 + 0.7).astype(np.float32)  # not centred: the zero point matters
+    return linear, x
+
+
+def _close(got: np.ndarray, want: np.ndarray) -> None:
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("int16_pairs", [False, True])
+@pytest.mark.parametrize("shape", [(3, 5), (2, 7)])
+def test_fake_quant_linear_equals_an_int8_dynamic_matmul(shape, int16_pairs):
+    linear, x = _linear_and_input(shape)
+    got = FakeQuantLinear(linear, int16_pairs)(torch.from_numpy(x)).detach().numpy()
+    w, b = linear.weight.detach().numpy(), linear.bias.detach().numpy()
+    _close(got, _ort_dynamic_matmul(x, w, b, int16_pairs))
     plain = linear(torch.from_numpy(x)).detach().numpy()
-    assert np.abs(plain - want).max() > 1e-4  # the rounding is really there
+    assert np.abs(plain - got).max() > 1e-4  # the rounding is really there
+    exact, saturated = _ort_dynamic_matmul(x, w, b), _ort_dynamic_matmul(x, w, b, True)
+    assert np.abs(exact - saturated).max() > 1e-3  # these inputs do saturate some int16 pairs
 
 
-def test_fake_quant_linear_matches_onnxruntime_itself(tmp_path):
-    """The same Linear exported and quantized by onnxruntime gives the wrapper's output."""
+def _onnxruntime_int8(linear: nn.Linear, x: np.ndarray, folder) -> np.ndarray:
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    torch.manual_seed(0)
-    linear = nn.Linear(24, 10)
-    x = torch.randn(2, 6, 24) * 3 + 1
-    torch.onnx.export(linear, (x,), str(tmp_path / "fp32.onnx"), input_names=["x"], output_names=["y"],
-                      opset_version=17, dynamo=False)
-    quantize_dynamic(str(tmp_path / "fp32.onnx"), str(tmp_path / "int8.onnx"), per_channel=True,
+    torch.onnx.export(linear, (torch.from_numpy(x),), str(folder / "fp32.onnx"), input_names=["x"],
+                      output_names=["y"], opset_version=17, dynamo=False)
+    quantize_dynamic(str(folder / "fp32.onnx"), str(folder / "int8.onnx"), per_channel=True,
                      weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
-    ops = [n.op_type for n in onnx.load(str(tmp_path / "int8.onnx")).graph.node]
-    assert "MatMulInteger" in ops
-    sess = ort.InferenceSession(str(tmp_path / "int8.onnx"), providers=["CPUExecutionProvider"])
-    want = sess.run(None, {"x": x.numpy()})[0]
-    got = FakeQuantLinear(linear)(x).detach().numpy()
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    assert "MatMulInteger" in [n.op_type for n in onnx.load(str(folder / "int8.onnx")).graph.node]
+    sess = ort.InferenceSession(str(folder / "int8.onnx"), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x})[0]
+
+
+def test_fake_quant_linear_matches_onnxruntime_itself(tmp_path):
+    """The Linear exported and quantized by onnxruntime gives the wrapper's output where no
+    int16 pair can saturate (every other input channel's weight 0), on any CPU; where pairs
+    do saturate, onnxruntime on this CPU matches one of the two modes."""
+    linear, x = _linear_and_input((2, 6), seed=1, k=24, n=10)
+    with torch.no_grad():
+        linear.weight[:, 1::2] = 0.0
+    _close(FakeQuantLinear(linear)(torch.from_numpy(x)).detach().numpy(), _onnxruntime_int8(linear, x, tmp_path))
+
+    linear, x = _linear_and_input((2, 6), seed=1, k=24, n=10)
+    want = _onnxruntime_int8(linear, x, tmp_path)
+    modes = [FakeQuantLinear(linear, pairs)(torch.from_numpy(x)).detach().numpy() for pairs in (False, True)]
+    assert any(np.allclose(m, want, rtol=1e-5, atol=1e-5 * np.abs(want).max()) for m in modes)
 
 
 def test_gradients_pass_straight_through():

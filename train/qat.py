@@ -4,7 +4,10 @@
 symmetric int8 per output channel (-127..127, zero point 0), the MatMul's input per call
 asymmetric uint8 over the whole tensor (DynamicQuantizeLinear: range widened to hold 0).
 ``FakeQuantLinear`` computes exactly that in float, with the straight-through gradient of
-torch's fake-quantize ops, so fine-tuning can adapt the weights to it. Wrapping keeps the
+torch's fake-quantize ops, so fine-tuning can adapt the weights to it. On x86 CPUs without
+VNNI, onnxruntime's u8 x s8 kernel (VPMADDUBSW) adds each two neighbouring products into a
+saturating int16 before the int32 sum; ``int16_pairs`` reproduces that as well (see
+``int16_pair_correction``). Wrapping keeps the
 parameters themselves (same objects, same state_dict keys): unwrapped, the model is a plain
 checkpoint again and exports as any other.
 """
@@ -22,13 +25,19 @@ from nere.engine.core.types import Example
 
 WEIGHT_QMIN, WEIGHT_QMAX = -127, 127  # onnxruntime's symmetric int8 weight range
 ACT_QMIN, ACT_QMAX = 0, 255  # DynamicQuantizeLinear: uint8
+INT16_MIN, INT16_MAX = -32768, 32767
+_ROWS_PER_CHUNK = 256  # tokens per step of the saturation correction: bounds its memory
+
+
+def weight_scale(weight: torch.Tensor) -> torch.Tensor:
+    """onnxruntime's symmetric int8 scale of each output row of ``weight`` (out, in)."""
+    scale = weight.detach().abs().amax(dim=1).float() / WEIGHT_QMAX
+    return torch.where(scale > 0, scale, torch.ones_like(scale))  # an all-zero row: scale 1, as ORT
 
 
 def fake_quant_weight(weight: torch.Tensor) -> torch.Tensor:
     """``weight`` (out, in) rounded as onnxruntime stores it: one symmetric scale per output row."""
-    absmax = weight.detach().abs().amax(dim=1)
-    scale = absmax / WEIGHT_QMAX
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale)).float()  # an all-zero row: scale 1, as ORT
+    scale = weight_scale(weight)
     zero = torch.zeros_like(scale, dtype=torch.int32)
     return torch.fake_quantize_per_channel_affine(weight, scale, zero, 0, WEIGHT_QMIN, WEIGHT_QMAX)
 
@@ -49,6 +58,29 @@ def fake_quant_activation(x: torch.Tensor) -> torch.Tensor:
     return torch.fake_quantize_per_tensor_affine(x, scale, zero, ACT_QMIN, ACT_QMAX)
 
 
+def int16_pair_correction(xq: torch.Tensor, wq: torch.Tensor) -> torch.Tensor:
+    """(M, N): saturated minus exact integer sums of ``xq`` (M, K raw uint8 values) times
+    ``wq`` (N, K int8 values) when products are added pairwise (k = 2i, 2i+1) into int16.
+
+    Only a pair whose weights sum to more than INT16_MAX / max(xq) in magnitude can
+    saturate; those few are computed exactly and the rest is left to the float matmul."""
+    m, k = xq.shape
+    if k % 2:
+        xq, wq = F.pad(xq, (0, 1)), F.pad(wq, (0, 1))
+    wp = wq.view(wq.shape[0], -1, 2)
+    top = float(xq.max()) if xq.numel() else 0.0
+    rows, pairs = torch.nonzero(wp.abs().sum(-1) * top > INT16_MAX, as_tuple=True)
+    out = torch.zeros(m, wq.shape[0], dtype=torch.float32, device=xq.device)  # integers < 2**24: exact
+    if rows.numel():
+        xp = xq.reshape(m, -1, 2)
+        w0, w1 = wp[rows, pairs, 0], wp[rows, pairs, 1]
+        for start in range(0, m, _ROWS_PER_CHUNK):
+            chunk = xp[start:start + _ROWS_PER_CHUNK]
+            p = chunk[:, pairs, 0] * w0 + chunk[:, pairs, 1] * w1  # (rows, candidates)
+            out[start:start + _ROWS_PER_CHUNK].index_add_(1, rows, torch.clamp(p, INT16_MIN, INT16_MAX) - p)
+    return out
+
+
 def exported_as_matmul(x: torch.Tensor, bias: torch.Tensor | None) -> bool:
     """Whether the ONNX exporter writes this Linear call as a MatMul (which int8 quantizes):
     a 2-D input with a bias becomes a Gemm instead, which the dynamic quantizer leaves fp32."""
@@ -58,8 +90,9 @@ def exported_as_matmul(x: torch.Tensor, bias: torch.Tensor | None) -> bool:
 class FakeQuantLinear(nn.Linear):
     """An ``nn.Linear`` whose MatMul is int8-rounded the way onnxruntime will run it."""
 
-    def __init__(self, linear: nn.Linear) -> None:
+    def __init__(self, linear: nn.Linear, int16_pairs: bool = False) -> None:
         nn.Module.__init__(self)
+        self.int16_pairs = int16_pairs
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight = linear.weight  # the same Parameter objects: optimizers and state_dict see no change
         self.bias = linear.bias
@@ -68,7 +101,20 @@ class FakeQuantLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not exported_as_matmul(x, self.bias):
             return F.linear(x, self.weight, self.bias)
-        return F.linear(fake_quant_activation(x), fake_quant_weight(self.weight), self.bias)
+        xf, wf = fake_quant_activation(x), fake_quant_weight(self.weight)
+        y = F.linear(xf, wf, self.bias)
+        if not self.int16_pairs:
+            return y
+        with torch.no_grad():  # saturation as a constant offset: the gradient stays straight-through
+            scale, zero = activation_qparams(x)
+            w_scale = weight_scale(self.weight)
+            xq = torch.round(xf.detach().float() / scale) + zero  # the integers the fake-quant ops chose
+            wq = torch.round(wf.detach().float() / w_scale[:, None])
+            corr = int16_pair_correction(xq.reshape(-1, xq.shape[-1]), wq)
+        return y + (corr * (scale * w_scale)).to(y.dtype).reshape(y.shape)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", int16_pairs=True" if self.int16_pairs else "")
 
 
 def _swap(model: nn.Module, make: Callable[[nn.Linear], nn.Module], want: Callable[[nn.Module], bool]) -> int:
@@ -81,10 +127,11 @@ def _swap(model: nn.Module, make: Callable[[nn.Linear], nn.Module], want: Callab
     return count
 
 
-def wrap_linears(model: nn.Module) -> int:
+def wrap_linears(model: nn.Module, int16_pairs: bool = False) -> int:
     """Fake-quantize every ``nn.Linear`` of ``model`` in place; returns how many were wrapped.
-    Calls that export as Gemm (2-D input with bias) stay float, as int8 leaves them."""
-    return _swap(model, FakeQuantLinear, lambda m: type(m) is nn.Linear)
+    Calls that export as Gemm (2-D input with bias) stay float, as int8 leaves them.
+    ``int16_pairs``: also the int16 saturation of CPUs without VNNI."""
+    return _swap(model, lambda m: FakeQuantLinear(m, int16_pairs), lambda m: type(m) is nn.Linear)
 
 
 def _plain(linear: nn.Linear) -> nn.Linear:
