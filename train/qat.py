@@ -108,8 +108,8 @@ class FakeQuantLinear(nn.Linear):
         with torch.no_grad():  # saturation as a constant offset: the gradient stays straight-through
             scale, zero = activation_qparams(x)
             w_scale = weight_scale(self.weight)
-            xq = torch.round(xf.detach().float() / scale) + zero  # the integers the fake-quant ops chose
-            wq = torch.round(wf.detach().float() / w_scale[:, None])
+            xq = torch.clamp(torch.round(x.detach().float() / scale) + zero, ACT_QMIN, ACT_QMAX)
+            wq = torch.clamp(torch.round(self.weight.detach().float() / w_scale[:, None]), WEIGHT_QMIN, WEIGHT_QMAX)
             corr = int16_pair_correction(xq.reshape(-1, xq.shape[-1]), wq)
         return y + (corr * (scale * w_scale)).to(y.dtype).reshape(y.shape)
 
