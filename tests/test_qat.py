@@ -19,7 +19,7 @@ from nere.export.onnx_export import export_graph
 from nere.export.variants import int8_plan
 from nere.train.checkpoint import load_checkpoint, save_checkpoint
 from nere.train.datasets import write_jsonl
-from nere.train.qat import FakeQuantLinear, exported_as_matmul, unwrap_linears, wrap_linears
+from nere.train.qat import FakeQuantLinear, exported_as_matmul, int16_pair_correction, unwrap_linears, wrap_linears
 
 
 def _ort_dynamic_matmul(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, int16_pairs: bool = False) -> np.ndarray:
@@ -105,6 +105,14 @@ def test_fake_quant_linear_matches_onnxruntime_itself(tmp_path):
     assert any(np.allclose(m, want, rtol=1e-5, atol=1e-5 * np.abs(want).max()) for m in modes)
 
 
+def test_int16_pair_correction_handles_odd_widths_and_no_candidates():
+    xq = torch.tensor([[255.0, 255.0, 255.0]])
+    wq = torch.tensor([[127.0, 127.0, 127.0], [1.0, 1.0, 1.0]])
+    corr = int16_pair_correction(xq, wq)
+    assert corr.tolist() == [[32767.0 - 2 * 255 * 127, 0.0]]  # the third product has no neighbour
+    assert torch.count_nonzero(int16_pair_correction(xq, wq[1:])) == 0
+
+
 def test_gradients_pass_straight_through():
     linear = FakeQuantLinear(nn.Linear(4, 3))
     x = torch.randn(2, 5, 4, requires_grad=True)
@@ -172,17 +180,20 @@ def _tiny_checkpoint(tmp_path):
     return ckpt, data
 
 
-def test_cli_train_qat_writes_a_checkpoint_that_exports(tmp_path):
+@pytest.mark.parametrize("saturation", [False, True])
+def test_cli_train_qat_writes_a_checkpoint_that_exports(tmp_path, saturation):
     from nere.train_commands import train
 
     ckpt, data = _tiny_checkpoint(tmp_path)
     out = tmp_path / "qat"
     res = CliRunner().invoke(train, ["qat", str(ckpt), "--dataset", str(data), "--out", str(out), "--epochs", "1",
-                                     "--lr", "1e-3", "--batch-size", "4", "--quiet"])
+                                     "--lr", "1e-3", "--batch-size", "4", "--quiet",
+                                     *(["--avx2-saturation"] if saturation else [])])
     assert res.exit_code == 0, res.output
     assert "fake-quantized" in res.output
     m = json.loads((out / "metrics.json").read_text())
     assert m["qat"] is True and m["task"] == "joint" and m["command"].startswith("nere ")
+    assert m["qat_int16_saturation"] is saturation and m["best_epoch"] in (0, 1)
     assert m["neg_ratio"] == -1.0 and "e2e_f1" in m["dev"] and "e2e_f1" in m["dev_before"]
     assert m["train_config"]["lr"] == m["train_config"]["head_lr"] == 1e-3
     model, _, config = load_checkpoint(out)
