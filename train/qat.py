@@ -36,10 +36,13 @@ def weight_scale(weight: torch.Tensor) -> torch.Tensor:
 
 
 def fake_quant_weight(weight: torch.Tensor) -> torch.Tensor:
-    """``weight`` (out, in) rounded as onnxruntime stores it: one symmetric scale per output row."""
-    scale = weight_scale(weight)
-    zero = torch.zeros_like(scale, dtype=torch.int32)
-    return torch.fake_quantize_per_channel_affine(weight, scale, zero, 0, WEIGHT_QMIN, WEIGHT_QMAX)
+    """``weight`` (out, in) rounded as onnxruntime stores it: one symmetric scale per output row.
+
+    Rounded from ``weight / scale`` as onnxruntime's quantizer divides (torch's fake-quantize
+    ops multiply by 1/scale, which flips the odd tie); straight-through gradient."""
+    scale = weight_scale(weight)[:, None]
+    rounded = torch.clamp(torch.round(weight.detach() / scale), WEIGHT_QMIN, WEIGHT_QMAX) * scale
+    return weight + (rounded - weight.detach())
 
 
 def activation_qparams(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,9 +56,12 @@ def activation_qparams(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def fake_quant_activation(x: torch.Tensor) -> torch.Tensor:
-    """``x`` rounded to uint8 per tensor from its own range, as DynamicQuantizeLinear does per call."""
+    """``x`` rounded to uint8 per tensor from its own range, as DynamicQuantizeLinear does per
+    call (dividing by the scale, as it does); straight-through gradient."""
     scale, zero = activation_qparams(x)
-    return torch.fake_quantize_per_tensor_affine(x, scale, zero, ACT_QMIN, ACT_QMAX)
+    d = x.detach()
+    rounded = (torch.clamp(torch.round(d / scale) + zero, ACT_QMIN, ACT_QMAX) - zero) * scale
+    return x + (rounded - d)
 
 
 def int16_pair_correction(xq: torch.Tensor, wq: torch.Tensor) -> torch.Tensor:
