@@ -13,6 +13,7 @@ import platform
 import shlex
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import click
@@ -240,3 +241,84 @@ def train_joint(ner_weight: float, re_weight: float, learned_weights: bool, tag_
     save_checkpoint(model, tokenizer, opts["out_dir"], metrics)
     click.echo(f"test: NER F1 {test['ner']['f1']:.4f}  RE macro F1 {test['re']['macro_f1']:.4f}  "
                f"end-to-end F1 {test['e2e_f1']:.4f}  weights {test['weights']}  ({metrics['seconds']:.0f}s) -> {opts['out_dir']}")
+
+
+@train.command("qat")
+@click.argument("checkpoint", type=click.Path(exists=True, file_okay=False))
+@click.option("--dataset", required=True,
+              help="conll04, msra, sanwen, or a path to JSONL data (its train split trains, dev selects).")
+@click.option("--data-dir", default=None, help="Folder holding the datasets (default: $NERE_DATASETS or ../shared/datasets).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Checkpoint folder to write.")
+@click.option("--epochs", default=2, show_default=True, type=click.IntRange(1))
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1))
+@click.option("--lr", default=1e-5, show_default=True, type=float, help="Learning rate of the encoder.")
+@click.option("--head-lr", default=None, type=float, help="Learning rate of heads and the CRF (default: --lr).")
+@click.option("--neg-ratio", default=None, type=float,
+              help="RE negatives per positive pair (default: the checkpoint's training run's).")
+@click.option("--patience", default=2, show_default=True, type=click.IntRange(1),
+              help="Early stopping: epochs without dev gain.")
+@click.option("--seed", default=13, show_default=True, type=int)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--limit", default=None, type=click.IntRange(1), help="Use only the first N training (and dev) sentences.")
+@click.option("--avx2-saturation", is_flag=True,
+              help="Also round as onnxruntime's u8 x s8 kernel does on x86 CPUs without VNNI (AVX2 only): "
+                   "neighbouring products summed into a saturating int16. For int8 bundles that will run on such CPUs.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def train_qat(checkpoint: str, avx2_saturation: bool, **opts: Any) -> None:
+    """Fine-tune CHECKPOINT through int8 rounding (quantization-aware), for `nere export --precision int8`.
+
+    Every MatMul the int8 export quantizes is fake-quantized as onnxruntime will run it;
+    the task's own loss trains and its dev score (computed through the same rounding)
+    selects the epoch. The new checkpoint holds plain float weights, exported as usual."""
+    import torch
+
+    from nere.train.checkpoint import METRICS, load_checkpoint, save_checkpoint
+    from nere.train.qat import task_loop, unwrap_linears, wrap_linears
+    from nere.train.re_task import DEFAULT_NEG_RATIO
+    from nere.train.trainer import fit
+
+    try:
+        model, featurizer, config = load_checkpoint(checkpoint)
+    except (ValueError, OSError, KeyError) as err:
+        raise click.ClickException(f"cannot load checkpoint {checkpoint}: {err}") from err
+    source_file = Path(checkpoint) / METRICS
+    source = json.loads(source_file.read_text(encoding="utf-8")) if source_file.is_file() else {}
+    train_ex, dev_ex, test_ex = _train_dev_test(opts)
+    neg_ratio = opts["neg_ratio"] if opts["neg_ratio"] is not None else source.get("neg_ratio", DEFAULT_NEG_RATIO)
+    opts["head_lr"] = opts["head_lr"] if opts["head_lr"] is not None else opts["lr"]
+    cfg = _built(make_train_config, type(model).encoder_type, opts)  # --device cuda without a GPU: one line
+    if type(model).encoder_type != "bert":  # make_train_config gives non-BERT kinds one rate: --lr
+        cfg.head_lr = cfg.lr
+    loop = _built(task_loop, model, featurizer, train_ex, cfg.batch_size, neg_ratio)
+    wrapped = wrap_linears(model, int16_pairs=avx2_saturation)
+    click.echo(f"qat {config['task']}/{config['model']}: {len(train_ex)} train / {len(dev_ex)} dev sentences; "
+               f"{wrapped} Linear layers fake-quantized{' (AVX2 int16 saturation)' if avx2_saturation else ''}; "
+               f"device {cfg.device}")
+    started = time.perf_counter()
+    model.to(cfg.device).eval()
+    with torch.no_grad():
+        before = loop.evaluate(model, dev_ex)
+    click.echo(f"before: dev {loop.score_key} {float(before[loop.score_key]):.4f} (int8 rounding)")
+    source_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    result = fit(model, loop.make_batches, lambda m: loop.evaluate(m, dev_ex), loop.score_key, cfg)
+    # epoch 0 competes too: fine-tuning that never beats the source's own int8 score keeps the source
+    kept = float(before[loop.score_key]) >= float(result["best_dev"][loop.score_key])
+    if kept:
+        model.load_state_dict(source_state)
+        result.update(best_dev=before, best_epoch=0)
+    with torch.no_grad():
+        test = loop.evaluate(model, test_ex)
+    unwrap_linears(model)
+    metrics = run_metrics(config["task"], config["model"], opts, (train_ex, dev_ex, test_ex), result, test,
+                          loop.make_batches, {"source": source.get("notes", {})}, cfg, started,
+                          qat=True, qat_int16_saturation=avx2_saturation, source_checkpoint=checkpoint,
+                          kept_source=kept,
+                          source_command=source.get("command"), dev_before=before, neg_ratio=neg_ratio,
+                          **{k: source[k] for k in ("weights", "weights_label", "head", "candidates") if k in source})
+    if isinstance(metrics.get("weights"), dict) and metrics["weights"].get("learned"):
+        metrics["weights"] = dict(metrics["weights"], final=model.task_weights())
+    model.to("cpu")
+    save_checkpoint(model, featurizer.tokenizer, opts["out_dir"], metrics)
+    click.echo(f"dev {loop.score_key}: {float(before[loop.score_key]):.4f} -> "
+               f"{float(result['best_dev'][loop.score_key]):.4f} (int8 rounding, epoch {result['best_epoch']}"
+               f"{': the source kept' if kept else ''})  ({metrics['seconds']:.0f}s) -> {opts['out_dir']}")
