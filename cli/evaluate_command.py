@@ -30,6 +30,27 @@ def _score_bundle(bundle: str, examples, re_bundle: str | None = None) -> dict[s
     return score_bundle(bundle, examples, gold, re_bundle=re_bundle, device="cpu")
 
 
+def _record(bundle: str, metrics: dict[str, Any], dataset: str, split: str, limit: int | None,
+            re_model: str | None) -> None:
+    """Keep the engine scores in the bundle's manifest and rewrite its model card."""
+    import shlex
+    import sys
+    from datetime import datetime, timezone
+
+    from nere.engine.manifest import Manifest
+    from nere.export.card import write_card
+
+    m = Manifest.read(bundle)
+    m.with_evaluation({
+        "dataset": dataset, "split": split, "limit": limit, "re_model": re_model,
+        "documents": metrics.get("documents"), "entities": metrics.get("entities"), "triples": metrics.get("triples"),
+        "command": "nere " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["evaluate"]
+        else f"nere evaluate {bundle} --dataset {dataset} --split {split} --record",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }).write(bundle)
+    write_card(bundle)
+
+
 @click.command()
 @click.argument("checkpoint", type=click.Path(exists=True, file_okay=False))
 @click.option("--dataset", required=True, help="conll04, msra, sanwen, or a path to JSONL data.")
@@ -38,16 +59,18 @@ def _score_bundle(bundle: str, examples, re_bundle: str | None = None) -> dict[s
 @click.option("--limit", default=None, type=click.IntRange(1))
 @click.option("--re-model", default=None, type=click.Path(exists=True, file_okay=False),
               help="A bundle: a separate RE bundle run on its entities, as `nere extract --re-model` does.")
+@click.option("--record", is_flag=True,
+              help="A bundle: keep the scores in its manifest (`evaluations`) and model card.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def evaluate(checkpoint: str, dataset: str, split: str, data_dir: str | None, limit: int | None,
-             re_model: str | None, as_json: bool) -> None:
+             re_model: str | None, record: bool, as_json: bool) -> None:
     """Score a checkpoint on a dataset split (token accuracy, strict entity P/R/F1, RE and end-to-end scores),
     or a bundle through the engine (entities, triples: the figures `nere export --verify` records)."""
     is_bundle = (Path(checkpoint) / "manifest.json").is_file()
     if not is_bundle:
-        if re_model is not None:
-            raise click.BadParameter("a separate RE bundle goes behind an NER bundle, not a checkpoint",
-                                     param_hint="--re-model")
+        if re_model is not None or record:
+            raise click.BadParameter("--re-model and --record apply to a bundle, not a checkpoint",
+                                     param_hint="--re-model" if re_model is not None else "--record")
         require("`nere evaluate CHECKPOINT`", "train")
     (examples,) = load_splits(dataset, data_dir, limit, (split,))
     try:
@@ -59,6 +82,8 @@ def evaluate(checkpoint: str, dataset: str, split: str, data_dir: str | None, li
             metrics = evaluate_checkpoint(checkpoint, examples)
     except (ValueError, OSError) as err:
         raise click.ClickException(str(err)) from err
+    if record:
+        _record(checkpoint, metrics, dataset, split, limit, re_model)
     if as_json:
         click.echo(json.dumps(metrics, indent=2, ensure_ascii=False))
     else:

@@ -154,6 +154,20 @@ class Manifest:
         data.setdefault("metrics", {})[split] = metrics
         return Manifest(data, self.where)
 
+    def with_evaluation(self, record: dict[str, Any]) -> "Manifest":
+        """A copy with one more ``nere evaluate --record`` result (not hashed); it replaces an
+        earlier record of the same dataset, split and RE bundle."""
+        data = copy.deepcopy(self.data)
+        key = (record.get("dataset"), record.get("split"), record.get("re_model"))
+        kept = [r for r in data.get("evaluations") or [] if (r.get("dataset"), r.get("split"), r.get("re_model")) != key]
+        data["evaluations"] = kept + [record]
+        return Manifest(data, self.where)
+
+    @property
+    def evaluations(self) -> list[dict[str, Any]]:
+        """Engine scores recorded by ``nere evaluate BUNDLE --record`` on other datasets or forms."""
+        return self.data.get("evaluations") or []
+
     def with_made_by(self, key: str, value: Any) -> "Manifest":
         """A copy recording one more fact about how the bundle was made."""
         data = copy.deepcopy(self.data)
@@ -278,6 +292,8 @@ class _Checker:
         extra = self.features(m, files)
         self.graphs(m, files, ner is not None, re_ is not None, extra)
         need(isinstance(m.get("metrics", {}), dict), "metrics must be an object")
+        evals = m.get("evaluations", [])
+        need(isinstance(evals, list) and all(isinstance(r, dict) for r in evals), "evaluations must be a list of objects")
         mb = m.get("made_by")
         need(isinstance(mb, dict), "made_by must be an object")
         need(isinstance(mb.get("command"), str), "made_by.command must be a string")

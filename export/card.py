@@ -70,7 +70,7 @@ def card(m: Manifest, name: str) -> str:
         f"# {name}",
         "",
         f"A {TASK_WORDS[m.task]} model (`{m.model}`, {m.precision}) exported as a NERE bundle: "
-        f"the torch-free engine runs it (`nere extract --model {name}`). "
+        f"the torch-free engine runs it ({_usage(m, name)}). "
         f"{made.get('bundle_bytes', 0) / 1e6:.1f} MB; format: docs/bundle-format.md.",
         "",
         "## Labels",
@@ -80,6 +80,8 @@ def card(m: Manifest, name: str) -> str:
         lines.append(f"- Entities ({m.ner['tag_scheme']}, {m.ner['decoding']} decoding): {', '.join(m.ner['entity_labels'])}")
     if m.re:
         lines.append(f"- Relations (negative label `{m.re['negative_label']}`): {', '.join(m.re['relation_labels'][1:])}")
+        if m.task == "re" and m.re.get("entity_labels"):
+            lines.append(f"- Between entities of the types: {', '.join(m.re['entity_labels'])}")
     if m.features:
         lines += ["", f"Extra per-token inputs, computed by the engine from the text: {', '.join(m.feature_inputs)} "
                       "(data files in the bundle; manifest: `features`)."]
@@ -97,6 +99,7 @@ def card(m: Manifest, name: str) -> str:
                   f"epoch {training.get('best_epoch')} selected on dev, on {training.get('hardware')} in "
                   f"{_f_int(training.get('seconds'))} s.", ""]
     lines += _measured(m, training)
+    lines += _evaluations(m)
     return "\n".join(lines) + "\n"
 
 
@@ -134,12 +137,20 @@ def _measured(m: Manifest, training: dict[str, Any]) -> list[str]:
     if head:
         lines += [f"Headline: **{head.get('metric')} {_f(head.get('value'))}** (through the {head.get('through')}).", ""]
     lines += rows + [""] + _against_fp32(m, v)
-    lines.append(f"Sentences with identical entities, bundle vs PyTorch: {_f(v.get('agreement'))}; parity "
+    what = "relation labels" if m.task == "re" else "entities"
+    lines.append(f"Sentences with identical {what}, bundle vs PyTorch: {_f(v.get('agreement'))}; parity "
                  + ("passed." if v.get("passed") else f"FAILED ({'; '.join(v.get('problems') or [])})."))
     lines += ["", f"Figures come from `metrics.{split}` (written by `nere export --verify`) and "
               "`made_by.training` of manifest.json; `nere evaluate BUNDLE --dataset ...` recomputes "
               "the engine figures.", ""]
     return lines
+
+
+def _usage(m: Manifest, name: str) -> str:
+    """How to run the bundle: an RE-only bundle goes behind an NER bundle with the same entity labels."""
+    if m.task == "re":
+        return f"`nere extract INPUT --model NER_BUNDLE --re-model {name} --out DIR`, with an NER bundle of its entity labels"
+    return f"`nere extract INPUT --model {name} --out DIR`"
 
 
 def _against_fp32(m: Manifest, v: dict[str, Any]) -> list[str]:
@@ -153,6 +164,18 @@ def _against_fp32(m: Manifest, v: dict[str, Any]) -> list[str]:
     tol = (v.get("thresholds") or {}).get("max_engine_loss")
     return [f"Through the engine, {m.precision} vs the fp32 bundle of the same checkpoint: {'; '.join(parts)}"
             + (f" (at most {tol:g} F1 may be lost)." if tol is not None else "."), ""]
+
+
+def _evaluations(m: Manifest) -> list[str]:
+    """The other datasets and forms the bundle was scored on (``nere evaluate BUNDLE --record``)."""
+    if not m.evaluations:
+        return []
+    lines = ["## Also measured through the engine", "",
+             "| dataset | split | documents | entities P / R / F1 | triples P / R / F1 | command |", "|---|---|---|---|---|---|"]
+    for r in m.evaluations:
+        lines.append(f"| `{r.get('dataset')}` | {r.get('split')} | {r.get('documents')} | {_prf(r.get('entities'))} | "
+                     f"{_prf(r.get('triples')) if r.get('triples') else '-'} | `{r.get('command')}` |")
+    return lines + [""]
 
 
 def write_card(folder: str | Path) -> Path:

@@ -769,3 +769,11 @@ def test_evaluate_scores_a_tiny_bundle(tmp_path):
                                      str(tmp_path / "data"), "--json"])
     assert pipe.exit_code == 0, pipe.output
     assert json.loads(pipe.output)["triples"] is not None
+    rec = CliRunner().invoke(nere, ["evaluate", str(joint), "--dataset", str(tmp_path / "data"), "--record"])
+    assert rec.exit_code == 0, rec.output
+    rec = CliRunner().invoke(nere, ["evaluate", str(joint), "--dataset", str(tmp_path / "data"), "--record"])
+    m = Manifest.read(joint)
+    m.verify_files(joint)  # recording touches no hashed file
+    (r,) = m.evaluations  # the same dataset and split again replaces, not appends
+    assert r["dataset"] == str(tmp_path / "data") and r["split"] == "test" and r["triples"]["f1"] == 0.75
+    assert "## Also measured through the engine" in (joint / "README.md").read_text()
