@@ -47,7 +47,7 @@ def _print_summary(s: dict[str, Any]) -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto: CUDA when onnxruntime can use it, else CPU. cuda: fail rather than fall back.")
 @click.option("--batch-tokens", type=click.IntRange(1), default=None,
-              help="Padded tokens per model batch [default: 65536 on CUDA; on CPU 1024 for a recurrent (BiLSTM) bundle, else 4096].")
+              help="Padded tokens per model batch [default: 65536 on CUDA; on CPU 1024 for a recurrent (BiLSTM) bundle, else 2048].")
 @click.option("--threads", type=click.IntRange(1), default=None, help="onnxruntime CPU threads [default: all cores].")
 @click.option("--streams", type=click.IntRange(1), default=None,
               help="Model calls at once, each with threads/streams threads [default: 2 for bundles with a "

@@ -12,7 +12,7 @@ from typing import Any
 from nere.engine.bundle import CUDA, stage1_recurrent
 from nere.engine.errors import EngineError
 
-BATCH_TOKENS = {"cpu": 4096, "cuda": 65536}  # padded tokens per stage-1 batch
+BATCH_TOKENS = {"cpu": 2048, "cuda": 65536}  # padded tokens per stage-1 batch
 RECURRENT_CPU_BATCH_TOKENS = 1024  # ... for a recurrent stage-1 graph on CPU
 UNIT_DOCS = 1024  # documents per unit: rows are sorted by length within a unit
 UNIT_CHARS = 2_000_000  # ... and at most about this many characters

@@ -190,7 +190,7 @@ def test_out_dir_rules(tmp_path, bundle):
     code, output = cli(*args, "--resume", "--limit", "5")
     assert code != 0 and "cannot resume" in output and "limit was None, now 5" in output
     code, output = cli(*args, "--resume", "--batch-tokens", "333")
-    assert code != 0 and "batch_tokens was 4096, now 333" in output and "(pass --batch-tokens 4096)" in output
+    assert code != 0 and "batch_tokens was 2048, now 333" in output and "(pass --batch-tokens 2048)" in output
     (out / "notes.txt").write_text("mine")
     code, output = cli(*args, "--overwrite")
     assert code != 0 and "holds files nere extract did not write (notes.txt)" in output
@@ -289,10 +289,10 @@ def test_default_batch_tokens_follow_the_recurrent_flag_and_the_provider(tmp_pat
     rec = {"graphs": {"stage1": {"recurrent": True}}}
     cpu = "CPUExecutionProvider"
     assert auto_batch_tokens(rec, cpu) == 1024 and auto_batch_tokens(rec, CUDA) == 65536
-    assert auto_batch_tokens({"graphs": {"stage1": {"recurrent": False}}}, cpu) == 4096
-    assert auto_batch_tokens({"graphs": {"stage1": {}}}, cpu) == 4096 and auto_batch_tokens(None, cpu) == 4096
+    assert auto_batch_tokens({"graphs": {"stage1": {"recurrent": False}}}, cpu) == 2048
+    assert auto_batch_tokens({"graphs": {"stage1": {}}}, cpu) == 2048 and auto_batch_tokens(None, cpu) == 2048
     assert auto_batch_tokens(None, CUDA) == 65536
-    assert Engine.load(bundle, device="cpu", threads=2).batch_tokens == 4096  # the test bundle is no LSTM
+    assert Engine.load(bundle, device="cpu", threads=2).batch_tokens == 2048  # the test bundle is no LSTM
     assert Engine.load(bundle, device="cpu", threads=2, batch_tokens=333).batch_tokens == 333
     shipped = Engine.load(Path(__file__).resolve().parents[1] / "artifacts" / "zh-msra-ner-bilstm-crf-int8",
                           device="cpu", threads=2)  # a recurrent bundle, as exported
@@ -336,9 +336,9 @@ def test_engine_config_fields_overrides_and_errors(bundle):
         base.threads = 3  # type: ignore[misc]
     engine = Engine.load(bundle, config=base, threads=1, unit_docs=64)
     assert engine.config == EngineConfig(device="cpu", threads=1, part_docs=7, unit_docs=64)
-    assert engine.threads == 1 and engine.streams == 1 and engine.batch_tokens == 4096
+    assert engine.threads == 1 and engine.streams == 1 and engine.batch_tokens == 2048
     resolved = engine.pipeline.config
-    assert (resolved.threads, resolved.streams, resolved.re_streams, resolved.batch_tokens) == (1, 1, 1, 4096)
+    assert (resolved.threads, resolved.streams, resolved.re_streams, resolved.batch_tokens) == (1, 1, 1, 2048)
     with pytest.raises(EngineError, match="unknown engine setting 'thread'"):
         Engine.load(bundle, thread=2)
     for field in ("batch_tokens", "part_docs", "unit_docs", "unit_chars", "streams"):
