@@ -230,7 +230,7 @@ def test_shipped_bundles_load_with_their_cards():
     root = Path(__file__).resolve().parents[1] / "artifacts"
     headlines = {"joint": "triples_f1", "ner": "entity_f1", "re": "relation_macro_f1"}
     for name in ("en-conll04-joint-int8", "zh-msra-ner-bilstm-crf-int8", "zh-sanwen-ner-bilstm-crf-int8",
-                 "zh-sanwen-re-bilstm-att-int8"):
+                 "zh-sanwen-re-bilstm-int8"):
         m = Manifest.read(root / name)
         m.verify_files(root / name)
         assert (root / name / CARD).is_file() and CARD not in m.files
@@ -244,11 +244,11 @@ def test_shipped_chinese_pipeline_gives_both_tables():
     from nere.engine import Engine
 
     root = Path(__file__).resolve().parents[1] / "artifacts"
-    engine = Engine.load(root / "zh-sanwen-ner-bilstm-crf-int8", root / "zh-sanwen-re-bilstm-att-int8", threads=1)
+    engine = Engine.load(root / "zh-sanwen-ner-bilstm-crf-int8", root / "zh-sanwen-re-bilstm-int8", threads=1)
     text = "王立新的妻子李秀英在杭州市西湖区开了一家书店。\n我的母亲住在江南的一个小镇上。"
     entities, relations = engine.extract([text])
     assert entities.num_rows >= 3 and relations.num_rows >= 1
-    labels = set(Manifest.read(root / "zh-sanwen-re-bilstm-att-int8").data["re"]["relation_labels"])
+    labels = set(Manifest.read(root / "zh-sanwen-re-bilstm-int8").data["re"]["relation_labels"])
     assert set(relations.column("label").to_pylist()) <= labels
     for row in entities.to_pylist():
         assert text[row["start"]:row["end"]] == row["text"] and "\n" not in row["text"]
