@@ -81,6 +81,7 @@ def auto_int8_candidates(encoder_type: str) -> tuple[str, ...]:
     return tuple(p for p in AUTO_INT8_CANDIDATES if p not in _AUTO_SKIP.get(encoder_type, ())
                  and encoder_type in _AUTO_ONLY.get(p, (encoder_type,)))
 AUTO_DEV_SHARE = 0.5
+VOCAB_TABLE_ROWS = 2048  # more rows than any position table (BERT: 512): a vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +121,10 @@ def int8_plan(model: onnx.ModelProto, policy: str = DEFAULT_INT8_POLICY, lstm: b
     if policy not in INT8_POLICIES:
         raise ValueError(f"unknown int8 policy {policy!r}; choose one of {', '.join(INT8_POLICIES)}")
     weights = {i.name for i in model.graph.initializer}
-    # embedding tables of at least 1M values (a BERT's word embeddings: most of a small
-    # encoder's bytes) go int8; small tables (positions, types) stay fp32
-    big_tables = {i.name for i in model.graph.initializer if len(i.dims) == 2 and i.dims[0] * i.dims[1] >= 1_000_000}
+    # vocabulary tables (a BERT's word pieces, a BiLSTM's characters, bigrams or words: most
+    # of a small model's bytes) go int8 per row; small tables (positions, types) stay fp32
+    big_tables = {i.name for i in model.graph.initializer
+                  if len(i.dims) == 2 and i.dims[0] >= VOCAB_TABLE_ROWS and i.dims[0] * i.dims[1] >= 65_536}
     quantize, keep, tables = [], [], []
     for node in model.graph.node:
         if node.op_type == "MatMul" and len(node.input) == 2 and node.input[1] in weights:

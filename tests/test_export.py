@@ -297,10 +297,26 @@ def test_int8_policies_choose_weight_matmuls(ner_bundles):
     assert set(plans["head+ffn+attn-out"]["quantize"]) == weights - {
         f"{layer}intermediate/dense/MatMul", f"{layer}attention/output/dense/MatMul"}
     assert plans["embeddings"]["quantize"] == []
-    for plan in plans.values():  # the tiny model's tables are below the 1M-value threshold
+    for plan in plans.values():  # the tiny model's tables are too small to be worth int8
         assert plan["embeddings"] == []
     with pytest.raises(ValueError, match="int8 policy"):
         int8_plan(graph, "all")
+
+
+def test_int8_plan_quantizes_vocabulary_tables_not_position_tables():
+    """A table of 2,048+ rows (characters, bigrams, word pieces) goes int8 per row; a
+    position table (512 rows) stays fp32 however wide it is."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from nere.export.variants import int8_plan
+
+    tables = {"chars": np.zeros((5000, 16), np.float32), "positions": np.zeros((512, 384), np.float32),
+              "tiny": np.zeros((3000, 8), np.float32)}
+    nodes = [helper.make_node("Gather", [name, "ids"], [f"{name}_out"], name=f"/{name}/Gather") for name in tables]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [None])],
+                              [helper.make_tensor_value_info(f"{n}_out", TensorProto.FLOAT, None) for n in tables],
+                              [numpy_helper.from_array(a, n) for n, a in tables.items()])
+    assert int8_plan(helper.make_model(graph))["embeddings"] == ["/chars/Gather"]
 
 
 def test_fp16_graph_is_valid_and_runs_on_cpu(ner_bundles, tmp_path):

@@ -16,6 +16,7 @@ from nere.feature_options import feature_request  # noqa: E402
 from nere.train.features import collate_ner, ner_items  # noqa: E402
 from nere.train.ner_task import build_ner, ner_batches, predict_ner  # noqa: E402
 from nere.train.trainer import TrainConfig, fit  # noqa: E402
+from fixtures_features import write_substring_lexicon  # noqa: E402
 
 TINY_BERT = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
 TINY_LSTM = {"embedding_dim": 16, "hidden_size": 16, "dropout": 0.0}
@@ -34,11 +35,8 @@ def conll():
 
 @pytest.fixture(scope="module")
 def lexicon_file(tmp_path_factory, msra):
-    """A small 'word freq' dictionary: every 2-3 character substring of a few sentences."""
-    words = {t[i : i + n] for t in (ex.text for ex in msra[:10]) for n in (2, 3) for i in range(len(t) - n + 1)}
-    path = tmp_path_factory.mktemp("lex") / "dict.txt"
-    path.write_text("\n".join(f"{w} {len(w) * 7 + i % 5} n" for i, w in enumerate(sorted(words))), encoding="utf-8")
-    return path
+    """A small 'word freq' dictionary from a few sentences."""
+    return write_substring_lexicon(tmp_path_factory.mktemp("lex"), [ex.text for ex in msra[:10]])
 
 
 def build(kind, examples, **features):
